@@ -1,0 +1,161 @@
+"""Layer-by-layer table of a network: output shape, neurons, parameters and multiply-adds.
+
+The paper counts "neurons" as the outputs of the weighted layers (section 3.5: "the number of
+neurons in the network's remaining layers is given by 253,440-186,624-64,896-64,896-43,264-
+4096-4096-1000"). 253,440 does not match conv1's 55x55x96 = 290,400 outputs; the table prints
+the computed figure and the notes say so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from alexnet.models import MODELS, build_model, model_options
+
+DEFAULT_INPUT = {
+    "alexnet": (3, 227, 227),
+    "alexnet-owt": (3, 224, 224),
+    "alexnet-small": (3, 32, 32),
+    "convnet4": (3, 32, 32),
+}
+PAPER_NEURONS_CONV1 = 253_440
+SHORT_NAMES = {
+    "Conv2d": "conv",
+    "Linear": "fc",
+    "LocalResponseNorm": "lrn",
+    "MaxPool2d": "pool",
+    "AdaptiveAvgPool2d": "avgpool",
+}
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output: list[int]
+    neurons: int  # outputs of weighted layers only, as the paper counts them
+    params: int
+    mult_adds: int
+
+
+def parse_input(text: str) -> tuple[int, int, int]:
+    """'3x227x227' -> (3, 227, 227)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(
+            f"--input must look like 3x227x227 (channels x height x width), got {text!r}"
+        )
+    return dims  # type: ignore[return-value]
+
+
+def _mult_adds(module: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return out.numel() * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        return out.numel() * module.in_features
+    return 0
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[LayerRow]:
+    """Run one image through ``model`` and record every leaf layer."""
+    rows: list[LayerRow] = []
+    weighted = 0
+    hooks = []
+
+    def hook(module: nn.Module, _inputs, out: torch.Tensor) -> None:
+        nonlocal weighted
+        is_weighted = isinstance(module, (nn.Conv2d, nn.Linear))
+        if is_weighted:
+            weighted += 1
+        kind = type(module).__name__
+        prefix = SHORT_NAMES.get(kind, kind.lower())
+        # Dropout belongs to the fully connected layer it feeds, the rest to the layer they follow.
+        index = weighted + 1 if isinstance(module, nn.Dropout) else weighted
+        rows.append(
+            LayerRow(
+                name=f"{prefix}{index}",
+                kind=kind,
+                output=list(out.shape[1:]),
+                neurons=out[0].numel() if is_weighted else 0,
+                params=sum(p.numel() for p in module.parameters(recurse=False)),
+                mult_adds=_mult_adds(module, out[:1]),
+            )
+        )
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **options) -> dict:
+    """Build ``arch`` for ``input_shape`` and return its table, totals and notes."""
+    if arch not in MODELS:
+        raise ValueError(f"unknown network {arch!r}; valid: {', '.join(MODELS)}")
+    shape = input_shape or DEFAULT_INPUT[arch]
+    valid = model_options(arch)
+    options.setdefault("in_channels", shape[0])
+    if "input_size" in valid:
+        options.setdefault("input_size", shape[1])
+    model = build_model(arch, **options)
+    rows = layer_table(model, shape)
+    notes = []
+    if arch == "alexnet":
+        notes.append(
+            f"The paper gives {PAPER_NEURONS_CONV1:,} neurons for conv1; its 55x55x96 output is "
+            f"{rows[0].neurons:,}. The other figures match the paper."
+        )
+        notes.append("Input is 227x227: the paper's 224x224 cannot give conv1's 55x55 map.")
+    return {
+        "arch": arch,
+        "input": list(shape),
+        "layers": [asdict(r) for r in rows],
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "total_neurons": sum(r.neurons for r in rows),
+        "total_mult_adds": sum(r.mult_adds for r in rows),
+        "notes": notes,
+    }
+
+
+def format_table(summary: dict) -> str:
+    header = f"{'layer':10s} {'type':18s} {'output':>16s} {'neurons':>12s} {'params':>12s} {'mult-adds':>15s}"
+    lines = [
+        f"{summary['arch']}, input {'x'.join(map(str, summary['input']))}",
+        header,
+        "-" * len(header),
+    ]
+    for r in summary["layers"]:
+        neurons = f"{r['neurons']:,}" if r["neurons"] else ""
+        params = f"{r['params']:,}" if r["params"] else ""
+        macs = f"{r['mult_adds']:,}" if r["mult_adds"] else ""
+        out = "x".join(map(str, r["output"]))
+        lines.append(
+            f"{r['name']:10s} {r['kind']:18s} {out:>16s} {neurons:>12s} {params:>12s} {macs:>15s}"
+        )
+    lines.append("-" * len(header))
+    lines.append(
+        f"{'total':10s} {'':18s} {'':>16s} {summary['total_neurons']:>12,} "
+        f"{summary['total_params']:>12,} {summary['total_mult_adds']:>15,}"
+    )
+    lines += [f"note: {n}" for n in summary["notes"]]
+    return "\n".join(lines)
+
+
+def to_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2)

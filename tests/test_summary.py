@@ -1,0 +1,55 @@
+"""`alexnet summary`: the paper's figures, JSON output, errors."""
+
+import json
+
+import pytest
+
+from alexnet.cli import main
+from alexnet.summary import parse_input, summarise
+
+PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4_096, 4_096, 1_000]
+
+
+def test_alexnet_summary_has_the_papers_numbers():
+    s = summarise("alexnet")
+    assert s["total_params"] == 60_965_224
+    assert [r["neurons"] for r in s["layers"] if r["neurons"]] == PAPER_NEURONS
+    assert sum(r["params"] for r in s["layers"]) == 60_965_224
+    names = [r["name"] for r in s["layers"] if r["neurons"]]
+    assert names == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert any("253,440" in n for n in s["notes"])
+    conv1 = s["layers"][0]
+    assert conv1["output"] == [96, 55, 55]
+    assert conv1["mult_adds"] == 55 * 55 * 96 * 3 * 11 * 11
+
+
+def test_summary_cli_table_and_json(capsys):
+    main(["summary"])
+    table = capsys.readouterr().out
+    assert "60,965,224" in table and "290,400" in table and "253,440" in table
+    main(["summary", "--arch", "alexnet-owt", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_params"] == 61_100_840
+
+
+def test_summary_options_and_input(capsys):
+    main(["summary", "--arch", "alexnet-small", "--input", "1x28x28", "-o", "lrn=false"])
+    out = capsys.readouterr().out
+    assert "1x28x28" in out and "LocalResponseNorm" not in out
+
+
+def test_summary_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["summary", "--input", "3x227"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "3x227x227" in err
+    with pytest.raises(SystemExit):
+        main(["summary", "-o", "bogus=1"])
+    assert "valid: num_classes" in capsys.readouterr().err
+
+
+def test_parse_input():
+    assert parse_input("3x227x227") == (3, 227, 227)
+    with pytest.raises(ValueError):
+        parse_input("a x b")
