@@ -92,7 +92,9 @@ def apply_overrides(recipe: dict[str, Any], items: list[str]) -> dict[str, Any]:
                     and type(value) is not type(old)
                     and not (isinstance(old, dict) or old == "")
                 ):
-                    raise ValueError(f"recipe key {key!r} is a {type(old).__name__}, got {value!r}")
+                    raise ValueError(
+                        f"recipe key {key!r} expects {type(old).__name__}, got {value!r}"
+                    )
                 node[part] = value
             else:
                 node = node[part]

@@ -14,12 +14,18 @@ from alexnet.data.sources import (
 SOURCES = ("fashion-mnist", "cifar10", "imagefolder")
 
 
-def load_source(source: str, root: str | None, image_size: int | None = None, channels: int = 3):
+def load_source(
+    source: str,
+    root: str | None,
+    image_size: int | None = None,
+    channels: int = 3,
+    verify: bool = True,
+):
     """(train, test) ImageSets for a recipe's ``data.source``."""
     from pathlib import Path
 
     if source == "fashion-mnist":
-        return load_fashion_mnist(root or None)
+        return load_fashion_mnist(root or None, verify=verify)
     if source == "cifar10":
         return load_cifar10(root or None)
     if source == "imagefolder":
