@@ -7,11 +7,10 @@ BIN    := $(VENV)/bin
 # torch and torchvision as they ship for Python 3.11 on x86-64; newer versions work too.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-all lint bench setup data clean
+.PHONY: demo test lint bench setup data clean
 
 $(BIN)/alexnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
@@ -25,13 +24,10 @@ data:
 	fi
 
 demo: setup
-	$(BIN)/alexnet demo
+	$(BIN)/alexnet train --recipe fashion-mnist
 
 test: setup
 	$(BIN)/python -m pytest -q
-
-test-all: setup
-	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(BIN)/alexnet
 	$(BIN)/ruff check src tests bench
@@ -40,7 +36,7 @@ lint: $(BIN)/alexnet
 bench: setup
 	$(BIN)/python bench/lrn.py
 	$(BIN)/python bench/fashion_mnist.py
-	$(BIN)/python bench/cifar10.py
+	$(BIN)/python bench/cifar10.py --data ../shared/data/cifar10-jpeg.tar.gz
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache src/*.egg-info

@@ -577,17 +577,15 @@ def train_from_args(args: argparse.Namespace) -> None:
             raise ValueError("--resume continues a run as it was; drop --recipe, --data and --set")
         run_dir = Path(args.resume)
         recipe = load_checkpoint(run_dir / "last.pt")["recipe"]
-        fit(recipe, run_dir, resume=True, progress=not args.no_progress)
-        return
-    if not args.recipe:
+    elif args.recipe:
+        recipe = resolve_recipe(args.recipe, args.data, args.overrides)
+        run_dir = new_run_dir(Path(args.runs), args.name, recipe["name"], init_distributed())
+    else:
         raise ValueError(
             "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper) or --resume RUN_DIR"
         )
-    recipe = resolve_recipe(args.recipe, args.data, args.overrides)
-    d = init_distributed()
-    run_dir = new_run_dir(Path(args.runs), args.name, recipe["name"], d)
     try:
-        fit(recipe, run_dir, progress=not args.no_progress)
+        fit(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
