@@ -72,7 +72,18 @@ def test_image_folder_skips_and_counts_corrupt_files(tiny_folder, cache):
     # The second load comes from the decoded cache and is identical.
     again, _ = load_source("imagefolder", str(tiny_folder))
     assert torch.equal(again.images, train.images) and again.skipped == 1
-    assert list((cache / "decoded").glob("*.pt"))
+    assert len(list((cache / "decoded").glob("*.pt"))) == 1
+
+
+def test_image_folder_cache_notices_new_images(tmp_path, tiny_folder, cache):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_folder, root)
+    before, _ = load_source("imagefolder", str(root))
+    shutil.copy(root / "train" / "checks" / "000.png", root / "train" / "checks" / "extra.png")
+    after, _ = load_source("imagefolder", str(root))
+    assert len(after) == len(before) + 1
 
 
 def test_bad_folders_are_one_line_errors(tmp_path, cache):

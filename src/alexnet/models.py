@@ -66,6 +66,21 @@ class Blocks:
         kernel, stride = POOLINGS[self.pooling]
         return nn.MaxPool2d(kernel, stride, padding=padding if kernel > 2 else 0)
 
+    def classifier(
+        self, features: int, hidden: int, num_classes: int, dropout: float
+    ) -> nn.Sequential:
+        """fc6, fc7 (each after dropout, each followed by the activation) and fc8; the index
+        layout is torchvision's, so its AlexNet weights load into alexnet-owt."""
+        return nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(features, hidden),  # fc6
+            self.act(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),  # fc7
+            self.act(),
+            nn.Linear(hidden, num_classes),  # fc8
+        )
+
 
 def initialise(model: nn.Module, scheme: str, bias_one: Sequence[nn.Module] = ()) -> None:
     """Set weights and biases of every conv and linear layer.
@@ -92,12 +107,11 @@ def initialise(model: nn.Module, scheme: str, bias_one: Sequence[nn.Module] = ()
             nn.init.constant_(module.bias, 1.0 if scheme == "paper" and id(module) in ones else 0.0)
 
 
-def _convs(seq: nn.Sequential) -> list[nn.Module]:
-    return [m for m in seq if isinstance(m, nn.Conv2d)]
-
-
-def _linears(seq: nn.Sequential) -> list[nn.Module]:
-    return [m for m in seq if isinstance(m, nn.Linear)]
+def initialise_alexnet(model: nn.Module, scheme: str) -> None:
+    """:func:`initialise` with the paper's unit biases: conv2, conv4, conv5, fc6 and fc7."""
+    conv = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    fc = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    initialise(model, scheme, bias_one=[conv[1], conv[3], conv[4], fc[0], fc[1]])
 
 
 class AlexNet(nn.Module):
@@ -137,18 +151,8 @@ class AlexNet(nn.Module):
             b.act(),
             b.pool(),  # 6x6x256 = 9216
         )
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(256 * 6 * 6, 4096),  # fc6
-            b.act(),
-            nn.Dropout(dropout),
-            nn.Linear(4096, 4096),  # fc7
-            b.act(),
-            nn.Linear(4096, num_classes),  # fc8
-        )
-        conv = _convs(self.features)
-        fc = _linears(self.classifier)
-        initialise(self, init, bias_one=[conv[1], conv[3], conv[4], fc[0], fc[1]])
+        self.classifier = b.classifier(256 * 6 * 6, 4096, num_classes, dropout)
+        initialise_alexnet(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.input_size, self.input_size):
@@ -201,18 +205,8 @@ class AlexNetOWT(nn.Module):
             b.pool(),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(256 * 6 * 6, 4096),
-            b.act(),
-            nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
-            b.act(),
-            nn.Linear(4096, num_classes),
-        )
-        conv = _convs(self.features)
-        fc = _linears(self.classifier)
-        initialise(self, init, bias_one=[conv[1], conv[3], conv[4], fc[0], fc[1]])
+        self.classifier = b.classifier(256 * 6 * 6, 4096, num_classes, dropout)
+        initialise_alexnet(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
@@ -270,18 +264,8 @@ class AlexNetSmall(nn.Module):
         )
         with torch.no_grad():
             flat = self.features(torch.zeros(1, in_channels, input_size, input_size)).numel()
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(flat, hidden),  # fc6
-            b.act(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),  # fc7
-            b.act(),
-            nn.Linear(hidden, num_classes),  # fc8
-        )
-        conv = _convs(self.features)
-        fc = _linears(self.classifier)
-        initialise(self, init, bias_one=[conv[1], conv[3], conv[4], fc[0], fc[1]])
+        self.classifier = b.classifier(flat, hidden, num_classes, dropout)
+        initialise_alexnet(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))

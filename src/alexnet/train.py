@@ -351,6 +351,8 @@ def fit(recipe: dict, run_dir: Path, *, resume: bool = False, progress: bool = T
         net = torch.compile(net)
 
     logger = RunLogger(run_dir, recipe, d.main, resume)
+    if d.main and resume:
+        logger.say(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {start_batch + 1}")
     if d.main and not resume:
         logger.say(
             f"run {run_dir}: {recipe['model']['arch']} on {data_cfg['source']} "

@@ -324,10 +324,17 @@ def _extract(archive: Path) -> Path:
     return target
 
 
-def _cached(key_path: Path, tag: str, build) -> tuple[ImageSet, ImageSet]:
-    """Decode once, then load the uint8 tensors from the cache (weights_only, so safe)."""
-    stat = key_path.stat()
-    key = sha256_bytes(f"{tag}:{key_path.resolve()}:{stat.st_mtime_ns}".encode())[:16]
+def _cached(folders: tuple[Path, ...], tag: str, build) -> tuple[ImageSet, ImageSet]:
+    """Decode once, then load the uint8 tensors from the cache (weights_only, so safe).
+
+    The key covers the modification times of the split folders and of their class folders,
+    which change whenever an image is added, removed or renamed.
+    """
+    parts = [tag]
+    for folder in folders:
+        for d in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
+            parts.append(f"{d.resolve()}:{d.stat().st_mtime_ns}")
+    key = sha256_bytes("\n".join(parts).encode())[:16]
     path = cache_dir() / "decoded" / f"{tag}-{key}.pt"
     if path.is_file():
         try:
@@ -381,7 +388,7 @@ def load_folder_pair(
         test = load_image_folder(test_dir, classes=train.classes, size=size, channels=channels)
         return train, test
 
-    return _cached(train_dir, f"{tag}-{size}-{channels}", build)
+    return _cached((train_dir, test_dir), f"{tag}-{size}-{channels}", build)
 
 
 def load_cifar10(data: str | None, download_missing: bool = True) -> tuple[ImageSet, ImageSet]:
