@@ -213,3 +213,32 @@ def test_ddp_two_processes_match_one_process(tmp_path, cache, recipe_file):
             assert a[key] == pytest.approx(b[key], abs=0.03), key
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-4) for k in wa)
+
+
+def test_precision_and_layout_choices():
+    from alexnet.train import cpu_has_fast_bf16, pick_channels_last, pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("fp32", cpu) is None
+    assert pick_precision("bf16", cpu) is torch.bfloat16
+    assert pick_precision("auto", cpu) is (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    with pytest.raises(ValueError, match=r"train\.precision"):
+        pick_precision("fp16", cpu)
+    assert pick_channels_last("auto") is True and pick_channels_last(False) is False
+    with pytest.raises(ValueError, match=r"train\.channels_last"):
+        pick_channels_last("maybe")
+
+
+def test_paper_schedule_divides_by_ten_at_most_three_times():
+    from alexnet.config import load_recipe
+    from alexnet.train import build_schedule
+
+    recipe = load_recipe("imagenet-paper")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe["optim"]["lr"])
+    sched = build_schedule(opt, recipe, steps_per_epoch=10)
+    lrs = []
+    for _ in range(20):  # validation error never improves after the first epoch
+        sched.step(0.5)
+        lrs.append(opt.param_groups[0]["lr"])
+    distinct = sorted(set(lrs), reverse=True)
+    assert distinct == pytest.approx([0.01, 0.001, 0.0001, 0.00001])
