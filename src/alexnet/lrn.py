@@ -35,8 +35,8 @@ FORMULAS: tuple[str, ...] = ("torch", "paper")
 
 # Elements per block (1 MiB of float32): every intermediate of one block stays in the L2/L3 cache,
 # so the dozen elementwise passes below cost cache bandwidth instead of memory bandwidth. Measured
-# on a 2-core Zen 3 for 128x96x55x55 float32 forward+backward: whole-tensor passes 1.2 s, blocks of
-# one sample about 3x less (bench/lrn.py has the current figure).
+# on a 2-core Zen 3 for 128x96x55x55 float32 forward+backward: whole-tensor passes 1.2 s, blocks
+# of one sample about half that (bench/lrn.py has the current figure).
 _BLOCK_ELEMENTS = 1 << 18
 
 
@@ -48,7 +48,7 @@ def _blocks(x: torch.Tensor) -> list[tuple[slice, ...]]:
     """
     n = x.shape[0]
     per_sample = max(1, x[0].numel())
-    if per_sample <= _BLOCK_ELEMENTS or x.dim() < 3:
+    if per_sample <= _BLOCK_ELEMENTS:
         step = max(1, _BLOCK_ELEMENTS // per_sample)
         return [(slice(i, i + step),) for i in range(0, n, step)]
     rows = x.shape[2]
