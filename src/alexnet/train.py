@@ -261,8 +261,14 @@ def new_run_dir(runs: Path, name: str | None, recipe_name: str, d: Dist) -> Path
     return run_dir
 
 
-def fit(recipe: dict, run_dir: Path, *, resume: bool = False, progress: bool = True) -> dict:
-    """Train ``recipe`` into ``run_dir``; returns the final metrics."""
+def fit(
+    recipe: dict, run_dir: Path, *, resume_from: dict | None = None, progress: bool = True
+) -> dict:
+    """Train ``recipe`` into ``run_dir``; returns the final metrics.
+
+    ``resume_from`` is the run's loaded ``last.pt`` (the caller has it already, for the recipe).
+    """
+    resume = resume_from is not None
     d = init_distributed()
     device = pick_device(d)
     train_cfg = recipe["train"]
@@ -328,8 +334,8 @@ def fit(recipe: dict, run_dir: Path, *, resume: bool = False, progress: bool = T
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe["optim"]["label_smoothing"])
 
     start_epoch, start_batch, global_step, best, sums, history = 0, 0, 0, math.inf, EpochSums(), []
-    if resume:
-        ckpt = load_checkpoint(run_dir / "last.pt")
+    if resume_from is not None:
+        ckpt = resume_from
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -579,8 +585,10 @@ def train_from_args(args: argparse.Namespace) -> None:
         if args.recipe or args.overrides or args.data:
             raise ValueError("--resume continues a run as it was; drop --recipe, --data and --set")
         run_dir = Path(args.resume)
-        recipe = load_checkpoint(run_dir / "last.pt")["recipe"]
+        resume_from = load_checkpoint(run_dir / "last.pt")
+        recipe = resume_from["recipe"]
     elif args.recipe:
+        resume_from = None
         recipe = resolve_recipe(args.recipe, args.data, args.overrides)
         run_dir = new_run_dir(Path(args.runs), args.name, recipe["name"], init_distributed())
     else:
@@ -588,7 +596,7 @@ def train_from_args(args: argparse.Namespace) -> None:
             "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper) or --resume RUN_DIR"
         )
     try:
-        fit(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+        fit(recipe, run_dir, resume_from=resume_from, progress=not args.no_progress)
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
