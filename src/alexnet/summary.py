@@ -14,14 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from alexnet.models import MODELS, build_model, model_options
+from alexnet.models import build_model, network
 
-DEFAULT_INPUT = {
-    "alexnet": (3, 227, 227),
-    "alexnet-owt": (3, 224, 224),
-    "alexnet-small": (3, 32, 32),
-    "convnet4": (3, 32, 32),
-}
 PAPER_NEURONS_CONV1 = 253_440
 SHORT_NAMES = {
     "Conv2d": "conv",
@@ -106,12 +100,10 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Lay
 
 def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **options) -> dict:
     """Build ``arch`` for ``input_shape`` and return its table, totals and notes."""
-    if arch not in MODELS:
-        raise ValueError(f"unknown network {arch!r}; valid: {', '.join(MODELS)}")
-    shape = input_shape or DEFAULT_INPUT[arch]
-    valid = model_options(arch)
+    info = network(arch)
+    shape = input_shape or (3, info.input_size, info.input_size)
     options.setdefault("in_channels", shape[0])
-    if "input_size" in valid:
+    if info.sized_by_option:
         options.setdefault("input_size", shape[1])
     model = build_model(arch, **options)
     rows = layer_table(model, shape)

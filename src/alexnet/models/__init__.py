@@ -1,0 +1,75 @@
+"""The networks, each registered under a name that ``build_model`` and the command line accept.
+
+``alexnet``        the paper's network (section 3.5, Figure 2), two towers, 60,965,224 parameters.
+``alexnet-owt``    the one-tower variant with torchvision's layer layout, so its weights load.
+``alexnet-small``  the same design scaled for 28x28 and 32x32 images (Fashion-MNIST, CIFAR-10).
+``convnet4``       the four-layer CIFAR-10 network of Figure 1 (ReLU against tanh).
+
+Every network takes the same switches (:class:`NetworkOptions`), so each design choice of the
+paper can be ablated: ``activation`` (relu, tanh, sigmoid), ``lrn`` on/off (k=2, n=5,
+alpha=1e-4, beta=0.75), ``pooling`` overlapping (3x3, stride 2) or non-overlapping (2x2,
+stride 2), ``dropout``, ``two_towers`` (conv2, conv4 and conv5 see only their own half of the
+previous layer, as when the network was split over two GPUs), ``num_classes``, ``in_channels``
+and ``init``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from alexnet.models import alexnet as _alexnet
+from alexnet.models import convnet4 as _convnet4
+from alexnet.models.alexnet import AlexNet
+from alexnet.models.blocks import Network, NetworkOptions
+from alexnet.models.convnet4 import ConvNet4
+from alexnet.settings import build
+
+NETWORKS: dict[str, Network] = {n.name: n for n in (*_alexnet.NETWORKS, _convnet4.NETWORK)}
+MODELS = NETWORKS  # the registry's older name
+
+
+def network(name: str) -> Network:
+    """The registered network ``name``; an unknown name lists the valid ones."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; valid: {', '.join(NETWORKS)}")
+    return NETWORKS[name]
+
+
+def model_options(name: str) -> list[str]:
+    """The option names a registered network accepts."""
+    return [f.name for f in dataclasses.fields(network(name).options)]
+
+
+def check_options(name: str, options: dict[str, Any], where: str = "") -> NetworkOptions:
+    """``options`` as the network's typed options; unknown names and bad values are one-line
+    errors naming the option (``where`` prefixes it, e.g. ``model.options``)."""
+    info = network(name)
+    unknown = sorted(set(options) - set(model_options(name)))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(f'{where}.{u}' if where else u for u in unknown)} "
+            f"for {name}; valid: {', '.join(model_options(name))}"
+        )
+    return build(info.options, options, where)
+
+
+def build_model(name: str, **options: Any) -> nn.Module:
+    """Build a registered network; unknown names or options fail with the valid ones listed."""
+    return network(name).build(check_options(name, options))
+
+
+__all__ = [
+    "MODELS",
+    "NETWORKS",
+    "AlexNet",
+    "ConvNet4",
+    "Network",
+    "NetworkOptions",
+    "build_model",
+    "check_options",
+    "model_options",
+    "network",
+]

@@ -1,0 +1,135 @@
+"""Typed settings: dataclasses whose fields say which values they allow.
+
+Recipes and network options are both plain nested tables on disk (TOML, checkpoints) and
+dataclasses in the code. :func:`build` turns a table into a dataclass, checking every value
+against its field's type and range, so a wrong value fails where it is read, in one line that
+names its key, instead of deep inside training. Defaults live in the dataclasses alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def setting(
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    choices: Sequence[Any] | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with its allowed values: ``min``/``max`` inclusive, ``above``/``below``
+    exclusive, ``choices`` a closed list. Bounds on a list apply to each item."""
+    rules = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "doc": doc}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
+    return dataclasses.field(default=default, metadata=rules)
+
+
+class SettingError(ValueError):
+    """A value that its field does not allow; the message names the key."""
+
+
+def _type_name(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        return f"a list of {_type_name(item).removeprefix('an ').removeprefix('a ')}s"
+    if origin is dict:
+        return "a table"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """``value`` as ``kind``, or a SettingError. Integers are numbers; bools are not integers."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            try:
+                return _coerce(value, option, key)
+            except SettingError:
+                continue
+    elif origin is list:
+        (item,) = typing.get_args(kind)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, item, key) for v in value]
+    elif origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, kind):
+        return value
+    raise SettingError(f"{key} must be {_type_name(kind)}, got {value!r}")
+
+
+def _check_range(value: Any, rules: Mapping[str, Any], key: str) -> None:
+    items = value if isinstance(value, list) else [value]
+    choices = rules.get("choices")
+    if choices is not None and value not in choices:
+        valid = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise SettingError(f"{key} must be one of {valid}; got {value!r}")
+    for item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        checks = (
+            ("min", lambda x, b: x >= b, ">="),
+            ("max", lambda x, b: x <= b, "<="),
+            ("above", lambda x, b: x > b, ">"),
+            ("below", lambda x, b: x < b, "<"),
+        )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise SettingError(f"{key} must be a finite number, got {value!r}")
+        for name, ok, sign in checks:
+            bound = rules.get(name)
+            if bound is not None and not ok(item, bound):
+                raise SettingError(f"{key} must be {sign} {bound}, got {value!r}")
+
+
+def build(cls: type[T], table: Mapping[str, Any], where: str = "") -> T:
+    """``cls`` from ``table``: missing keys take their defaults, unknown keys and wrong values
+    are SettingErrors naming the key (``where`` is the dotted prefix, e.g. ``data``)."""
+    if not isinstance(table, Mapping):
+        raise SettingError(f"{where or 'the settings'} must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise SettingError(f"unknown key {key!r}; valid: {', '.join(fields)}")
+    values = {}
+    for name, field in fields.items():
+        if name not in table:
+            continue
+        key = f"{where}.{name}" if where else name
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = build(kind, table[name], key)
+            continue
+        value = _coerce(table[name], kind, key)
+        _check_range(value, field.metadata, key)
+        values[name] = value
+    return cls(**values)
+
+
+def to_table(obj: Any) -> dict[str, Any]:
+    """A dataclass as nested plain dicts and lists (for TOML and checkpoints)."""
+    return dataclasses.asdict(obj)
