@@ -1,25 +1,167 @@
-"""Recipes: plain nested tables in TOML files, overridden from the command line with key=value.
+"""Recipes: everything a run depends on, as typed settings with the paper's values as defaults.
 
-A recipe names everything a run depends on (network, data, optimiser, schedule, augmentation,
-epochs). ``load_recipe`` reads a shipped recipe by name or any TOML file by path, ``apply_overrides``
-sets dotted keys (``optim.lr=0.02``), refusing keys the recipe does not have so that a typo
-cannot silently do nothing. The resolved recipe is saved in the run folder.
+A recipe is a :class:`Recipe`; its defaults are the paper's training recipe (section 5), so a
+recipe file holds only what differs from the paper (``recipes/*.toml``, or any TOML file by
+path). ``--set section.key=value`` overrides any key; every value is checked when it is read,
+against its type and range (``alexnet.settings``), and network options against the chosen
+network's own options, so a wrong value is one line naming the key, before anything runs.
+
+Saved recipes (``recipe.toml`` in a run folder, and the copy in every checkpoint) carry a
+``format`` number; older formats are migrated when read, newer ones are refused.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
+import tomllib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomli_w
+
+from alexnet.data import SOURCES
+from alexnet.models import NETWORKS, check_options
+from alexnet.settings import SettingError, build, setting, to_table
 
 RECIPE_PACKAGE = "alexnet.recipes"
+RECIPE_FORMAT = 2  # 1: alexnet 0.1.0 (no format key); 2: typed recipes
+SCHEDULES = ("plateau", "onecycle", "step", "constant")
+
+
+@dataclass
+class ModelSettings:
+    arch: str = setting("alexnet", choices=tuple(NETWORKS))
+    options: dict[str, Any] = setting({})  # checked against the network's own options
+
+
+@dataclass
+class DataSettings:
+    source: str = setting("imagefolder", choices=SOURCES)
+    root: str = setting("")  # stored absolute, so a run resumes from any folder
+    image_size: int = setting(0, min=0)  # 0: the source's own, or the network's input size
+    channels: int = setting(0, choices=(0, 1, 3))  # 0: the source's own
+    batch_size: int = setting(128, min=1)
+    eval_batch_size: int = setting(256, min=1)
+    mean: list[float] = setting([])  # per channel; []: the source's own
+    std: list[float] = setting([], above=0.0)
+    limit_train: int = setting(0, min=0)  # 0: every image
+    limit_test: int = setting(0, min=0)
+    verify: bool = setting(True)  # check downloaded and packaged files against their sha256
+    max_megapixels: float = setting(64.0, above=0.0)  # larger images are skipped and listed
+
+
+@dataclass
+class AugmentSettings:
+    crop_padding: int = setting(0, min=0)
+    flip: bool = setting(True)
+
+
+@dataclass
+class OptimSettings:
+    name: str = setting("sgd", choices=("sgd",))
+    lr: float = setting(0.01, above=0.0)
+    momentum: float = setting(0.9, min=0.0, below=1.0)
+    nesterov: bool = setting(False)
+    weight_decay: float = setting(5e-4, min=0.0)
+    label_smoothing: float = setting(0.0, min=0.0, below=1.0)
+
+
+@dataclass
+class ScheduleSettings:
+    """``plateau`` (the paper's: divide by ``factor`` when the validation error stops
+    improving, at most ``max_reductions`` times), ``onecycle`` (linear warm-up over
+    ``warmup_fraction`` of the steps, then linear decay), ``step`` (divide by ``factor`` at
+    each of ``milestones``), ``constant``."""
+
+    name: str = setting("plateau", choices=SCHEDULES)
+    warmup_fraction: float = setting(0.0, min=0.0, below=1.0)
+    factor: float = setting(0.1, above=0.0, below=1.0)
+    patience: int = setting(1, min=0)
+    max_reductions: int = setting(3, min=0)
+    milestones: list[int] = setting([30, 60, 80], min=1)
+
+
+@dataclass
+class EvalSettings:
+    tta_flip: bool = setting(False)
+
+
+@dataclass
+class TrainSettings:
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16"))
+    channels_last: bool | str = setting("auto", choices=("auto", True, False))
+    compile: bool = setting(False)
+    threads: int = setting(0, min=0)  # 0: the cores this process may use, shared among ranks
+    deterministic: bool = setting(False)
+    checkpoint_every: int = setting(0, min=0)  # steps; 0: at the end of each epoch only
+    log_every: int = setting(20, min=1)
+
+
+@dataclass
+class Recipe:
+    format: int = setting(RECIPE_FORMAT, min=1)
+    name: str = setting("alexnet")
+    seed: int = setting(0, min=0)
+    epochs: int = setting(90, min=1)
+    model: ModelSettings = setting(ModelSettings())
+    data: DataSettings = setting(DataSettings())
+    augment: AugmentSettings = setting(AugmentSettings())
+    optim: OptimSettings = setting(OptimSettings())
+    schedule: ScheduleSettings = setting(ScheduleSettings())
+    eval: EvalSettings = setting(EvalSettings())
+    train: TrainSettings = setting(TrainSettings())
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_table(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def _migrate(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Bring a saved recipe to the current format. Format 1 (alexnet 0.1.0) holds every key of
+    format 2 with the same meaning, so only the number changes."""
+    version = table.get("format", 1)
+    if not isinstance(version, int) or version > RECIPE_FORMAT:
+        raise ValueError(
+            f"{where}: recipe format {version!r} is newer than this alexnet reads "
+            f"({RECIPE_FORMAT}); upgrade alexnet"
+        )
+    return {**table, "format": RECIPE_FORMAT}
+
+
+def recipe_from_dict(table: dict[str, Any], where: str, saved: bool = False) -> Recipe:
+    """A checked :class:`Recipe` from a table. ``saved`` tables (run folders, checkpoints)
+    without a format number are alexnet 0.1.0's and are migrated; other tables are current."""
+    if not isinstance(table, dict):
+        raise ValueError(
+            f"{where}: a recipe must be a table of settings, got {type(table).__name__}"
+        )
+    table = _migrate(table, where) if saved else {"format": RECIPE_FORMAT, **table}
+    try:
+        recipe = build(Recipe, table)
+        checked = check_options(recipe.model.arch, recipe.model.options, "model.options")
+        recipe.model.options = {k: getattr(checked, k) for k in recipe.model.options}
+        _check_together(recipe)
+    except SettingError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return recipe
+
+
+def _check_together(r: Recipe) -> None:
+    """Rules that involve two keys."""
+    if r.optim.nesterov and r.optim.momentum == 0:
+        raise SettingError("optim.nesterov needs optim.momentum > 0")
+    d = r.data
+    for key, values in (("data.mean", d.mean), ("data.std", d.std)):
+        if values and d.channels and len(values) != d.channels:
+            raise SettingError(f"{key} needs one value per channel ({d.channels}), got {values}")
+    if d.mean and d.std and len(d.mean) != len(d.std):
+        raise SettingError(f"data.mean and data.std differ in length: {d.mean} and {d.std}")
 
 
 def recipe_names() -> list[str]:
@@ -30,24 +172,29 @@ def recipe_names() -> list[str]:
     )
 
 
-def load_recipe(name_or_path: str) -> dict[str, Any]:
+def read_toml(path: Path | str, text: str | None = None) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text() if text is None else text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+
+
+def load_recipe(name_or_path: str) -> Recipe:
     """A shipped recipe by name (``fashion-mnist``) or a TOML file by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ValueError(f"recipe file {path} does not exist")
-        text = path.read_text()
-    else:
-        names = recipe_names()
-        if name_or_path not in names:
-            raise ValueError(
-                f"unknown recipe {name_or_path!r}; valid: {', '.join(names)} (or a path to a .toml file)"
-            )
-        text = resources.files(RECIPE_PACKAGE).joinpath(f"{name_or_path}.toml").read_text()
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"recipe {name_or_path}: invalid TOML: {exc}") from None
+        return recipe_from_dict(read_toml(path), str(path))
+    names = recipe_names()
+    if name_or_path not in names:
+        raise ValueError(
+            f"unknown recipe {name_or_path!r}; valid: {', '.join(names)} (or a path to a .toml file)"
+        )
+    text = resources.files(RECIPE_PACKAGE).joinpath(f"{name_or_path}.toml").read_text()
+    return recipe_from_dict(read_toml(f"recipe {name_or_path}", text), f"recipe {name_or_path}")
 
 
 def parse_value(text: str) -> Any:
@@ -65,69 +212,17 @@ def split_assignment(item: str) -> tuple[str, Any]:
     return key.strip(), parse_value(value.strip())
 
 
-def apply_overrides(recipe: dict[str, Any], items: list[str]) -> dict[str, Any]:
-    """Return a copy of ``recipe`` with each ``a.b.c=value`` applied; unknown keys are errors."""
-    out = copy.deepcopy(recipe)
+def apply_overrides(recipe: Recipe, items: list[str]) -> Recipe:
+    """A new recipe with each ``a.b.c=value`` set and everything checked again."""
+    table = copy.deepcopy(recipe.to_dict())
     for item in items:
         key, value = split_assignment(item)
-        node = out
-        parts = key.split(".")
-        for depth, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[:depth]) or "the recipe"
-                valid = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
-                raise ValueError(
-                    f"unknown recipe key {key!r}: {where} has no {part!r}; valid: {valid}"
-                )
-            if depth == len(parts) - 1:
-                old = node[part]
-                if (
-                    isinstance(old, float)
-                    and isinstance(value, int)
-                    and not isinstance(value, bool)
-                ):
-                    value = float(value)
-                elif (
-                    old is not None
-                    and type(value) is not type(old)
-                    and not (isinstance(old, dict) or old == "")
-                ):
-                    raise ValueError(
-                        f"recipe key {key!r} expects {type(old).__name__}, got {value!r}"
-                    )
-                node[part] = value
-            else:
-                node = node[part]
-    return out
-
-
-def to_toml(recipe: dict[str, Any]) -> str:
-    """Write a recipe back as TOML (tables of scalars and lists, which is all recipes hold)."""
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-    lines: list[str] = []
-
-    def table(prefix: str, node: dict[str, Any]) -> None:
-        plain = {k: v for k, v in node.items() if not isinstance(v, dict)}
-        nested = {k: v for k, v in node.items() if isinstance(v, dict)}
-        if prefix and plain:
-            lines.append(f"[{prefix}]")
-        for k, v in plain.items():
-            lines.append(f"{k} = {scalar(v)}")
-        if plain:
-            lines.append("")
-        for k, v in nested.items():
-            table(f"{prefix}.{k}" if prefix else k, v)
-
-    table("", recipe)
-    return "\n".join(lines)
+        node = table
+        *parents, last = key.split(".")
+        for depth, part in enumerate(parents):
+            node = node.setdefault(part, {})  # an unknown table is refused by the check below
+            if not isinstance(node, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ValueError(f"--set {item}: {where} is a setting, not a table")
+        node[last] = value
+    return recipe_from_dict(table, "--set")
