@@ -1,16 +1,28 @@
-"""Data sources, batch augmentations and the loader."""
+"""Data sources, decoding, the decode cache, batch augmentations and the loader."""
 
 import gzip
+import io
+import os
+import pickle
+import shutil
 import struct
+import tarfile
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from alexnet.data import BatchAugment, BatchLoader, load_source, random_crop, random_flip
-from alexnet.data.sources import DEBIAN_FASHION_MNIST, load_fashion_mnist
+from alexnet.data import BatchAugment, BatchLoader, Request, load_source, random_crop, random_flip
+from alexnet.data.cache import cache_usage, clear_cache
+from alexnet.data.fashion_mnist import DEBIAN, load_fashion_mnist
+from alexnet.data.images import decode_image
 
 from .conftest import SHARED_DATA
+
+
+def folder(root, size=0, channels=3, max_pixels=64_000_000):
+    return load_source("imagefolder", Request(str(root), size, channels, max_pixels=max_pixels))
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -28,6 +40,13 @@ def fake_fashion(tmp_path):
         )
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), gz=False)
     return tmp_path
+
+
+@pytest.fixture()
+def copy_of(tmp_path, tiny_folder):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_folder, root)
+    return root
 
 
 def test_idx_files_gz_or_raw(fake_fashion, cache):
@@ -55,44 +74,195 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, cache):
         load_fashion_mnist(str(tmp_path / "nope"))
 
 
-@pytest.mark.skipif(
-    not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
-)
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_from_the_debian_package(cache):
-    train, test = load_fashion_mnist(str(DEBIAN_FASHION_MNIST))
+    train, test = load_fashion_mnist(str(DEBIAN))
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [6000] * 10
 
 
-def test_image_folder_skips_and_counts_corrupt_files(tiny_folder, cache):
-    train, val = load_source("imagefolder", str(tiny_folder))
+def test_image_folder_skips_and_names_corrupt_files(tiny_folder, cache):
+    train, val = folder(tiny_folder)
     assert train.classes == ["checks", "columns", "stripes"]
-    assert len(train) == 120 and len(val) == 36 and train.skipped == 1
-    assert any("skipped 1" in n for n in train.notes)
-    # The second load comes from the decoded cache and is identical.
-    again, _ = load_source("imagefolder", str(tiny_folder))
-    assert torch.equal(again.images, train.images) and again.skipped == 1
+    assert len(train) == 120 and len(val) == 36
+    assert [(os.path.basename(p), why) for p, why in train.skipped] == [
+        ("broken.png", "not an image")
+    ]
+    assert "broken.png (not an image)" in train.skip_summary()
+    # The second load comes from the decoded cache and is identical, skip list included.
+    again, _ = folder(tiny_folder)
+    assert torch.equal(again.images, train.images) and again.skipped == train.skipped
     assert len(list((cache / "decoded").glob("*.pt"))) == 1
+    # A subset (data.limit_train) keeps the list of what was skipped.
+    assert train.subset(10).skipped == train.skipped
 
 
-def test_image_folder_cache_notices_new_images(tmp_path, tiny_folder, cache):
-    import shutil
+def test_hidden_folders_and_link_loops_are_not_classes(copy_of, cache):
+    hidden = copy_of / "train" / ".ipynb_checkpoints"
+    hidden.mkdir()
+    shutil.copy(copy_of / "train" / "checks" / "000.png", hidden / "000.png")
+    shutil.copy(
+        copy_of / "train" / "checks" / "000.png", copy_of / "train" / "checks" / ".hidden.png"
+    )
+    (copy_of / "train" / "loop").symlink_to(copy_of / "train")  # a class that is the split
+    (copy_of / "train" / "checks" / "again").symlink_to(copy_of / "train" / "checks")
+    nested = copy_of / "train" / "columns" / "more"
+    nested.mkdir()
+    shutil.copy(copy_of / "train" / "columns" / "000.png", nested / "x.png")
+    train, _ = folder(copy_of)
+    assert train.classes == ["checks", "columns", "stripes"]
+    assert len(train) == 121  # the nested image counts once; the hidden and looped ones not
 
-    root = tmp_path / "copy"
-    shutil.copytree(tiny_folder, root)
-    before, _ = load_source("imagefolder", str(root))
-    shutil.copy(root / "train" / "checks" / "000.png", root / "train" / "checks" / "extra.png")
-    after, _ = load_source("imagefolder", str(root))
-    assert len(after) == len(before) + 1
+
+def test_cache_sees_images_edited_in_place(copy_of, cache):
+    before, _ = folder(copy_of)
+    target = copy_of / "train" / "checks" / "000.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(target)  # same name, new pixels
+    os.utime(target, ns=(1, 1))  # even with an old modification time the size changed
+    after, _ = folder(copy_of)
+    assert len(after) == len(before) and not torch.equal(after.images, before.images)
+    assert int(after.images[0].sum()) == 0
+    broken = copy_of / "train" / "stripes" / "broken.png"  # repaired in place: now it counts
+    shutil.copy(copy_of / "train" / "stripes" / "000.png", broken)
+    repaired, _ = folder(copy_of)
+    assert len(repaired) == len(before) + 1 and repaired.skipped == []
+
+
+def test_cache_clear_frees_the_decoded_sets(tiny_folder, cache):
+    folder(tiny_folder)
+    assert cache_usage()["decoded"] > 0
+    assert clear_cache(["decoded"]) > 0 and cache_usage()["decoded"] == 0
+    with pytest.raises(ValueError, match="unknown cache part"):
+        clear_cache(["everything"])
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_sixteen_bit_png_is_scaled_not_saturated(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    (tmp_path / "ramp.png").write_bytes(png_bytes(ramp))
+    for channels in (1, 3):
+        image, why = decode_image(tmp_path / "ramp.png", channels)
+        assert why == "" and image.dtype == torch.uint8 and image.shape == (channels, 64, 64)
+        expected = torch.from_numpy((ramp.astype(np.int64) * 255 // 65535).astype(np.uint8))
+        assert (image[0].int() - expected.int()).abs().max() <= 1
+        assert 100 < float(image.float().mean()) < 155  # white everywhere would be 255
+
+
+def test_every_odd_file_becomes_rgb_or_a_listed_skip(tmp_path):
+    grey = np.full((40, 30), 77, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.jpg")
+    Image.new("CMYK", (30, 20), (0, 255, 0, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGB", (30, 20), (0, 200, 0)).save(tmp_path / "png-named.jpg", format="PNG")
+    Image.new("RGB", (30, 20), (0, 200, 0)).save(tmp_path / "x.bmp")
+    Image.new("RGBA", (30, 20), (0, 200, 0, 9)).save(tmp_path / "rgba.png")
+    for name in ("grey.jpg", "cmyk.jpg", "png-named.jpg", "x.bmp", "rgba.png"):
+        image, why = decode_image(tmp_path / name, 3)
+        assert why == "" and image.shape[0] == 3 and image.dtype == torch.uint8, name
+    good = (tmp_path / "grey.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    for name, reason in (("truncated.jpg", "cannot decode"), ("empty.jpg", "empty file"),
+                         ("text.jpg", "not an image")):  # fmt: skip
+        image, why = decode_image(tmp_path / name, 3)
+        assert image is None and why.startswith(reason), (name, why)
+
+
+def test_images_over_the_pixel_limit_are_skipped_before_decoding(copy_of, cache):
+    big = copy_of / "train" / "checks" / "huge.png"
+    Image.new("L", (5000, 4000)).save(big)  # 20 megapixels of one colour: a tiny file
+    train, _ = folder(copy_of, max_pixels=10_000_000)
+    skipped = dict((os.path.basename(p), why) for p, why in train.skipped)
+    assert skipped["huge.png"] == "5000x4000 is over the 10-megapixel limit"
+    # Over PIL's own decompression-bomb limit (about 179 megapixels): skipped, not an error.
+    Image.new("1", (15000, 13000)).save(big)
+    train, _ = folder(copy_of, max_pixels=64_000_000)
+    assert (
+        "over the 64-megapixel limit"
+        in dict((os.path.basename(p), w) for p, w in train.skipped)["huge.png"]
+    )
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(
+        tmp_path / "big.jpg"
+    )
+    image, why = decode_image(tmp_path / "big.jpg", 3, size=227)
+    assert why == "" and min(image.shape[1:]) == 250  # 1/8 scale: still at least 227
+
+
+def test_non_utf8_class_folder_is_a_clear_error(copy_of, cache):
+    os.rename(copy_of / "train" / "checks", os.fsencode(copy_of / "train") + b"/caf\xe9")
+    with pytest.raises(ValueError, match="not valid UTF-8; rename it"):
+        folder(copy_of)
 
 
 def test_bad_folders_are_one_line_errors(tmp_path, cache):
     with pytest.raises(FileNotFoundError, match="train/<class>"):
-        load_source("imagefolder", str(tmp_path))
+        folder(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such"):
-        load_source("cifar10", str(tmp_path / "missing"))
+        load_source("cifar10", Request(str(tmp_path / "missing"), 32, 3))
     with pytest.raises(ValueError, match="unknown data source"):
-        load_source("mnist", None)
+        load_source("mnist", Request("", 0, 3))
+
+
+def write_cifar_archive(path, batches: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in batches.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def cifar_batches(n: int = 4) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    batch = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "labels": [1] * n}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    return {name: pickle.dumps(batch) for name in names}
+
+
+def test_cifar10_is_downloaded_once(tmp_path, cache, monkeypatch):
+    import hashlib
+    import urllib.request
+
+    from alexnet.data import cifar10
+
+    archive = tmp_path / "cifar.tar.gz"
+    write_cifar_archive(archive, cifar_batches())
+    monkeypatch.setattr(cifar10, "SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
+    calls = []
+
+    def fake_urlopen(url, timeout=None):
+        calls.append(url)
+        return open(archive, "rb")
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    for _ in range(2):
+        train, test = load_source("cifar10", Request("", 32, 3))
+        assert train.images.shape == (20, 3, 32, 32) and len(test) == 4
+    assert len(calls) == 1
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_malicious_cifar_batch_is_refused_in_one_line(tmp_path, cache):
+    batches = cifar_batches()
+    batches["data_batch_3"] = pickle.dumps({"data": Boom(), "labels": []})
+    write_cifar_archive(tmp_path / "evil.tar.gz", batches)
+    with pytest.raises(
+        ValueError,
+        match=r"data_batch_3: not a CIFAR-10 batch and not loaded.*os\.system|posix\.system",
+    ):
+        load_source("cifar10", Request(str(tmp_path / "evil.tar.gz"), 32, 3))
 
 
 @pytest.mark.skipif(
@@ -100,7 +270,7 @@ def test_bad_folders_are_one_line_errors(tmp_path, cache):
     reason="../shared/data/cifar10-jpeg.tar.gz is not beside this checkout",
 )
 def test_real_cifar10_jpeg_archive(cache):
-    train, test = load_source("cifar10", str(SHARED_DATA / "cifar10-jpeg.tar.gz"))
+    train, test = load_source("cifar10", Request(str(SHARED_DATA / "cifar10-jpeg.tar.gz"), 32, 3))
     assert train.images.shape == (50000, 3, 32, 32) and test.images.shape == (10000, 3, 32, 32)
     assert train.classes[:3] == ["airplane", "automobile", "bird"]
     assert torch.bincount(test.labels).tolist() == [1000] * 10
@@ -111,24 +281,10 @@ def test_random_crop_translates_and_zero_fills():
     batch = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).view(2, 1, 6, 6) + 1
     out = random_crop(batch, 2, g)
     assert out.shape == batch.shape and out.dtype == torch.uint8
-    for a, b in zip(out, batch, strict=True):
-        found = False
-        for dy in range(-2, 3):
-            for dx in range(-2, 3):
-                shifted = torch.zeros_like(b)
-                ys, yd = (
-                    (slice(dy, None), slice(None, 6 - dy))
-                    if dy >= 0
-                    else (slice(None, 6 + dy), slice(-dy, None))
-                )
-                xs, xd = (
-                    (slice(dx, None), slice(None, 6 - dx))
-                    if dx >= 0
-                    else (slice(None, 6 + dx), slice(-dx, None))
-                )
-                shifted[:, yd, xd] = b[:, ys, xs]
-                found |= torch.equal(a, shifted)
-        assert found
+    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2))
+    for a, p in zip(out, padded, strict=True):
+        windows = [p[:, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(a, w) for w in windows)
 
 
 def test_random_flip_mirrors_about_half():
@@ -141,7 +297,7 @@ def test_random_flip_mirrors_about_half():
 
 
 def test_loader_is_deterministic_and_shards_like_one_process(tiny_folder, cache):
-    train, _ = load_source("imagefolder", str(tiny_folder))
+    train, _ = folder(tiny_folder)
     args = {"mean": torch.zeros(3), "std": torch.ones(3), "seed": 3}
     one = BatchLoader(train, 16, train=True, augment=None, **args)
     one.set_epoch(1)
@@ -164,7 +320,7 @@ def test_loader_is_deterministic_and_shards_like_one_process(tiny_folder, cache)
 
 
 def test_eval_loader_counts_every_image_once_across_ranks(tiny_folder, cache):
-    _, val = load_source("imagefolder", str(tiny_folder))
+    _, val = folder(tiny_folder)
     args = {"mean": torch.zeros(3), "std": torch.ones(3)}
     seen = 0
     for r in range(2):

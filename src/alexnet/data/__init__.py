@@ -1,52 +1,38 @@
-"""Data: sources that yield uint8 image sets, batch augmentations, and the batch loader."""
+"""Data: sources that yield uint8 image sets, batch augmentations, and the batch loader.
+
+Each source is one module that declares a :class:`DataSource` (how to load it, its channels,
+its normalisation, its image size); ``SOURCES`` maps recipe names to them.
+"""
 
 from __future__ import annotations
 
+from alexnet.data import cifar10, fashion_mnist, imagefolder
 from alexnet.data.augment import BatchAugment, normalise, random_crop, random_flip
+from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import BatchLoader
-from alexnet.data.sources import (
-    ImageSet,
-    load_cifar10,
-    load_fashion_mnist,
-    load_folder_pair,
-)
+from alexnet.data.source import DataSource, Request
 
-SOURCES = ("fashion-mnist", "cifar10", "imagefolder")
+DATA_SOURCES: dict[str, DataSource] = {
+    s.name: s for s in (fashion_mnist.SOURCE, cifar10.SOURCE, imagefolder.SOURCE)
+}
+SOURCES = tuple(DATA_SOURCES)
 
 
-def load_source(
-    source: str,
-    root: str | None,
-    image_size: int | None = None,
-    channels: int = 3,
-    verify: bool = True,
-):
-    """(train, test) ImageSets for a recipe's ``data.source``."""
-    from pathlib import Path
-
-    if source == "fashion-mnist":
-        return load_fashion_mnist(root or None, verify=verify)
-    if source == "cifar10":
-        return load_cifar10(root or None)
-    if source == "imagefolder":
-        if not root:
-            raise ValueError(
-                "the imagefolder source needs --data DIR (with train/<class>/* and val/<class>/*)"
-            )
-        if not Path(root).exists():
-            raise FileNotFoundError(f"--data {root}: no such folder")
-        return load_folder_pair(Path(root), size=image_size, channels=channels, tag="imagefolder")
-    raise ValueError(f"unknown data source {source!r}; valid: {', '.join(SOURCES)}")
+def load_source(name: str, request: Request) -> tuple[ImageSet, ImageSet]:
+    """(train, test) ImageSets of the source ``name``."""
+    if name not in DATA_SOURCES:
+        raise ValueError(f"unknown data source {name!r}; valid: {', '.join(SOURCES)}")
+    return DATA_SOURCES[name].load(request)
 
 
 __all__ = [
+    "DATA_SOURCES",
     "SOURCES",
     "BatchAugment",
     "BatchLoader",
+    "DataSource",
     "ImageSet",
-    "load_cifar10",
-    "load_fashion_mnist",
-    "load_folder_pair",
+    "Request",
     "load_source",
     "normalise",
     "random_crop",

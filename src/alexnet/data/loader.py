@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from alexnet.data.augment import normalise
-from alexnet.data.sources import ImageSet
+from alexnet.data.imageset import ImageSet
 
 
 class _Length:

@@ -1,0 +1,133 @@
+"""The user cache: decoded image sets, unpacked archives and downloads, and how to clear it.
+
+``$ALEXNET_CACHE``, else ``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``, holding
+``decoded/`` (uint8 tensors of image folders, so a data set is decoded once), ``extracted/``
+(archives unpacked once) and ``downloads/``. ``alexnet cache`` shows it, ``alexnet cache
+clear`` empties it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+from alexnet.data.imageset import ImageSet
+
+PARTS = ("decoded", "extracted", "downloads")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("ALEXNET_CACHE"):
+        return Path(os.environ["ALEXNET_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "alexnet"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def files_key(files: Iterable[Path], *settings: object) -> str:
+    """A key that changes when any file is added, removed, renamed or rewritten (its size or
+    modification time changes), or when a decode setting changes."""
+    h = hashlib.sha256(repr(settings).encode())
+    for path in files:
+        st = path.stat()
+        h.update(f"{os.fsencode(path)!r}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _pack(s: ImageSet) -> dict:
+    return {"images": s.images, "labels": s.labels, "classes": s.classes, "source": s.source,
+            "skipped": [list(x) for x in s.skipped]}  # fmt: skip
+
+
+def _unpack(b: dict) -> ImageSet:
+    skipped = [(str(p), str(why)) for p, why in b["skipped"]]
+    return ImageSet(b["images"], b["labels"], list(b["classes"]), b["source"], skipped)
+
+
+def cached_pair(
+    tag: str, key: str, build: Callable[[], tuple[ImageSet, ImageSet]]
+) -> tuple[ImageSet, ImageSet]:
+    """``build()`` once per ``key``, then the uint8 tensors from the cache (loaded with
+    weights_only, so a tampered cache file cannot run code; a damaged one is rebuilt)."""
+    path = cache_dir() / "decoded" / f"{tag}-{key}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, weights_only=True)
+            return _unpack(blob["train"]), _unpack(blob["test"])
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    train, test = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({"train": _pack(train), "test": _pack(test)}, tmp)
+        os.replace(tmp, path)
+    except OSError:  # a full or read-only cache only costs the next run a decode
+        tmp.unlink(missing_ok=True)
+    return train, test
+
+
+def extract(archive: Path) -> Path:
+    """Unpack a .tar(.gz) once into the cache, safely (no paths outside the target)."""
+    st = archive.stat()
+    key = sha256_bytes(f"{archive.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())[:16]
+    target = cache_dir() / "extracted" / f"{archive.name.split('.')[0]}-{key}"
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(target.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(
+            f"{archive}: cannot unpack ({exc}); check the file or unpack it yourself"
+        ) from None
+    (tmp / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def cache_usage() -> dict[str, int]:
+    """Bytes held in each part of the cache."""
+    root = cache_dir()
+    return {part: _size(root / part) if (root / part).exists() else 0 for part in PARTS}
+
+
+def clear_cache(parts: Iterable[str] = PARTS) -> int:
+    """Delete the given parts of the cache; returns the bytes freed."""
+    freed = 0
+    for part in parts:
+        if part not in PARTS:
+            raise ValueError(f"unknown cache part {part!r}; valid: {', '.join(PARTS)}")
+        path = cache_dir() / part
+        if path.exists():
+            freed += _size(path)
+            shutil.rmtree(path)
+    return freed

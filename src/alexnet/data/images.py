@@ -1,0 +1,153 @@
+"""Image files to uint8 tensors: decoding any common file safely, and reading class folders.
+
+Decoding: the header is read first (PIL opens lazily), so an image over the pixel limit is
+skipped before a byte of it is decoded. JPEG, PNG and WebP are then decoded by
+``torchvision.io`` (libjpeg-turbo, libpng, libwebp straight into a tensor), measured 1.3-1.9x
+faster than PIL with its array conversion on this project's data (CIFAR-10 32x32 JPEGs:
+0.10 against 0.19 ms; ImageNet JPEGs at 227: 1.7 against 2.8 ms; 2-core AMD EPYC).
+A JPEG at least twice the target size is decoded by PIL at a reduced scale instead
+(``draft``: libjpeg scales the DCT by 1/2, 1/4 or 1/8), which bounds memory and time by the
+target size rather than the file's. Other formats (BMP, TIFF, GIF, PPM) go through PIL.
+16-bit images are scaled to 8 bits, never clipped.
+
+Class folders: ``split/<class>/**/<image>``; entries whose names start with a dot
+(``.ipynb_checkpoints``, ``.DS_Store``) are ignored, symbolic links are followed but a folder
+already seen (a loop) is not entered twice, and class names must be valid UTF-8 text.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
+TORCHVISION_FORMATS = ("JPEG", "PNG", "WEBP")
+DECODER_VERSION = 2  # part of the decoded cache's key: a change here re-decodes
+
+
+def decode_image(
+    path: Path, channels: int, size: int | None = None, max_pixels: int = 64_000_000
+) -> tuple[torch.Tensor | None, str]:
+    """``path`` as uint8 (C, H, W), or (None, why it was skipped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    if not data:
+        return None, "empty file"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            header = Image.open(io.BytesIO(data))
+        width, height = header.size
+        if width * height > max_pixels:
+            return None, f"{width}x{height} is over the {max_pixels / 1e6:g}-megapixel limit"
+        if header.format == "JPEG" and size and min(width, height) >= 2 * size:
+            return _decode_pil(header, channels, draft=size), ""
+        if header.format in TORCHVISION_FORMATS:
+            return _decode_torchvision(data, channels), ""
+        return _decode_pil(header, channels), ""
+    except Image.DecompressionBombError:
+        return None, f"over the {max_pixels / 1e6:g}-megapixel limit"
+    except UnidentifiedImageError:
+        return None, "not an image"
+    except (OSError, RuntimeError, ValueError, SyntaxError, EOFError) as exc:
+        return None, f"cannot decode: {str(exc).splitlines()[0][:80]}"
+
+
+def _decode_torchvision(data: bytes, channels: int) -> torch.Tensor:
+    from torchvision.transforms.v2.functional import to_dtype
+
+    # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec 0.16, which
+    # measured the same on ImageNet JPEGs (1.55 ms each) but needs torch 2.11 or newer; a
+    # torchvision without them falls back to PIL.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from torchvision.io import ImageReadMode
+            from torchvision.io import decode_image as tv_decode
+        except ImportError:  # pragma: no cover - a future torchvision
+            from PIL import Image
+
+            return _decode_pil(Image.open(io.BytesIO(data)), channels)
+        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        image = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    if image.dtype != torch.uint8:  # 16-bit PNG
+        image = to_dtype(image, torch.uint8, scale=True)
+    return image
+
+
+def _decode_pil(image, channels: int, draft: int | None = None) -> torch.Tensor:
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    if draft:
+        image.draft(mode, (draft, draft))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale, do not clip
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray((wide * 255 // 65535).astype(np.uint8))
+    array = np.asarray(image.convert(mode), dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Rescale the short side to ``size`` and take the central size x size crop (uint8 in/out)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if image.shape[-2:] == (size, size):
+        return image
+    image = TF.resize(image, size, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
+def class_folders(split: Path) -> list[str]:
+    """The class folder names of ``split``, sorted; dot-folders and loops left out."""
+    if not split.is_dir():
+        raise FileNotFoundError(f"{split}: no such folder (expected {split}/<class>/<images>)")
+    names = []
+    own = split.resolve()
+    for entry in sorted(split.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        real = entry.resolve()
+        if real == own or real in own.parents:
+            continue  # a link back up the tree: a loop, not a class
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(entry).decode("utf-8", "backslashreplace")
+            raise ValueError(
+                f"{shown}: a class folder name that is not valid UTF-8; rename it "
+                "(class names are stored as text in checkpoints and reports)"
+            ) from None
+        names.append(entry.name)
+    return names
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder``, sorted, at any depth; dot-entries skipped, every real
+    folder entered once however many links lead to it."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            Path(top) / f
+            for f in files
+            if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
+        ]
+    return sorted(found)

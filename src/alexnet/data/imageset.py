@@ -1,0 +1,61 @@
+"""What every data source yields: uint8 images in memory with labels, class names, and the
+files it had to leave out (each with the reason), so nothing is skipped silently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+SHOWN_SKIPS = 5  # files named in the one-line summary; the run folder gets the full list
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, C, H, W), labels as int64 (N,), the class names, and the skipped
+    files as (path, reason) pairs."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, count: int) -> ImageSet:
+        """The first ``count`` images (for quick runs and tests); the skip list stays."""
+        return ImageSet(
+            self.images[:count], self.labels[:count], self.classes, self.source, self.skipped
+        )
+
+    def skip_summary(self, listed_in: Path | None = None) -> str | None:
+        """One line naming the first few skipped files and why, or None if none were."""
+        if not self.skipped:
+            return None
+        shown = "; ".join(f"{Path(p).name} ({why})" for p, why in self.skipped[:SHOWN_SKIPS])
+        more = len(self.skipped) - SHOWN_SKIPS
+        tail = f"; and {more} more" if more > 0 else ""
+        where = f"; all listed in {listed_in}" if listed_in else ""
+        return f"{self.source}: skipped {len(self.skipped)} file(s): {shown}{tail}{where}"
+
+
+def write_skip_list(sets: list[ImageSet], path: Path) -> bool:
+    """Every skipped file of ``sets`` into ``path`` (tab-separated path and reason); False if
+    there were none and nothing was written."""
+    rows = [f"{p}\t{why}" for s in sets for p, why in s.skipped]
+    if not rows:
+        return False
+    with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
+        f.write("file\treason\n" + "\n".join(rows) + "\n")
+    return True
