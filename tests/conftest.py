@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet.config import load_recipe, to_toml
+from alexnet.config import Recipe, load_recipe, recipe_from_dict
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLASSES = ("stripes", "columns", "checks")
@@ -54,33 +54,30 @@ def cache(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def tiny_recipe(root: Path, **changes) -> dict:
-    recipe = load_recipe("cifar10")
-    recipe["name"] = "tiny"
-    recipe["epochs"] = 2
-    recipe["model"]["options"] = {
-        "widths": [8, 8, 16, 16, 8],
-        "hidden": 32,
-        "dropout": 0.5,
-        "init": "kaiming",
-    }
-    recipe["data"].update(source="imagefolder", root=str(root), batch_size=16, eval_batch_size=20)
-    recipe["optim"]["lr"] = 0.05
-    recipe["train"].update(threads=1, log_every=1)
+def tiny_recipe(root: Path, **changes) -> Recipe:
+    """The cifar10 recipe shrunk to the tiny folder: a small network, two epochs, float32 (so
+    results do not depend on whether the CPU has fast bfloat16). ``changes``: dotted keys."""
+    table = load_recipe("cifar10").to_dict()
+    table.update(name="tiny", epochs=2)
+    table["model"]["options"] = {"widths": [8, 8, 16, 16, 8], "hidden": 32, "dropout": 0.5,
+                                 "init": "kaiming"}  # fmt: skip
+    table["data"].update(source="imagefolder", root=str(root), batch_size=16, eval_batch_size=20)
+    table["optim"]["lr"] = 0.05
+    table["train"].update(threads=1, log_every=1, precision="fp32")
     for key, value in changes.items():
-        node = recipe
+        node = table
         *parents, last = key.split(".")
         for p in parents:
             node = node[p]
         node[last] = value
-    return recipe
+    return recipe_from_dict(table, "tiny recipe")
 
 
 @pytest.fixture()
 def recipe_file(tmp_path, tiny_folder):
     def write(**changes) -> Path:
         path = tmp_path / "tiny.toml"
-        path.write_text(to_toml(tiny_recipe(tiny_folder, **changes)))
+        path.write_text(tiny_recipe(tiny_folder, **changes).to_toml())
         return path
 
     return write
@@ -95,3 +92,14 @@ def cli_env(cache_dir: Path) -> dict:
 
 
 ALEXNET = [sys.executable, "-m", "alexnet"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """Training sets threads and deterministic mode for the process; put them back."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)

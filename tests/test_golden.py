@@ -3,24 +3,31 @@ bit for bit, whatever the code around it is reshaped into.
 
 The run happens in a child process with ATen, oneDNN and MKL held to their AVX2 code paths and
 one thread, so that machines with AVX-512 or AMX take the same arithmetic as AVX2-only ones.
-``tests/golden/fashion_mnist.json`` holds the sha256 of the final weights and, per tensor, the
-float64 sum and sum of magnitudes. Where a deliberate change alters the numbers, record again
-with ``ALEXNET_RECORD_GOLDEN=1 pytest tests/test_golden.py`` and say in the commit which change
-and why.
+``tests/golden/fashion_mnist.json`` holds, for each machine it was recorded on (torch version
+and CPU family and model), the sha256 of the final weights, and, per tensor, the float64 sum
+and sum of magnitudes. On a recorded machine the digest must match; elsewhere (where library
+kernels may still block their sums differently) the per-tensor sums must agree to 1e-4, and
+the test says that the bit-for-bit check needs a recording there:
+``ALEXNET_RECORD_GOLDEN=1 pytest tests/test_golden.py`` adds one. Where a deliberate change
+alters the numbers, record again after removing the old entries, and say in the commit which
+change and why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import platform
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from alexnet.train import load_checkpoint
+from alexnet.checkpoint import load_checkpoint
 
 from .conftest import ALEXNET, cli_env
 
@@ -63,6 +70,17 @@ def tensor_sums(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     }
 
 
+def machine() -> str:
+    """torch's version and the CPU's vendor, family and model (Zen 3 and Zen 4 differ)."""
+    fields = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    cpu = " ".join(fields.get(k, "?") for k in ("vendor_id", "cpu family", "model"))
+    return f"torch {torch.__version__}, {platform.machine()} {cpu}"
+
+
 @pytest.mark.skipif(
     not FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
@@ -75,14 +93,20 @@ def test_golden_fashion_mnist_run_is_bit_identical(tmp_path, cache):
     proc = subprocess.run(ALEXNET + args, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(tmp_path / "golden" / "last.pt")["model"]
-    found = {"digest": weights_digest(state), "sums": tensor_sums(state)}
+    digest, sums = weights_digest(state), tensor_sums(state)
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {"machines": {}}
     if os.environ.get("ALEXNET_RECORD_GOLDEN"):
-        GOLDEN.write_text(json.dumps({"overrides": OVERRIDES, **found}, indent=1) + "\n")
-        pytest.skip(f"recorded {GOLDEN}")
-    golden = json.loads(GOLDEN.read_text())
+        golden = {"overrides": OVERRIDES, "machines": {**golden["machines"], machine(): digest},
+                  "sums": golden.get("sums", sums)}  # fmt: skip
+        GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+        pytest.skip(f"recorded {GOLDEN} for {machine()}")
     assert golden["overrides"] == OVERRIDES
-    # The sums say where a difference is before the digest says that there is one.
-    assert found["sums"].keys() == golden["sums"].keys()
-    for key, (total, magnitude) in golden["sums"].items():
-        assert found["sums"][key] == pytest.approx([total, magnitude], rel=1e-6), key
-    assert found["digest"] == golden["digest"]
+    assert sums.keys() == golden["sums"].keys()
+    recorded = machine() in golden["machines"]
+    for key, expected in golden["sums"].items():  # where a difference is, before the digest
+        assert sums[key] == pytest.approx(expected, rel=1e-6 if recorded else 1e-4), key
+    if recorded:
+        assert digest == golden["machines"][machine()]
+    else:
+        warnings.warn(f"golden weights checked to 1e-4 only: no digest recorded for {machine()}",
+                      stacklevel=1)  # fmt: skip

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet.train import TrainingError, fit, load_checkpoint
+from alexnet.checkpoint import load_checkpoint
+from alexnet.train import TrainingError, fit
 
 from .conftest import ALEXNET, cli_env, tiny_recipe
 
@@ -42,6 +43,7 @@ def test_fit_writes_every_output(tiny_folder, tmp_path, cache):
     assert final["val_top5_err"] == 0.0 and 0.0 <= final["val_top1_err"] <= 1.0
     ckpt = load_checkpoint(run_dir / "last.pt")  # weights_only=True inside
     assert ckpt["epoch"] == 3 and ckpt["batch"] == 0 and ckpt["recipe"]["name"] == "tiny"
+    assert ckpt["format"] == 2 and ckpt["recipe"]["format"] == 2
     assert load_checkpoint(run_dir / "best.pt")["best_top1_err"] <= final["val_top1_err"]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     report = (run_dir / "report.md").read_text()
@@ -50,6 +52,11 @@ def test_fit_writes_every_output(tiny_folder, tmp_path, cache):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "[model.options]" in (run_dir / "recipe.toml").read_text()
     assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave nothing behind
+    # The corrupt file is named in the log and listed with its reason in the run folder.
+    assert "broken.png (not an image)" in (run_dir / "log.txt").read_text()
+    assert (
+        (run_dir / "skipped.txt").read_text().splitlines()[1].endswith("broken.png\tnot an image")
+    )
 
 
 def test_tensorboard_has_scalars_and_kernels(tiny_folder, tmp_path, cache):
@@ -72,11 +79,10 @@ def test_tensorboard_has_scalars_and_kernels(tiny_folder, tmp_path, cache):
     reason="Debian's dataset-fashion-mnist is not installed",
 )
 def test_fit_on_real_fashion_mnist_subset(tmp_path, cache):
-    from alexnet.config import load_recipe
+    from alexnet.config import apply_overrides, load_recipe
 
-    recipe = load_recipe("fashion-mnist")
-    recipe["epochs"] = 2
-    recipe["data"].update(limit_train=4096, limit_test=1000)
+    recipe = apply_overrides(load_recipe("fashion-mnist"),
+                             ["epochs=2", "data.limit_train=4096", "data.limit_test=1000"])  # fmt: skip
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     final = fit(recipe, run_dir, progress=False)
@@ -86,43 +92,11 @@ def test_fit_on_real_fashion_mnist_subset(tmp_path, cache):
 def test_nan_loss_stops_with_a_clear_message(tiny_folder, tmp_path, cache):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    recipe = tiny_recipe(tiny_folder, epochs=2)
-    recipe["optim"]["lr"] = 1e12
-    recipe["schedule"]["name"] = "constant"
-    with pytest.raises(TrainingError, match=r"loss became (nan|inf).*Lower the learning rate"):
+    recipe = tiny_recipe(
+        tiny_folder, **{"epochs": 2, "optim.lr": 1e12, "schedule.name": "constant"}
+    )
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf).*lower the learning rate"):
         fit(recipe, run_dir, progress=False)
-
-
-def test_cli_errors_are_one_line(tmp_path, cache, recipe_file):
-    cases = [
-        (
-            ["train", "--recipe", "fashion-mnist", "--data", str(tmp_path / "nowhere")],
-            "nowhere: no such",
-        ),
-        (["train", "--recipe", "cifar10", "--data", str(tmp_path)], "neither CIFAR-10"),
-        (
-            ["train", "--recipe", "fashion-mnist", "--data", str(tmp_path)],
-            "apt-get install dataset-fashion-mnist",
-        ),
-        (["train", "--recipe", "fashion-mnist", "--set", "optim.lrr=1"], "unknown recipe key"),
-        (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
-        (["train", "--resume", str(tmp_path / "no-run")], "no checkpoint there"),
-        (["train"], "give --recipe"),
-    ]
-    for args, message in cases:
-        proc = run_cli(args, cache)
-        assert proc.returncode == 2, (args, proc.stderr)
-        err = proc.stderr.strip().splitlines()
-        assert len(err) == 1 and message in err[0], (args, proc.stderr)
-
-
-def test_nan_via_cli_exits_3_and_keeps_the_checkpoint(tmp_path, cache, recipe_file):
-    path = recipe_file(**{"epochs": 2, "train.checkpoint_every": 1})
-    # A first good epoch, then a learning rate that explodes: the last good checkpoint stays.
-    proc = run_cli(["train", "--recipe", str(path), "--runs", str(tmp_path), "--name", "r", "--no-progress",
-                    "--set", "optim.lr=1e12", "--set", "schedule.name=\"constant\""], cache)  # fmt: skip
-    assert proc.returncode == 3, proc.stderr
-    assert "loss became" in proc.stderr and "Lower the learning rate" in proc.stderr
 
 
 def deterministic_args(path: Path, runs: Path, name: str) -> list[str]:
@@ -161,10 +135,10 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, cache, recipe_f
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     again = (killed / "metrics.jsonl").read_text().splitlines()
-    keys = ("train_loss", "val_loss", "val_top1_err")
-    # An epoch cut in the middle may be logged again on resume; the last lines must agree.
-    assert [json.loads(x)[k] for x in straight[-1:] for k in keys] == [
-        json.loads(x)[k] for x in again[-1:] for k in keys
+    # Every epoch logged exactly once, with the uninterrupted run's figures.
+    keys = ("epoch", "train_loss", "val_loss", "val_top1_err")
+    assert [[json.loads(x)[k] for k in keys] for x in again] == [
+        [json.loads(x)[k] for k in keys] for x in straight
     ]
 
 
@@ -216,7 +190,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, cache, recipe_file):
 
 
 def test_precision_and_layout_choices():
-    from alexnet.train import cpu_has_fast_bf16, pick_channels_last, pick_precision
+    from alexnet.runtime import cpu_has_fast_bf16, pick_channels_last, pick_precision
 
     cpu = torch.device("cpu")
     assert pick_precision("fp32", cpu) is None
@@ -229,16 +203,117 @@ def test_precision_and_layout_choices():
         pick_channels_last("maybe")
 
 
-def test_paper_schedule_divides_by_ten_at_most_three_times():
-    from alexnet.config import load_recipe
-    from alexnet.train import build_schedule
+def test_exploded_weights_are_never_saved(tiny_folder, tmp_path, cache, recipe_file):
+    # A rate that blows the weights up to ~1e29 within a few steps: every checkpoint written
+    # must still hold weights that give finite outputs, and the run exits 3.
+    path = recipe_file(**{"epochs": 3, "train.checkpoint_every": 1, "optim.lr": 1e6,
+                          "schedule.name": "constant"})  # fmt: skip
+    proc = run_cli(["train", "--recipe", str(path), "--runs", str(tmp_path), "--name", "r",
+                    "--no-progress"], cache)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "--resume" in proc.stderr and "optim.lr=" in proc.stderr
+    if (tmp_path / "r" / "last.pt").exists():
+        from alexnet.models import build_model
 
-    recipe = load_recipe("imagenet-paper")
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe["optim"]["lr"])
-    sched = build_schedule(opt, recipe, steps_per_epoch=10)
-    lrs = []
-    for _ in range(20):  # validation error never improves after the first epoch
-        sched.step(0.5)
-        lrs.append(opt.param_groups[0]["lr"])
-    distinct = sorted(set(lrs), reverse=True)
-    assert distinct == pytest.approx([0.01, 0.001, 0.0001, 0.00001])
+        state = load_checkpoint(tmp_path / "r" / "last.pt")
+        model = build_model("alexnet-small", **state["recipe"]["model"]["options"]).eval()
+        model.load_state_dict(state["model"])
+        with torch.no_grad():
+            assert torch.isfinite(model(torch.randn(4, 3, 32, 32))).all()
+
+
+def test_non_finite_validation_stops_without_saving(tiny_folder, tmp_path, cache, monkeypatch):
+    import alexnet.train
+
+    calls = []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        bad = float("nan") if len(calls) == 2 else 0.5
+        return {"loss": bad, "top1_err": 0.5, "top5_err": 0.0, "count": 36.0}
+
+    monkeypatch.setattr(alexnet.train, "evaluate", evaluate)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(TrainingError, match="validation loss became nan at the end of epoch 2"):
+        fit(tiny_recipe(tiny_folder, epochs=3), run_dir, progress=False)
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1  # epoch 2's model was not kept
+    assert not (run_dir / "report.md").exists()
+
+
+def test_a_diverged_run_continues_at_a_lower_rate(tmp_path, cache, recipe_file):
+    path = recipe_file(**{"epochs": 3, "schedule.name": "constant"})
+    args = ["train", "--recipe", str(path), "--runs", str(tmp_path), "--name", "r", "--no-progress"]
+    assert run_cli([*args, "--set", "epochs=1"], cache).returncode == 0
+    run = tmp_path / "r"
+    proc = run_cli(["train", "--resume", str(run), "--set", "optim.lr=0.01", "--set", "epochs=2",
+                    "--no-progress"], cache)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "with optim.lr 0.05 -> 0.01, epochs 1 -> 2" in proc.stderr
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] == 2 and state["recipe"]["optim"]["lr"] == 0.01
+    assert state["changes"] == [
+        {"epoch": 1, "batch": 0, "optim.lr": [0.05, 0.01], "epochs": [1, 2]}
+    ]
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)
+    assert "lr = 0.01" in (run / "recipe.toml").read_text()
+    assert "optim.lr 0.05 -> 0.01" in (run / "log.txt").read_text()
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and metrics[1]["lr"] == pytest.approx(0.01)
+
+
+def test_onecycle_with_very_few_steps(tiny_folder, tmp_path, cache):
+    # 120 images in batches of 30: 4 steps, the case that divided by zero.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    recipe = tiny_recipe(tiny_folder, **{"epochs": 1, "data.batch_size": 30})
+    assert recipe.schedule.name == "onecycle"
+    assert math.isfinite(fit(recipe, run_dir, progress=False)["train_loss"])
+
+
+def test_relative_data_path_resumes_from_another_folder(tmp_path, tiny_folder, cache, recipe_file):
+    import shutil
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    shutil.copytree(tiny_folder, work / "photos")
+    elsewhere.mkdir()
+    path = recipe_file(**{"epochs": 2, "schedule.name": "constant"})
+    proc = run_cli(["train", "--recipe", str(path), "--data", "photos", "--runs", str(tmp_path),
+                    "--name", "r", "--no-progress", "--set", "epochs=1"], cache, cwd=work)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f'root = "{work / "photos"}"' in (tmp_path / "r" / "recipe.toml").read_text()
+    proc = run_cli(["train", "--resume", str(tmp_path / "r"), "--set", "epochs=2", "--no-progress"],
+                   cache, cwd=elsewhere)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, cache, recipe_file):
+    path = recipe_file(epochs=2)
+    proc = run_cli(["train", "--recipe", str(path), "--runs", str(tmp_path), "--name", "r"], cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and proc.stderr.count("epoch ") >= 2
+
+
+def test_a_checkpoint_of_release_0_1_0_still_resumes(tmp_path, tiny_folder, cache):
+    """The 0.1.0 run folder resumes to the weights an uninterrupted 0.1.0 run reached."""
+    import shutil
+
+    from .test_golden import PORTABLE_MATH, weights_digest
+
+    run = tmp_path / "legacy"
+    shutil.copytree(Path(__file__).parent / "golden" / "legacy-0.1.0", run)
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert "format" not in state  # really the old format
+    state["recipe"]["data"]["root"] = str(tiny_folder)  # the data moved, the format did not
+    torch.save(state, run / "last.pt")
+    text = (run / "recipe.toml").read_text().replace("/tmp/legacy/tiny", str(tiny_folder))
+    (run / "recipe.toml").write_text(text)
+    proc = subprocess.run([*ALEXNET, "train", "--resume", str(run), "--no-progress"],
+                          env=cli_env(cache) | PORTABLE_MATH, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    final = load_checkpoint(run / "last.pt")
+    assert final["format"] == 2 and final["epoch"] == 12
+    assert weights_digest(final["model"]) == (
+        "2e1fd6886caac2dd95a391964b1349510f902856fa0026a20c07033dda739f49"
+    )

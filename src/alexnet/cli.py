@@ -1,7 +1,8 @@
 """The ``alexnet`` command: one entry point, one sub-command per job.
 
-Errors a user can fix (bad paths, unknown names, malformed options) print one line and exit 2;
-anything else is a bug and keeps its traceback. ALEXNET_DEBUG=1 shows the traceback always.
+Errors a user can fix (bad paths, unknown names, malformed options, a full disk) print one line
+and exit 2; a diverged run exits 3; anything else is a bug and keeps its traceback.
+ALEXNET_DEBUG=1 shows the traceback always.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from alexnet import __version__
 from alexnet.config import split_assignment
@@ -18,26 +20,109 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
 
 
-def _model_options(items: list[str]) -> dict:
-    return dict(split_assignment(item) for item in items)
-
-
 def cmd_summary(args: argparse.Namespace) -> None:
     from alexnet.summary import format_table, parse_input, summarise, to_json
 
     shape = parse_input(args.input) if args.input else None
-    summary = summarise(args.arch, shape, **_model_options(args.option))
+    summary = summarise(args.arch, shape, **dict(split_assignment(o) for o in args.option))
     print(to_json(summary) if args.json else format_table(summary))
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from alexnet.train import train_from_args
+def _start_run(args: argparse.Namespace):
+    """A new run's recipe and folder; under torchrun rank 0 makes the folder, all use it."""
+    import torch.distributed as dist
 
-    train_from_args(args)
+    from alexnet.config import apply_overrides, load_recipe
+    from alexnet.runs import create_run_dir
+    from alexnet.runtime import init_distributed
+
+    recipe = load_recipe(args.recipe)
+    if args.data is not None:
+        if not Path(args.data).exists():
+            raise FileNotFoundError(f"--data {args.data}: no such file or folder")
+        recipe.data.root = str(Path(args.data).resolve())
+    recipe = apply_overrides(recipe, args.overrides)
+    rank, world, _ = init_distributed()
+    made = [None]
+    if rank == 0:
+        try:
+            made[0] = create_run_dir(Path(args.runs), args.name, recipe.name)
+        except (ValueError, FileExistsError) as exc:
+            made[0] = exc  # every rank raises it, so none waits forever
+    if world > 1:
+        dist.broadcast_object_list(made, src=0)
+    if isinstance(made[0], Exception):
+        raise made[0]
+    return recipe, Path(made[0])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch.distributed as dist
+
+    from alexnet.runs import open_run, remove_failed_start
+    from alexnet.train import TrainingError, fit
+
+    if args.resume and (args.recipe or args.data or args.name):
+        raise UserError("--resume continues a run as it was; drop --recipe, --data and --name")
+    if not (args.resume or args.recipe):
+        raise UserError(
+            "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper) or --resume RUN_DIR"
+        )
+    try:
+        if args.resume:
+            resume = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
+            fit(resume.recipe, resume.run_dir, resume_from=resume.checkpoint,
+                changes=resume.changes, progress=not args.no_progress)  # fmt: skip
+        else:
+            recipe, run_dir = _start_run(args)
+            try:
+                fit(recipe, run_dir, progress=not args.no_progress)
+            except BaseException:
+                remove_failed_start(run_dir)
+                raise
+    except TrainingError as exc:
+        print(f"alexnet train: error: {exc}", file=sys.stderr)
+        sys.exit(3)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from alexnet.data.cache import PARTS, cache_dir, cache_usage, clear_cache
+
+    if args.action == "clear":
+        parts = args.parts or [p for p in PARTS if p != "downloads"]
+        freed = clear_cache(parts)
+        print(f"cleared {', '.join(parts)} in {cache_dir()}: {freed / 1e6:.1f} MB freed")
+        return
+    usage = cache_usage()
+    print(f"{cache_dir()} ($ALEXNET_CACHE to move it)")
+    for part, size in usage.items():
+        print(f"  {part:10s} {size / 1e6:10.1f} MB")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a network from a recipe, or resume a run")
+    p.add_argument(
+        "--recipe", help="recipe name (fashion-mnist, cifar10, imagenet-paper) or .toml path"
+    )
+    p.add_argument("--data", help="data folder or archive (sets data.root, stored absolute)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe key, e.g. --set optim.lr=0.02; with --resume only "
+                        "optim.lr and epochs")  # fmt: skip
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument("--checkpoint-recipe", action="store_true",
+                   help="with --resume: continue under the checkpoint's recipe even where the "
+                        "folder's recipe.toml says otherwise")  # fmt: skip
+    p.add_argument("--runs", default="runs", help="folder that holds run folders (default runs)")
+    p.add_argument("--name", help="run folder name (default: recipe and time)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.set_defaults(func=cmd_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alexnet.models import MODELS
+    from alexnet.models import NETWORKS
 
     parser = argparse.ArgumentParser(
         prog="alexnet",
@@ -48,40 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="print the layer table of a network")
     p.add_argument(
-        "--arch", default="alexnet", choices=list(MODELS), help="network (default alexnet)"
+        "--arch", default="alexnet", choices=list(NETWORKS), help="network (default alexnet)"
     )
     p.add_argument(
         "--input", help="input shape CxHxW (default: the network's own, 3x227x227 for alexnet)"
     )
-    p.add_argument(
-        "--option",
-        "-o",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="network option, e.g. -o lrn=false -o two_towers=false -o pooling=non-overlapping",
-    )
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="network option, e.g. -o lrn=false -o two_towers=false -o pooling=non-overlapping")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("train", help="train a network from a recipe, or resume a run")
-    p.add_argument(
-        "--recipe", help="recipe name (fashion-mnist, cifar10, imagenet-paper) or .toml path"
-    )
-    p.add_argument("--data", help="data folder (overrides data.root)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override a recipe key, e.g. --set optim.lr=0.02 --set data.batch_size=256",
-    )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
-    p.add_argument("--runs", default="runs", help="folder that holds run folders (default runs)")
-    p.add_argument("--name", help="run folder name (default: recipe and time)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    p.set_defaults(func=cmd_train)
+    _add_train(sub)
+
+    p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
+    p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
+    p.add_argument("parts", nargs="*", metavar="PART",
+                   help="with clear: decoded, extracted and/or downloads (default: the first two)")  # fmt: skip
+    p.set_defaults(func=cmd_cache)
     return parser
 
 
@@ -89,10 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (UserError, ValueError, OSError) as exc:
         if os.environ.get("ALEXNET_DEBUG"):
             raise
-        print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("\n", " ") if not isinstance(exc, OSError) or not exc.filename \
+            else f"{exc.filename}: {exc.strerror}"  # fmt: skip
+        message = message.encode("utf-8", "backslashreplace").decode()  # undecodable file names
+        print(f"alexnet {args.command}: error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)

@@ -158,9 +158,10 @@ def local_response_norm(
 
 
 class LocalResponseNorm(nn.Module):
-    """Drop-in, faster replacement for ``torch.nn.LocalResponseNorm`` with the paper's formula.
+    """Drop-in, faster replacement for ``torch.nn.LocalResponseNorm``.
 
-    Defaults follow torch (k=1); the paper uses ``LocalResponseNorm(5, 1e-4, 0.75, 2.0)``.
+    Defaults follow torch (k=1, ``formula="torch"``, alpha divided by n); the paper's layer is
+    ``LocalResponseNorm(5, 1e-4, 0.75, 2.0, formula="paper")``, which the networks use.
     """
 
     def __init__(

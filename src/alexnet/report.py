@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -48,20 +47,20 @@ def _plot_curves(metrics: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_predictions(
-    model, images, labels, classes, mean, std, channels_last, device, path: Path
-) -> None:
+def _plot_predictions(model, images, labels, classes, recipe, rt, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from alexnet.data.augment import normalise
+    from alexnet.evaluate import predict_logits
 
     model.eval()
-    with torch.no_grad():
-        x = normalise(images.to(device), mean.to(device), std.to(device), channels_last)
-        probs = model(x).float().softmax(1).cpu()
+    mean, std = torch.tensor(recipe.data.mean), torch.tensor(recipe.data.std)
+    with torch.no_grad():  # the inference path of the reported accuracy: autocast, flip TTA
+        x = normalise(images.to(rt.device), mean.to(rt.device), std.to(rt.device), rt.channels_last)
+        probs = predict_logits(model, x, rt.amp, recipe.eval.tta_flip).softmax(1).cpu()
     top = probs.topk(min(3, probs.shape[1]), dim=1)
     n = len(images)
     cols = 4
@@ -89,23 +88,18 @@ def _plot_predictions(
 
 
 def write_report(
-    run_dir: Path, model: nn.Module, test_set, mean, std, channels_last, device
+    run_dir: Path, model: nn.Module, test_set, recipe, rt, metrics: list[dict]
 ) -> Path:
     """Write the figures and ``report.md`` into ``run_dir``; returns the report's path."""
     from torchvision.utils import save_image
 
-    metrics = [
-        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line
-    ]
-    recipe_text = (
-        (run_dir / "recipe.toml").read_text() if (run_dir / "recipe.toml").exists() else ""
-    )
+    recipe_text = recipe.to_toml()
     _plot_curves(metrics, run_dir / "curves.png")
     save_image(first_layer_grid(model), run_dir / "conv1_kernels.png")
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(test_set), generator=g)[:16]
     _plot_predictions(model, test_set.images[pick], test_set.labels[pick].tolist(), test_set.classes,
-                      mean, std, channels_last, device, run_dir / "predictions.png")  # fmt: skip
+                      recipe, rt, run_dir / "predictions.png")  # fmt: skip
     last = metrics[-1]
     best = min(metrics, key=lambda m: m["val_top1_err"])
     lines = [

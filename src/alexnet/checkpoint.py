@@ -1,0 +1,90 @@
+"""Checkpoints: written atomically, loaded without running code, versioned.
+
+A checkpoint is a plain dict of tensors and Python data (``TrainingState.state_dict``), so
+``torch.load(weights_only=True)`` can read it and refuses anything that would need code. It is
+written to a temporary file in the same folder, flushed to disk and renamed over the old one,
+so a kill or a full disk never leaves a half-written ``last.pt``: the previous one stays.
+
+Format 1 is alexnet 0.1.0's (no ``format`` key); format 2 adds ``format`` and ``changes``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = 2
+REQUIRED = ("model", "optimizer", "scheduler", "epoch", "batch", "global_step", "recipe")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read; the message says which file and why."""
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it. On failure the
+    temporary file is removed and ``path`` keeps its previous contents."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        full = exc.errno == errno.ENOSPC or "No space left" in str(exc)
+        why = "the disk is full" if full else (exc.strerror or str(exc))
+        kept = "the previous checkpoint is kept" if path.exists() else "nothing was written"
+        raise CheckpointError(f"cannot write {path}: {why}; {kept}") from None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint as a dict in the current format, or a one-line CheckpointError."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no checkpoint there (was the run started with this folder?)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: holds Python objects other than tensors and plain data, which could run "
+            "code, so it was not loaded; only use checkpoints written by alexnet"
+        ) from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {first})"
+        ) from None
+    return migrate(state, path)
+
+
+def migrate(state: Any, path: Path) -> dict[str, Any]:
+    """Check the layout of a loaded checkpoint and bring it to the current format."""
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path}: holds a {type(state).__name__}, not an alexnet checkpoint (a dict with "
+            "the model, optimiser, schedule and recipe)"
+        )
+    version = state.get("format", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version!r} is newer than this alexnet reads "
+            f"({CHECKPOINT_FORMAT}); upgrade alexnet"
+        )
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not an alexnet training checkpoint (no {', '.join(missing)})"
+        )
+    if not isinstance(state["recipe"], dict):
+        raise CheckpointError(f"{path}: its recipe is not a table of settings")
+    if version == 1:  # alexnet 0.1.0: the same keys, no record of resumes with --set
+        state = {**state, "changes": []}
+    return {**state, "format": CHECKPOINT_FORMAT}

@@ -1,0 +1,125 @@
+"""Run folders: created exclusively, opened for resuming only when they agree with themselves.
+
+A run folder ``runs/<name>/`` holds ``recipe.toml`` (the resolved recipe), ``last.pt`` and
+``best.pt``, ``metrics.jsonl``, ``log.txt``, ``tb/`` and, at the end, ``report.md``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alexnet.checkpoint import load_checkpoint
+from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
+
+# The keys `--resume RUN --set` may change, and what each means (README, "Changing a run").
+RESUME_KEYS = ("optim.lr", "epochs")
+
+
+def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
+    """A new, empty run folder. An explicit ``name`` that exists is refused; a default name
+    (recipe and time) that exists gets a numbered suffix."""
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the runs folder {runs}: {exc.strerror or exc}; choose "
+                         "another with --runs DIR") from None  # fmt: skip
+    base = name or f"{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    for attempt in range(1, 1000):
+        run_dir = runs / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            if name is not None:
+                raise FileExistsError(
+                    f"{run_dir} already exists; resume it with --resume {run_dir}, or choose "
+                    "another --name"
+                ) from None
+        except OSError as exc:
+            raise ValueError(f"cannot create {run_dir}: {exc.strerror or exc}; choose another "
+                             "folder with --runs DIR") from None  # fmt: skip
+    raise FileExistsError(f"{runs}: too many runs named {base}-N")
+
+
+def remove_failed_start(run_dir: Path) -> None:
+    """A run that failed before its first checkpoint leaves no folder behind."""
+    if run_dir.is_dir() and not (run_dir / "last.pt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@dataclass
+class Resume:
+    """A run to continue: its folder, recipe (changes applied) and checkpoint."""
+
+    run_dir: Path
+    recipe: Recipe
+    checkpoint: dict[str, Any]
+    changes: dict[str, Any] = field(default_factory=dict)  # key -> (old, new)
+
+
+def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool = False) -> Resume:
+    """Load ``run_dir/last.pt`` for resuming, after the checks that keep a run consistent."""
+    path = run_dir / "last.pt"
+    checkpoint = load_checkpoint(path)
+    recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
+    saved = run_dir / "recipe.toml"
+    if saved.is_file() and not accept_checkpoint_recipe:
+        folder = recipe_from_dict(read_toml(saved), str(saved), saved=True)
+        differ = _differences(folder.to_dict(), recipe.to_dict())
+        # A kill between a resume's checkpoint and its recipe.toml leaves exactly the keys
+        # that resume changed behind; those are the checkpoint's to tell.
+        explained = {k for c in checkpoint.get("changes", [])[-1:] for k in c} - {"epoch", "batch"}
+        if not differ <= explained:
+            raise ValueError(
+                f"{path} was written under another recipe than {saved} (copied from another "
+                "run?); to resume under the checkpoint's recipe anyway, add --checkpoint-recipe"
+            )
+    changes = _check_changes(overrides, recipe, run_dir)
+    new = apply_overrides(recipe, overrides) if overrides else recipe
+    if checkpoint["epoch"] >= new.epochs:
+        raise ValueError(
+            f"{run_dir} has finished all {recipe.epochs} epochs; to train on, resume with "
+            f"--set epochs=N (N > {recipe.epochs}), or start a new run"
+        )
+    changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
+    return Resume(run_dir, new, checkpoint, changes)
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> set[str]:
+    """The dotted keys whose values differ between two recipe tables."""
+    keys = set(a) | set(b)
+    found: set[str] = set()
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict) and k != "options":
+            found |= _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            found.add(f"{prefix}{k}")
+    return found
+
+
+def _get(recipe: Recipe, key: str) -> Any:
+    node: Any = recipe
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _check_changes(overrides: list[str], recipe: Recipe, run_dir: Path) -> list[str]:
+    keys = [item.split("=", 1)[0].strip() for item in overrides]
+    for key in keys:
+        if key not in RESUME_KEYS:
+            raise ValueError(
+                f"--resume can change only {', '.join(RESUME_KEYS)}, not {key}; start a new run "
+                "for other changes"
+            )
+    if "epochs" in keys and recipe.schedule.name == "onecycle":
+        raise ValueError(
+            f"{run_dir} follows a one-cycle schedule, whose length is fixed when it starts: more "
+            "epochs cannot be added to it; start a new run (or resume with --set optim.lr only)"
+        )
+    return keys

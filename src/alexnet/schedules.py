@@ -1,0 +1,87 @@
+"""The optimiser and the learning-rate schedules, and what changing a run's rate means.
+
+``plateau`` is the paper's: divide by ``factor`` when the validation error stops improving,
+at most ``max_reductions`` times (the paper: three). ``onecycle`` warms up linearly to the
+rate over ``warmup_fraction`` of all steps and decays linearly to 1/1000 of it; it is stepped
+per batch, the others per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, MultiStepLR, OneCycleLR, ReduceLROnPlateau
+
+Schedule = LambdaLR | MultiStepLR | OneCycleLR | ReduceLROnPlateau
+
+
+def build_optimizer(model: nn.Module, optim) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=optim.lr,
+        momentum=optim.momentum,
+        nesterov=optim.nesterov,
+        weight_decay=optim.weight_decay,
+    )
+
+
+def onecycle_warmup(fraction: float, total_steps: int) -> float:
+    """The warm-up fraction, kept where OneCycleLR's two phases each span some steps: it
+    divides by the length of each phase, so a very short run (a few steps) would divide by 0."""
+    return min(max(fraction, 1.5 / total_steps), 1 - 0.5 / total_steps)
+
+
+def build_schedule(opt: torch.optim.Optimizer, recipe, steps_per_epoch: int) -> Schedule:
+    s, lr = recipe.schedule, recipe.optim.lr
+    if s.name == "plateau":
+        floor = lr * s.factor**s.max_reductions * (1 - 1e-6)
+        return ReduceLROnPlateau(
+            opt, mode="min", factor=s.factor, patience=s.patience, min_lr=floor
+        )
+    if s.name == "onecycle":
+        total = max(1, recipe.epochs * steps_per_epoch) + 1  # the last step stays in range
+        return OneCycleLR(
+            opt, max_lr=lr, total_steps=total, pct_start=onecycle_warmup(s.warmup_fraction, total),
+            anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0, cycle_momentum=False,
+        )  # fmt: skip
+    if s.name == "step":
+        return MultiStepLR(opt, milestones=list(s.milestones), gamma=s.factor)
+    return LambdaLR(opt, lambda _: 1.0)  # constant
+
+
+def per_step(schedule: Schedule) -> bool:
+    return isinstance(schedule, OneCycleLR)
+
+
+# What `--resume RUN --set optim.lr=X` does under each schedule (README, "Changing a run"):
+#   constant  the rate is X from now on.
+#   step      X replaces the base rate; milestones already passed still divide it.
+#   plateau   the rate is X now; the reductions left stay, counted down from X.
+#   onecycle  the rest of the cycle is scaled so that its peak is X.
+def change_learning_rate(opt: torch.optim.Optimizer, schedule: Schedule, new: float) -> None:
+    for group in opt.param_groups:
+        if isinstance(schedule, OneCycleLR):
+            ratio = new / group["max_lr"]
+            for key in ("initial_lr", "max_lr", "min_lr", "lr"):
+                group[key] *= ratio
+        elif isinstance(schedule, MultiStepLR):
+            passed = sum(n for m, n in schedule.milestones.items() if m <= schedule.last_epoch)
+            group["initial_lr"] = new
+            group["lr"] = new * schedule.gamma**passed
+        elif isinstance(schedule, ReduceLROnPlateau):
+            floor = schedule.min_lrs[0]
+            left = (
+                round(math.log(group["lr"] / floor) / math.log(1 / schedule.factor))
+                if floor > 0
+                else 0
+            )
+            group["lr"] = new
+            schedule.min_lrs = [new * schedule.factor**left * (1 - 1e-6)] * len(opt.param_groups)
+        else:
+            group["initial_lr"] = new
+            group["lr"] = new
+    if isinstance(schedule, (MultiStepLR, LambdaLR)):
+        schedule.base_lrs = [new] * len(opt.param_groups)
+        schedule._last_lr = [g["lr"] for g in opt.param_groups]

@@ -1,0 +1,90 @@
+"""The state of a training run: what a checkpoint holds and how a run continues from one.
+
+Resuming is exact: the state holds the model, optimiser and schedule, the position inside the
+epoch, the partial epoch's running sums and every random state, and batch augmentations are
+seeded per batch, so a run killed at any moment and resumed ends with the same weights as an
+uninterrupted one (on the CPU, in deterministic mode).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alexnet.checkpoint import CHECKPOINT_FORMAT, CheckpointError, atomic_save
+from alexnet.schedules import Schedule
+
+
+@dataclass
+class EpochSums:
+    """Running sums of the epoch in progress (checkpointed, so a resumed epoch reports right)."""
+
+    loss: float = 0.0
+    correct: float = 0.0
+    seen: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainingState:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    recipe: dict[str, Any]  # the resolved recipe, as saved
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches finished in the current epoch
+    global_step: int = 0
+    best_top1_err: float = math.inf
+    sums: EpochSums = field(default_factory=EpochSums)
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    changes: list[dict[str, Any]] = field(default_factory=list)  # each resume with --set
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "global_step": self.global_step,
+            "best_top1_err": self.best_top1_err,
+            "epoch_sums": asdict(self.sums),
+            "history": self.history,
+            "changes": self.changes,
+            "rng": rng,
+            "recipe": self.recipe,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: Path | str = "checkpoint") -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).replace("\n", " ").replace("\t", "")[:200]
+            raise CheckpointError(
+                f"{where}: its weights do not fit the network its recipe describes ({first})"
+            ) from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        self.epoch, self.batch = state["epoch"], state["batch"]
+        self.global_step = state["global_step"]
+        self.best_top1_err = state.get("best_top1_err", math.inf)
+        self.sums = EpochSums(**state.get("epoch_sums", {}))
+        self.history = list(state.get("history", []))
+        self.changes = list(state.get("changes", []))
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+
+    def save(self, path: Path) -> None:
+        atomic_save(self.state_dict(), path)

@@ -1,0 +1,187 @@
+"""Every error a user can make on the command line is one line that names the key or the file,
+with exit status 2; nothing is left behind by a start that fails."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.cli import main
+
+from .conftest import tiny_recipe
+from .test_data import Boom, cifar_batches, write_cifar_archive
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    tiny: Path
+    recipe: Path  # a tiny recipe file, 1 epoch
+    runs: Path
+
+    def train(self, *extra: str, name: str = "r") -> list[str]:
+        return ["train", "--recipe", str(self.recipe), "--runs", str(self.runs), "--name", name,
+                "--no-progress", *extra]  # fmt: skip
+
+    def finished_run(self, name: str = "done") -> Path:
+        main(self.train(name=name))
+        return self.runs / name
+
+    def run_with(self, state, name: str = "bad") -> Path:
+        run = self.runs / name
+        run.mkdir(parents=True)
+        torch.save(state, run / "last.pt")
+        return run
+
+
+def _copied_checkpoint(c: Ctx) -> list[str]:
+    a, b = c.finished_run("a"), c.finished_run("b")
+    (b / "recipe.toml").write_text((b / "recipe.toml").read_text().replace("seed = 0", "seed = 7"))
+    shutil.copy(a / "last.pt", b / "last.pt")
+    return ["train", "--resume", str(b), "--set", "epochs=3"]
+
+
+def _other_shape(c: Ctx) -> list[str]:
+    run = c.finished_run("shape")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["model"]["classifier.6.weight"] = torch.zeros(5, 32)
+    state["epoch"] = 0
+    torch.save(state, run / "last.pt")
+    return ["train", "--resume", str(run), "--checkpoint-recipe"]
+
+
+def _no_recipe(c: Ctx) -> list[str]:
+    state = torch.load(c.finished_run("nr") / "last.pt", weights_only=True)
+    del state["recipe"]
+    return ["train", "--resume", str(c.run_with(state))]
+
+
+def _newer_format(c: Ctx) -> list[str]:
+    state = torch.load(c.finished_run("nf") / "last.pt", weights_only=True)
+    return ["train", "--resume", str(c.run_with({**state, "format": 9}))]
+
+
+def _malicious_checkpoint(c: Ctx) -> list[str]:
+    run = c.runs / "evil"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(pickle.dumps(Boom()))
+    return ["train", "--resume", str(run)]
+
+
+def _malicious_cifar(c: Ctx) -> list[str]:
+    batches = cifar_batches()
+    batches["test_batch"] = pickle.dumps(Boom())
+    write_cifar_archive(c.tmp / "evil.tar.gz", batches)
+    return [
+        "train",
+        "--recipe",
+        "cifar10",
+        "--data",
+        str(c.tmp / "evil.tar.gz"),
+        "--runs",
+        str(c.runs),
+    ]
+
+
+def _non_utf8_class(c: Ctx) -> list[str]:
+    root = c.tmp / "photos"
+    shutil.copytree(c.tiny, root)
+    os.rename(root / "train" / "checks", os.fsencode(root / "train") + b"/caf\xe9")
+    return c.train("--data", str(root))
+
+
+def _read_only_runs(c: Ctx, monkeypatch) -> list[str]:
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if str(self).startswith(str(c.runs)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    return c.train()
+
+
+def _full_disk(c: Ctx, monkeypatch) -> list[str]:
+    def full(fd):  # the checkpoint's bytes went to a temporary file; flushing them fails
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    return c.train()
+
+
+def _same_name(c: Ctx) -> list[str]:
+    c.finished_run("r")
+    return c.train()
+
+
+Case = tuple[str, Callable[..., list[str]], str]
+CASES: list[Case] = [
+    ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
+    ("not cifar", lambda c: ["train", "--recipe", "cifar10", "--data", str(c.tmp)], "neither CIFAR-10"),
+    ("no fashion", lambda c: ["train", "--recipe", "fashion-mnist", "--data", str(c.tmp)],
+     "apt-get install dataset-fashion-mnist"),
+    ("unknown key", lambda c: c.train("--set", "optim.lrr=1"), "unknown key 'optim.lrr'"),
+    ("unknown recipe", lambda c: ["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+    ("no run", lambda c: ["train", "--resume", str(c.tmp / "no-run")], "no-run/last.pt: no checkpoint"),
+    ("no recipe given", lambda c: ["train"], "give --recipe"),
+    ("batch 0", lambda c: c.train("--set", "data.batch_size=0"), "data.batch_size must be >= 1, got 0"),
+    ("batch -5", lambda c: c.train("--set", "data.batch_size=-5"), "data.batch_size must be >= 1, got -5"),
+    ("epochs 0", lambda c: c.train("--set", "epochs=0"), "epochs must be >= 1, got 0"),
+    ("epochs -2", lambda c: c.train("--set", "epochs=-2"), "epochs must be >= 1, got -2"),
+    ("numeric root", lambda c: c.train("--set", "data.root=5"), "data.root must be a string, got 5"),
+    ("zero width", lambda c: c.train("--set", "model.options.widths=[8, 0, 16, 16, 8]"),
+     "model.options.widths must be >= 1"),
+    ("unknown option", lambda c: c.train("--set", "model.options.bogus=1"),
+     "unknown option(s) model.options.bogus for alexnet-small"),
+    ("fixed size", lambda c: ["train", "--recipe", "fashion-mnist", "--set", "data.image_size=64",
+                              "--runs", str(c.runs)], "data.image_size: fashion-mnist images are 28x28"),
+    ("typo table", lambda c: ["train", "--recipe", str(c.tmp / "typo.toml")], "unknown key 'trian'"),
+    ("other shape", _other_shape, "its weights do not fit the network"),
+    ("no recipe inside", _no_recipe, "not an alexnet training checkpoint (no recipe)"),
+    ("bare tensor", lambda c: ["train", "--resume", str(c.run_with(torch.zeros(3)))],
+     "holds a Tensor, not an alexnet checkpoint"),
+    ("newer format", _newer_format, "checkpoint format 9 is newer than this alexnet reads"),
+    ("malicious checkpoint", _malicious_checkpoint, "which could run code, so it was not loaded"),
+    ("malicious cifar", _malicious_cifar, "test_batch: not a CIFAR-10 batch and not loaded"),
+    ("non-utf8 class", _non_utf8_class, "not valid UTF-8; rename it"),
+    ("read-only runs", _read_only_runs, "Permission denied; choose another"),
+    ("full disk", _full_disk, "last.pt: the disk is full; nothing was written"),
+    ("same name", lambda c: _same_name(c), "r already exists; resume it with --resume"),
+    ("finished", lambda c: ["train", "--resume", str(c.finished_run())], "has finished all 1 epochs"),
+    ("copied checkpoint", _copied_checkpoint, "was written under another recipe than"),
+    ("onecycle longer", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "epochs=2"],
+     "follows a one-cycle schedule, whose length is fixed"),
+    ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
+     "--resume can change only optim.lr, epochs, not data.batch_size"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("setup", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, tiny_folder, cache,
+                                                    capsys, monkeypatch):  # fmt: skip
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe(tiny_folder, epochs=1).to_toml())
+    (tmp_path / "typo.toml").write_text("[trian]\nthreads = 1\n")
+    c = Ctx(tmp_path, tiny_folder, recipe, tmp_path / "runs")
+    args = setup(c, monkeypatch) if setup.__code__.co_argcount == 2 else setup(c)
+    capsys.readouterr()
+    before = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2, err
+    errors = [line for line in err if line.startswith("alexnet train: error: ")]
+    assert errors == err[-1:] and message in err[-1], err
+    assert not any("Traceback" in line or "weights_only" in line for line in err)
+    after = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []
+    assert after == before, "a failed start left a run folder behind"
+    assert not list(c.tmp.rglob(".*.tmp")), "a temporary checkpoint was left behind"
