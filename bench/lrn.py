@@ -50,7 +50,7 @@ def time_forward_backward(fn, x: torch.Tensor, grad: torch.Tensor, repeats: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/lrn.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lrn.json")
     args = parser.parse_args()
 
     torch.manual_seed(0)
