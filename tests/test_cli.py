@@ -27,8 +27,9 @@ class Ctx:
     recipe: Path  # a tiny recipe file, 1 epoch
     runs: Path
 
-    def train(self, *extra: str, name: str = "r") -> list[str]:
-        return ["train", "--recipe", str(self.recipe), "--runs", str(self.runs), "--name", name,
+    def train(self, *extra: str, name: str | None = "r") -> list[str]:
+        named = ["--name", name] if name is not None else []
+        return ["train", "--recipe", str(self.recipe), "--runs", str(self.runs), *named,
                 "--no-progress", *extra]  # fmt: skip
 
     def finished_run(self, name: str = "done") -> Path:
@@ -118,6 +119,39 @@ def _full_disk(c: Ctx, monkeypatch) -> list[str]:
     return c.train()
 
 
+def _data_changed(c: Ctx) -> list[str]:
+    root = c.tmp / "photos"
+    shutil.copytree(c.tiny, root)
+    main(c.train("--data", str(root), "--set", "schedule.name=constant", name="grow"))
+    shutil.copy(root / "train" / "checks" / "000.png", root / "train" / "checks" / "new.png")
+    return ["train", "--resume", str(c.runs / "grow"), "--set", "epochs=2"]
+
+
+def _garbage_checkpoint(c: Ctx) -> list[str]:
+    run = c.runs / "garbage"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_text("garbage")
+    return ["train", "--resume", str(run)]
+
+
+def _truncated_checkpoint(c: Ctx) -> list[str]:
+    run = c.finished_run("cut")
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    return ["train", "--resume", str(run)]
+
+
+HELD = []
+
+
+def _run_in_use(c: Ctx) -> list[str]:
+    from alexnet.runs import lock_run
+
+    run = c.finished_run("busy")
+    HELD.append(lock_run(run))  # as another process training into it would
+    return ["train", "--resume", str(run), "--set", "optim.lr=0.01"]
+
+
 def _same_name(c: Ctx) -> list[str]:
     c.finished_run("r")
     return c.train()
@@ -156,10 +190,32 @@ CASES: list[Case] = [
     ("read-only runs", _read_only_runs, "Permission denied; choose another"),
     ("full disk", _full_disk, "last.pt: the disk is full; nothing was written"),
     ("same name", lambda c: _same_name(c), "r already exists; resume it with --resume"),
-    ("finished", lambda c: ["train", "--resume", str(c.finished_run())], "has finished all 1 epochs"),
+    ("finished", lambda c: ["train", "--resume", str(c.finished_run())], "has finished 1 epochs; its one-cycle schedule cannot be extended"),
     ("copied checkpoint", _copied_checkpoint, "was written under another recipe than"),
     ("onecycle longer", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "epochs=2"],
      "follows a one-cycle schedule, whose length is fixed"),
+    ("too few classes", lambda c: c.train("--set", "model.options.num_classes=2"),
+     "model.options.num_classes is 2 but the data has 3 classes"),
+    ("odd tower widths", lambda c: c.train("--set", "model.options.widths=[9, 8, 16, 16, 8]"),
+     "two towers need even widths into and out of conv2"),
+    ("newer recipe format", lambda c: c.train("--set", "format=3"), "recipe format 3 is newer"),
+    ("data changed", _data_changed, "its data changed since the run began (120 train / 36 test"),
+    ("huge seed", lambda c: c.train("--set", "seed=99999999999999999999"),
+     "seed must be an integer of at most 19 digits"),
+    ("too many threads", lambda c: c.train("--set", "train.threads=100000"),
+     "train.threads must be <= 256"),
+    ("huge decay", lambda c: c.train("--set", "optim.weight_decay=1e300"),
+     "optim.weight_decay must be a finite number within float32's range"),
+    ("name escapes", lambda c: c.train(name="../elsewhere"), "--name '../elsewhere' cannot name a run folder"),
+    ("recipe name escapes", lambda c: c.train("--set", "name=../../etc", name=None),
+     "the recipe's name '../../etc' cannot name a run folder"),
+    ("garbage checkpoint", _garbage_checkpoint, "last.pt: not a checkpoint (corrupt, or not written"),
+    ("truncated checkpoint", _truncated_checkpoint, "last.pt: not a loadable checkpoint (truncated or corrupt"),
+    ("run in use", _run_in_use, "is in use by another alexnet process"),
+    ("cache info extra", lambda c: ["cache", "info", "extra"], "takes no parts (got extra)"),
+    ("summary huge input", lambda c: ["summary", "--input", "3x100000x100000"], "at most 64 channels and 4096"),
+    ("summary channels", lambda c: ["summary", "-o", "in_channels=1", "--input", "3x227x227"],
+     "-o in_channels=1 but --input has 3 channels"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
      "--resume can change only optim.lr, epochs, not data.batch_size"),
 ]  # fmt: skip
@@ -179,9 +235,10 @@ def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, ti
         main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2, err
-    errors = [line for line in err if line.startswith("alexnet train: error: ")]
+    errors = [line for line in err if line.startswith(f"alexnet {args[0]}: error: ")]
     assert errors == err[-1:] and message in err[-1], err
     assert not any("Traceback" in line or "weights_only" in line for line in err)
     after = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []
     assert after == before, "a failed start left a run folder behind"
     assert not list(c.tmp.rglob(".*.tmp")), "a temporary checkpoint was left behind"
+    HELD.clear()

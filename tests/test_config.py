@@ -86,12 +86,21 @@ def test_network_options_are_checked_against_the_chosen_network():
         ("optim.lr=0", "optim.lr must be > 0.0"),
         ("optim.lr=nan", "optim.lr must be a finite number"),
         ("optim.momentum=1.5", "optim.momentum must be < 1.0"),
-        ("train.precision=fp16", "train.precision must be one of auto, fp32, bf16"),
+        (
+            "train.precision=fp16",
+            'train.precision must be one of "auto", "fp32", "bf16"; got "fp16"',
+        ),
         ("optim.lrr=1", "unknown key 'optim.lrr'; valid: name, lr,"),
         ("optimizer.lr=1", "unknown key 'optimizer'; valid: format, name,"),
         ("optim.lr.x=1", "optim.lr is a setting, not a table"),
         ("optim.lr", "must look like key=value"),
         ("data.mean=[0.5, 0.5]", "data.mean and data.std differ in length"),
+        ("format=1.5", "format must be an integer"),
+        (
+            'train.channels_last="true"',
+            'train.channels_last must be one of "auto", true, false; got "true"',
+        ),
+        ("schedule.milestones=[5, 3]", "schedule.milestones must increase"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(item, message):
@@ -106,6 +115,8 @@ def test_a_recipe_file_needs_only_what_it_changes(tmp_path):
     path.write_text('name = "mine"\n[optim]\nlr = 0.05\n')  # no [train] table, no [data] table
     recipe = load_recipe(str(path))
     assert recipe.optim.lr == 0.05 and recipe.train == Recipe().train
+    path.write_text('\ufeffname = "bom"\n', encoding="utf-8")  # an editor's byte-order mark
+    assert load_recipe(str(path)).name == "bom"
     path.write_text("[trian]\nthreads = 1\n")
     with pytest.raises(ValueError, match=r"mine\.toml: unknown key 'trian'"):
         load_recipe(str(path))
@@ -117,6 +128,8 @@ def test_saved_recipes_carry_a_format_and_newer_ones_are_refused():
     assert recipe_from_dict(old, "old", saved=True).format == RECIPE_FORMAT
     with pytest.raises(ValueError, match="recipe format 99 is newer than this alexnet reads"):
         recipe_from_dict({**table, "format": 99}, "future", saved=True)
+    with pytest.raises(ValueError, match="recipe format 99 is newer"):  # a recipe file too
+        recipe_from_dict({**table, "format": 99}, "mine.toml")
 
 
 def test_parse_value():

@@ -114,6 +114,34 @@ def test_hidden_folders_and_link_loops_are_not_classes(copy_of, cache):
     assert len(train) == 121  # the nested image counts once; the hidden and looped ones not
 
 
+def test_a_link_up_the_tree_inside_a_class_brings_nothing_in(copy_of, cache):
+    (copy_of / "train" / "checks" / "up").symlink_to(copy_of / "train")
+    (copy_of / "train" / "checks" / "root").symlink_to(copy_of)
+    train, _ = folder(copy_of)
+    assert len(train) == 120 and torch.bincount(train.labels).tolist() == [40, 40, 40]
+
+
+def test_empty_folders_are_not_classes_and_other_files_are_listed(copy_of, cache):
+    (copy_of / "train" / "empty").mkdir()
+    (copy_of / "train" / "notes").mkdir()
+    (copy_of / "train" / "notes" / "readme.txt").write_text("not a class")
+    (copy_of / "train" / "checks" / "labels.csv").write_text("a,b")
+    train, _ = folder(copy_of)
+    assert train.classes == ["checks", "columns", "stripes"]
+    why = {os.path.basename(p): w for p, w in train.skipped}
+    assert why["empty"] == why["notes"] == "holds no image files, so it is not a class"
+    assert why["labels.csv"] == "not an image file name (.csv)"
+
+
+def test_test_images_of_a_class_not_in_training_are_listed(copy_of, cache):
+    extra = copy_of / "val" / "dots"
+    extra.mkdir()
+    shutil.copy(copy_of / "val" / "checks" / "000.png", extra / "000.png")
+    train, val = folder(copy_of)
+    assert val.classes == train.classes and len(val) == 36
+    assert [why for _, why in val.skipped] == ["its class dots is not among the training classes"]
+
+
 def test_cache_sees_images_edited_in_place(copy_of, cache):
     before, _ = folder(copy_of)
     target = copy_of / "train" / "checks" / "000.png"
@@ -132,8 +160,10 @@ def test_cache_clear_frees_the_decoded_sets(tiny_folder, cache):
     folder(tiny_folder)
     assert cache_usage()["decoded"] > 0
     assert clear_cache(["decoded"]) > 0 and cache_usage()["decoded"] == 0
-    with pytest.raises(ValueError, match="unknown cache part"):
-        clear_cache(["everything"])
+    folder(tiny_folder)
+    with pytest.raises(ValueError, match="unknown cache part 'everything'"):
+        clear_cache(["decoded", "everything"])
+    assert cache_usage()["decoded"] > 0  # a bad part name deletes nothing
 
 
 def png_bytes(array: np.ndarray) -> bytes:

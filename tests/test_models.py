@@ -171,12 +171,12 @@ def test_unknown_names_and_options_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown option.*bogus.*valid: num_classes"):
         build_model("alexnet", bogus=1)
     with pytest.raises(
-        ValueError, match="activation must be one of relu, tanh, sigmoid; got 'gelu'"
+        ValueError, match='activation must be one of "relu", "tanh", "sigmoid"; got "gelu"'
     ):
         build_model("alexnet", activation="gelu")
-    with pytest.raises(ValueError, match="pooling must be one of overlapping, non-overlapping"):
+    with pytest.raises(ValueError, match='pooling must be one of "overlapping", "non-overlapping"'):
         build_model("alexnet", pooling="avg")
-    with pytest.raises(ValueError, match="init must be one of paper, kaiming, torch"):
+    with pytest.raises(ValueError, match='init must be one of "paper", "kaiming", "torch"'):
         build_model("alexnet", init="xavier")
     with pytest.raises(ValueError, match=r"dropout must be < 1.0, got 1.5"):
         build_model("alexnet", dropout=1.5)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import pickletools
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +54,35 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower() or _asks_for_objects(path):
+            raise CheckpointError(
+                f"{path}: holds Python objects other than tensors and plain data, which could "
+                "run code, so it was not loaded; only use checkpoints written by alexnet"
+            ) from None
         raise CheckpointError(
-            f"{path}: holds Python objects other than tensors and plain data, which could run "
-            "code, so it was not loaded; only use checkpoints written by alexnet"
+            f"{path}: not a checkpoint (corrupt, or not written by torch.save)"
         ) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {first})"
-        ) from None
+        raise CheckpointError(f"{path}: not a loadable checkpoint (truncated or corrupt: "
+                              f"{type(exc).__name__})") from None  # fmt: skip
     return migrate(state, path)
+
+
+def _asks_for_objects(path: Path) -> bool:
+    """Whether the pickle in ``path`` (plain, or data.pkl of torch's zip format) names Python
+    callables to import and call. Read with pickletools, which parses opcodes and runs
+    nothing; a file that does not parse is merely corrupt."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    except (zipfile.BadZipFile, StopIteration, OSError, KeyError):
+        data = path.read_bytes()
+    calls = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+    try:
+        return any(op.name in calls for op, _arg, _pos in pickletools.genops(data))
+    except Exception:
+        return False
 
 
 def migrate(state: Any, path: Path) -> dict[str, Any]:

@@ -56,10 +56,18 @@ def _start_run(args: argparse.Namespace):
     return recipe, Path(made[0])
 
 
+def _hold(run_dir: Path):
+    """The run folder's lock, taken by the process that writes it (rank 0 under torchrun)."""
+    from alexnet.runs import lock_run
+
+    return lock_run(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from alexnet.runs import open_run, remove_failed_start
+    from alexnet.runtime import StopFlag, Stopped
     from alexnet.train import TrainingError, fit
 
     if args.resume and (args.recipe or args.data or args.name):
@@ -68,21 +76,29 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError(
             "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper) or --resume RUN_DIR"
         )
+    progress = not args.no_progress
     try:
-        if args.resume:
-            resume = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
-            fit(resume.recipe, resume.run_dir, resume_from=resume.checkpoint,
-                changes=resume.changes, progress=not args.no_progress)  # fmt: skip
-        else:
-            recipe, run_dir = _start_run(args)
-            try:
-                fit(recipe, run_dir, progress=not args.no_progress)
-            except BaseException:
-                remove_failed_start(run_dir)
-                raise
+        with StopFlag() as stop:  # a signal before training stops at once, leaving nothing
+            if args.resume:
+                _lock = _hold(Path(args.resume)) if Path(args.resume).is_dir() else None
+                r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
+                fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
+                    progress=progress, stop=stop)  # fmt: skip
+            else:
+                recipe, run_dir = _start_run(args)
+                _lock = _hold(run_dir)  # kept until this function returns
+                try:
+                    fit(recipe, run_dir, progress=progress, stop=stop)
+                except BaseException:
+                    remove_failed_start(run_dir)
+                    raise
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
+    except Stopped as exc:
+        print(f"alexnet train: stopped by signal {exc.signum} before training began; "
+              "nothing was kept", file=sys.stderr)  # fmt: skip
+        sys.exit(128 + exc.signum)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -91,6 +107,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_cache(args: argparse.Namespace) -> None:
     from alexnet.data.cache import PARTS, cache_dir, cache_usage, clear_cache
 
+    if args.action == "info" and args.parts:
+        raise UserError(f"alexnet cache info takes no parts (got {' '.join(args.parts)})")
     if args.action == "clear":
         parts = args.parts or [p for p in PARTS if p != "downloads"]
         freed = clear_cache(parts)

@@ -49,7 +49,7 @@ class DataSettings:
     limit_train: int = setting(0, min=0)  # 0: every image
     limit_test: int = setting(0, min=0)
     verify: bool = setting(True)  # check downloaded and packaged files against their sha256
-    max_megapixels: float = setting(64.0, above=0.0)  # larger images are skipped and listed
+    max_megapixels: float = setting(64.0, above=0.0, max=10_000.0)  # larger: skipped, listed
 
 
 @dataclass
@@ -64,7 +64,7 @@ class OptimSettings:
     lr: float = setting(0.01, above=0.0)
     momentum: float = setting(0.9, min=0.0, below=1.0)
     nesterov: bool = setting(False)
-    weight_decay: float = setting(5e-4, min=0.0)
+    weight_decay: float = setting(5e-4, min=0.0, max=1.0)
     label_smoothing: float = setting(0.0, min=0.0, below=1.0)
 
 
@@ -93,7 +93,7 @@ class TrainSettings:
     precision: str = setting("auto", choices=("auto", "fp32", "bf16"))
     channels_last: bool | str = setting("auto", choices=("auto", True, False))
     compile: bool = setting(False)
-    threads: int = setting(0, min=0)  # 0: the cores this process may use, shared among ranks
+    threads: int = setting(0, min=0, max=256)  # 0: the cores it may use, shared among ranks
     deterministic: bool = setting(False)
     checkpoint_every: int = setting(0, min=0)  # steps; 0: at the end of each epoch only
     log_every: int = setting(20, min=1)
@@ -124,7 +124,9 @@ def _migrate(table: dict[str, Any], where: str) -> dict[str, Any]:
     """Bring a saved recipe to the current format. Format 1 (alexnet 0.1.0) holds every key of
     format 2 with the same meaning, so only the number changes."""
     version = table.get("format", 1)
-    if not isinstance(version, int) or version > RECIPE_FORMAT:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{where}: format must be an integer >= 1, got {version!r}")
+    if version > RECIPE_FORMAT:
         raise ValueError(
             f"{where}: recipe format {version!r} is newer than this alexnet reads "
             f"({RECIPE_FORMAT}); upgrade alexnet"
@@ -133,21 +135,21 @@ def _migrate(table: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def recipe_from_dict(table: dict[str, Any], where: str, saved: bool = False) -> Recipe:
-    """A checked :class:`Recipe` from a table. ``saved`` tables (run folders, checkpoints)
-    without a format number are alexnet 0.1.0's and are migrated; other tables are current."""
+    """A checked :class:`Recipe` from a table. A table with a format number is migrated from
+    it (newer ones refused); without one, ``saved`` tables (run folders, checkpoints) are
+    alexnet 0.1.0's and other tables (recipe files, overrides) the current format."""
     if not isinstance(table, dict):
         raise ValueError(
             f"{where}: a recipe must be a table of settings, got {type(table).__name__}"
         )
-    table = _migrate(table, where) if saved else {"format": RECIPE_FORMAT, **table}
+    current = not saved and "format" not in table
+    table = {**table, "format": RECIPE_FORMAT} if current else _migrate(table, where)
     try:
         recipe = build(Recipe, table)
         checked = check_options(recipe.model.arch, recipe.model.options, "model.options")
         recipe.model.options = {k: getattr(checked, k) for k in recipe.model.options}
         _check_together(recipe)
-    except SettingError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    except ValueError as exc:
+    except ValueError as exc:  # SettingError included
         raise ValueError(f"{where}: {exc}") from None
     return recipe
 
@@ -156,10 +158,9 @@ def _check_together(r: Recipe) -> None:
     """Rules that involve two keys."""
     if r.optim.nesterov and r.optim.momentum == 0:
         raise SettingError("optim.nesterov needs optim.momentum > 0")
-    d = r.data
-    for key, values in (("data.mean", d.mean), ("data.std", d.std)):
-        if values and d.channels and len(values) != d.channels:
-            raise SettingError(f"{key} needs one value per channel ({d.channels}), got {values}")
+    if r.schedule.milestones != sorted(set(r.schedule.milestones)):
+        raise SettingError(f"schedule.milestones must increase, got {r.schedule.milestones}")
+    d = r.data  # one value per channel is checked once the source's channels are known
     if d.mean and d.std and len(d.mean) != len(d.std):
         raise SettingError(f"data.mean and data.std differ in length: {d.mean} and {d.std}")
 
@@ -173,8 +174,8 @@ def recipe_names() -> list[str]:
 
 
 def read_toml(path: Path | str, text: str | None = None) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text() if text is None else text)
+    try:  # utf-8-sig: a file saved by an editor that starts it with a byte-order mark
+        return tomllib.loads(Path(path).read_text(encoding="utf-8-sig") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -186,7 +187,8 @@ def load_recipe(name_or_path: str) -> Recipe:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ValueError(f"recipe file {path} does not exist")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise ValueError(f"recipe file {path} {what}")
         return recipe_from_dict(read_toml(path), str(path))
     names = recipe_names()
     if name_or_path not in names:

@@ -6,13 +6,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from alexnet.runtime import autocast
+
 
 def predict_logits(
     model: nn.Module, x: torch.Tensor, amp: torch.dtype | None, tta_flip: bool
 ) -> torch.Tensor:
     """Logits for a batch; with ``tta_flip`` the average over the image and its mirror image
     (the small-image form of the paper's test-time averaging over crops and reflections)."""
-    with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+    with autocast(x.device, amp):
         logits = model(x).float()
         if tta_flip:
             logits = (logits + model(x.flip(-1)).float()) / 2

@@ -6,11 +6,12 @@ A run folder ``runs/<name>/`` holds ``recipe.toml`` (the resolved recipe), ``las
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
@@ -19,9 +20,37 @@ from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
 RESUME_KEYS = ("optim.lr", "epochs")
 
 
+def check_name(name: str, what: str) -> None:
+    """A run folder's name is one plain folder name, so a run stays inside ``--runs``."""
+    bad = (not name or name.startswith(".") or "/" in name or "\\" in name
+           or any(ord(ch) < 32 for ch in name))  # fmt: skip
+    if bad:
+        raise ValueError(f"{what} {name!r} cannot name a run folder: use letters, digits and "
+                         "-_.+ (no '/', no leading '.', no control characters)")  # fmt: skip
+
+
+def lock_run(run_dir: Path) -> IO[bytes] | None:
+    """Hold ``run_dir`` for this process until it exits (the lock goes with the process, even
+    when it is killed), so two processes never train into the same folder."""
+    try:
+        handle = open(run_dir / ".lock", "a+b")  # noqa: SIM115 - held open for the whole run
+    except OSError:
+        return None  # a folder we cannot write to fails with its own message later
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ValueError(f"{run_dir} is in use by another alexnet process; wait for it to "
+                         "finish or stop it first") from None  # fmt: skip
+    return handle
+
+
 def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
     """A new, empty run folder. An explicit ``name`` that exists is refused; a default name
     (recipe and time) that exists gets a numbered suffix."""
+    if name is not None:
+        check_name(name, "--name")
+    check_name(recipe_name, "the recipe's name")
     try:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -67,7 +96,9 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
     checkpoint = load_checkpoint(path)
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
-    if saved.is_file() and not accept_checkpoint_recipe:
+    if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
+        saved.write_text(recipe.to_toml())
+    elif saved.is_file():
         folder = recipe_from_dict(read_toml(saved), str(saved), saved=True)
         differ = _differences(folder.to_dict(), recipe.to_dict())
         # A kill between a resume's checkpoint and its recipe.toml leaves exactly the keys
@@ -80,12 +111,14 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
             )
     changes = _check_changes(overrides, recipe, run_dir)
     new = apply_overrides(recipe, overrides) if overrides else recipe
-    if checkpoint["epoch"] >= new.epochs:
-        raise ValueError(
-            f"{run_dir} has finished all {recipe.epochs} epochs; to train on, resume with "
-            f"--set epochs=N (N > {recipe.epochs}), or start a new run"
-        )
+    done = checkpoint["epoch"]
+    if done >= new.epochs:
+        onward = ("its one-cycle schedule cannot be extended; start a new run"
+                  if recipe.schedule.name == "onecycle"
+                  else f"to train on, resume with --set epochs=N (N > {done}), or start a new run")  # fmt: skip
+        raise ValueError(f"{run_dir} has finished {done} epochs; {onward}")
     changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
+    changes = {k: (old, value) for k, (old, value) in changes.items() if old != value}
     return Resume(run_dir, new, checkpoint, changes)
 
 

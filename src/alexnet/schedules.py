@@ -72,11 +72,7 @@ def change_learning_rate(opt: torch.optim.Optimizer, schedule: Schedule, new: fl
             group["lr"] = new * schedule.gamma**passed
         elif isinstance(schedule, ReduceLROnPlateau):
             floor = schedule.min_lrs[0]
-            left = (
-                round(math.log(group["lr"] / floor) / math.log(1 / schedule.factor))
-                if floor > 0
-                else 0
-            )
+            left = round(math.log(group["lr"] / floor) / math.log(1 / schedule.factor))
             group["lr"] = new
             schedule.min_lrs = [new * schedule.factor**left * (1 - 1e-6)] * len(opt.param_groups)
         else:

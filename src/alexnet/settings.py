@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+FLOAT32_MAX = 3.4028234663852886e38  # what the optimiser and kernels compute in
 
 
 def setting(
@@ -75,6 +76,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             return float(value)
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:
+                raise SettingError(f"{key} must be an integer of at most 19 digits, got {value!r}")
             return value
     elif isinstance(value, kind):
         return value
@@ -85,8 +88,8 @@ def _check_range(value: Any, rules: Mapping[str, Any], key: str) -> None:
     items = value if isinstance(value, list) else [value]
     choices = rules.get("choices")
     if choices is not None and value not in choices:
-        valid = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
-        raise SettingError(f"{key} must be one of {valid}; got {value!r}")
+        valid = ", ".join(_toml(c) for c in choices)
+        raise SettingError(f"{key} must be one of {valid}; got {_toml(value)}")
     for item in items:
         if not isinstance(item, (int, float)) or isinstance(item, bool):
             continue
@@ -96,12 +99,21 @@ def _check_range(value: Any, rules: Mapping[str, Any], key: str) -> None:
             ("above", lambda x, b: x > b, ">"),
             ("below", lambda x, b: x < b, "<"),
         )
-        if isinstance(item, float) and not math.isfinite(item):
-            raise SettingError(f"{key} must be a finite number, got {value!r}")
+        if isinstance(item, float) and not (math.isfinite(item) and abs(item) <= FLOAT32_MAX):
+            raise SettingError(
+                f"{key} must be a finite number within float32's range, got {value!r}"
+            )
         for name, ok, sign in checks:
             bound = rules.get(name)
             if bound is not None and not ok(item, bound):
                 raise SettingError(f"{key} must be {sign} {bound}, got {value!r}")
+
+
+def _toml(value: Any) -> str:
+    """A value as it is written in TOML and on the command line: "text", true, 3."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def build(cls: type[T], table: Mapping[str, Any], where: str = "") -> T:

@@ -43,6 +43,7 @@ class TrainingState:
     sums: EpochSums = field(default_factory=EpochSums)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
     changes: list[dict[str, Any]] = field(default_factory=list)  # each resume with --set
+    data: dict[str, Any] = field(default_factory=dict)  # image counts and classes it trains on
 
     def state_dict(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -60,6 +61,7 @@ class TrainingState:
             "epoch_sums": asdict(self.sums),
             "history": self.history,
             "changes": self.changes,
+            "data": self.data,
             "rng": rng,
             "recipe": self.recipe,
         }

@@ -17,6 +17,7 @@ from torch import nn
 from alexnet.models import build_model, network
 
 PAPER_NEURONS_CONV1 = 253_440
+MAX_SIDE, MAX_CHANNELS = 4096, 64  # one image of this size runs through a network in memory
 SHORT_NAMES = {
     "Conv2d": "conv",
     "Linear": "fc",
@@ -46,6 +47,10 @@ def parse_input(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < 1:
         raise ValueError(
             f"--input must look like 3x227x227 (channels x height x width), got {text!r}"
+        )
+    if dims[0] > MAX_CHANNELS or max(dims[1:]) > MAX_SIDE:
+        raise ValueError(
+            f"--input {text}: at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side"
         )
     return dims  # type: ignore[return-value]
 
@@ -102,11 +107,20 @@ def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **opti
     """Build ``arch`` for ``input_shape`` and return its table, totals and notes."""
     info = network(arch)
     shape = input_shape or (3, info.input_size, info.input_size)
-    options.setdefault("in_channels", shape[0])
+    if options.setdefault("in_channels", shape[0]) != shape[0]:
+        raise ValueError(
+            f"-o in_channels={options['in_channels']} but --input has {shape[0]} channels"
+        )
     if info.sized_by_option:
         options.setdefault("input_size", shape[1])
     model = build_model(arch, **options)
-    rows = layer_table(model, shape)
+    try:
+        rows = layer_table(model, shape)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(
+            f"{arch} cannot take a {'x'.join(map(str, shape))} input: {first}"
+        ) from None
     notes = []
     if arch == "alexnet":
         notes.append(

@@ -25,42 +25,20 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from alexnet.checkpoint import CheckpointError
 from alexnet.config import Recipe, recipe_from_dict
 from alexnet.data import DATA_SOURCES, BatchAugment, BatchLoader, ImageSet, Request, load_source
 from alexnet.data.imageset import write_skip_list
 from alexnet.evaluate import evaluate
 from alexnet.logger import RunLogger
 from alexnet.models import build_model, network
-from alexnet.runtime import Runtime, start_runtime
+from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
 from alexnet.state import EpochSums, TrainingState
 
 
 class TrainingError(Exception):
     """Training cannot go on (non-finite loss or weights); the last good checkpoint is kept."""
-
-
-class StopFlag:
-    """SIGTERM and the first Ctrl-C ask for a checkpoint at the end of the current step."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signal = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,19 +79,34 @@ def load_data(recipe: Recipe) -> tuple[ImageSet, ImageSet]:
     return train_set, test_set
 
 
+def load_data_once(recipe: Recipe, rt: Runtime) -> tuple[ImageSet, ImageSet]:
+    """Under DDP the first rank of each machine downloads, unpacks and decodes into the cache
+    while the others wait, then they read its result: no two ranks write the same files."""
+    first = rt.local_rank == 0
+    if rt.world_size > 1 and not first:
+        dist.barrier()
+    try:
+        return load_data(recipe)
+    finally:
+        if rt.world_size > 1 and first:
+            dist.barrier()  # also on failure: the others then meet the same error themselves
+
+
 def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.Module, Recipe]:
     """The recipe's network for its data, checked against one image before anything else
     runs, and the recipe with the classes, channels and size filled in its options."""
     recipe = copy.deepcopy(recipe)
     d, options = recipe.data, recipe.model.options
-    options.setdefault("num_classes", len(classes))
+    if options.setdefault("num_classes", len(classes)) < len(classes):
+        raise ValueError(f"model.options.num_classes is {options['num_classes']} but the data "
+                         f"has {len(classes)} classes")  # fmt: skip
     options.setdefault("in_channels", d.channels)
     if network(recipe.model.arch).sized_by_option:
         options.setdefault("input_size", d.image_size)
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.arch, **options)
-    model.eval()
     try:
+        model = build_model(recipe.model.arch, **options)
+        model.eval()
         with torch.no_grad():
             model(torch.zeros(1, d.channels, d.image_size, d.image_size))
     except (ValueError, RuntimeError) as exc:
@@ -153,20 +146,37 @@ class Loop:
     logger: RunLogger
     run_dir: Path
     stop: StopFlag
+    recipe_pending: bool = False  # a resume's changes, for recipe.toml after the next save
 
     def save(self, name: str = "last.pt", probe: torch.Tensor | None = None) -> None:
-        """Checkpoint, on rank 0, unless the weights have diverged (then stop, exit 3)."""
-        if probe is not None and not healthy(self.state.model, probe, self.rt):
+        """Checkpoint on rank 0, unless the weights have diverged (then stop, exit 3); every
+        rank learns whether it worked, so none waits for a rank that gave up."""
+        sick = probe is not None and not healthy(self.state.model, probe, self.rt)
+        if any_rank(self.rt, sick)[0]:
             raise self.diverged("the weights no longer give finite outputs", self.where())
+        failed: CheckpointError | None = None
         if self.rt.main:
-            self.state.save(self.run_dir / name)
+            try:
+                self.state.save(self.run_dir / name)
+            except CheckpointError as exc:
+                failed = exc
+            if failed is None and self.recipe_pending and name == "last.pt":
+                # After the checkpoint: a folder recipe ahead of its checkpoint is refused.
+                recipe = recipe_from_dict(self.state.recipe, "recipe")
+                (self.run_dir / "recipe.toml").write_text(recipe.to_toml())
+                self.recipe_pending = False
+        if any_rank(self.rt, failed is not None)[0]:
+            raise failed or CheckpointError("rank 0 could not write its checkpoint")
 
     def where(self) -> str:
         return f"epoch {self.state.epoch + 1}, batch {self.state.batch + 1}"
 
     def diverged(self, what: str, when: str) -> TrainingError:
         s, where = self.state, self.run_dir / "last.pt"
-        lr = s.optimizer.param_groups[0]["lr"]
+        # What --set optim.lr replaces: the current rate under plateau, the base rate (or the
+        # one-cycle peak) under the others; a tenth of it is the usual first retry.
+        plateau = isinstance(s.schedule, ReduceLROnPlateau)
+        lr = s.optimizer.param_groups[0]["lr"] if plateau else s.recipe["optim"]["lr"]
         if where.exists():
             advice = (f"last good checkpoint: {where}; continue it at a lower rate with: alexnet "
                       f"train --resume {self.run_dir} --set optim.lr={lr / 10:.3g}")  # fmt: skip
@@ -182,8 +192,7 @@ def healthy(model: nn.Module, x: torch.Tensor, rt: Runtime) -> bool:
         return False
     was = model.training
     model.eval()
-    with torch.no_grad(), torch.autocast(rt.device.type, dtype=rt.amp or torch.float32,
-                                          enabled=rt.amp is not None):  # fmt: skip
+    with torch.no_grad(), autocast(rt.device, rt.amp):
         ok = bool(torch.isfinite(model(x[:8]).float()).all())
     model.train(was)
     return ok
@@ -198,13 +207,15 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
     bar = loop.logger.bar(total, s.epoch, s.recipe["epochs"], initial=s.batch)
     tick = time.perf_counter()
     for x, y, _valid in loader.batches(s.batch):
-        with torch.autocast(
-            rt.device.type, dtype=rt.amp or torch.float32, enabled=rt.amp is not None
-        ):
+        with autocast(rt.device, rt.amp):
             logits = loop.net(x)
             loss = loop.criterion(logits.float(), y)
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
+        # Every rank must stop at the same step, or the others wait in the next all-reduce.
+        diverged, stopping = any_rank(
+            rt, not math.isfinite(loss_value), loop.stop.signal is not None
+        )
+        if diverged:
             raise loop.diverged(f"loss became {loss_value}", loop.where())
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,14 +236,15 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
                                 top1=f"{100 * s.sums.correct / s.sums.seen:.1f}%",
                                 lr=f"{s.optimizer.param_groups[0]['lr']:.4g}",
                                 img_s=f"{s.sums.seen * rt.world_size / max(s.sums.seconds, 1e-9):.0f}")  # fmt: skip
-        if loop.stop.signal is not None:
+        if stopping:
             loop.save(probe=x)
             if bar is not None:
                 bar.close()
-            loop.logger.say(f"stopped by signal {loop.stop.signal}; resume with: alexnet train "
+            signum = loop.stop.signal or signal.SIGTERM  # another rank's signal
+            loop.logger.say(f"stopped by signal {signum}; resume with: alexnet train "
                             f"--resume {loop.run_dir}")  # fmt: skip
             loop.logger.close()
-            raise SystemExit(128 + loop.stop.signal)
+            raise SystemExit(128 + signum)
         if every and s.global_step % every == 0 and s.batch < total:
             loop.save(probe=x)
     if bar is not None:
@@ -298,37 +310,43 @@ def fit(
     resume_from: dict | None = None,
     changes: dict[str, tuple[Any, Any]] | None = None,
     progress: bool = True,
+    stop: StopFlag | None = None,
 ) -> dict[str, float]:
     """Train ``recipe`` into ``run_dir``; returns the last epoch's metrics.
 
     ``resume_from`` is the run's loaded ``last.pt``; ``changes`` the keys changed on resuming
-    (``--set``), as key -> (old, new).
+    (``--set``), as key -> (old, new); ``stop`` the caller's signal handling, if it has
+    installed it already.
     """
+    with contextlib.nullcontext(stop) if stop else StopFlag() as flag:
+        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag)
+
+
+def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dict[str, float]:
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, "recipe")
     as_given = recipe.to_dict()  # a resumed run keeps its recipe exactly as its checkpoint has it
     recipe = resolve(recipe)
     rt = start_runtime(recipe.train)
-    train_set, test_set = load_data(recipe)
+    train_set, test_set = load_data_once(recipe, rt)
     model, recipe = build_network(recipe, train_set.classes, rt)
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set)
     opt = build_optimizer(model, recipe.optim)
     saved = as_given if resume_from is not None else recipe.to_dict()
     state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), saved)
+    state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
     logger = RunLogger(run_dir, rt.main, progress)
     if resume_from is not None:
-        restore(state, resume_from, changes or {}, logger, run_dir)
+        restore(state, resume_from, changes, logger, run_dir)
     else:
         announce(recipe, rt, train_set, test_set, logger, run_dir)
     net = wrap(model, rt, recipe.train.compile)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
-    with StopFlag() as stop:
-        loop = Loop(net, state, criterion, rt, logger, run_dir, stop)
-        while state.epoch < recipe.epochs:
-            train_one_epoch(
-                loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every
-            )
-            end_epoch(loop, test_loader, recipe.eval.tta_flip)
+    loop = Loop(net, state, criterion, rt, logger, run_dir, stop, recipe_pending=bool(changes))
+    stop.armed = True  # from here a signal asks for a checkpoint instead of stopping at once
+    while state.epoch < recipe.epochs:
+        train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
+        end_epoch(loop, test_loader, recipe.eval.tta_flip)
     logger.close()
     if rt.main:
         from alexnet.report import write_report
@@ -358,7 +376,15 @@ def announce(
 
 def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLogger,
             run_dir: Path) -> None:  # fmt: skip
-    """Continue from ``checkpoint``; apply and record the resume's changes; rebuild the log."""
+    """Continue from ``checkpoint``; apply and record the resume's changes (the folder's
+    recipe.toml follows with the next checkpoint, so a resume that fails first changes
+    nothing); rebuild the log."""
+    before = checkpoint.get("data")  # None in checkpoints of alexnet 0.1.0
+    if before and before != state.data:
+        was, now = (f"{d['train']} train / {d['test']} test images, {len(d['classes'])} classes"
+                    for d in (before, state.data))  # fmt: skip
+        raise ValueError(f"{run_dir}: its data changed since the run began ({was}; now {now}), so "
+                         "it cannot continue as it was; start a new run")  # fmt: skip
     state.load_state_dict(checkpoint, run_dir / "last.pt")
     if changes:
         if "optim.lr" in changes:
@@ -366,9 +392,6 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
         state.changes.append({"epoch": state.epoch, "batch": state.batch,
                               **{k: list(v) for k, v in changes.items()}})  # fmt: skip
     if logger.main:
-        if changes:  # the checkpoint first: a folder recipe ahead of it would be refused
-            state.save(run_dir / "last.pt")
-            (run_dir / "recipe.toml").write_text(recipe_from_dict(state.recipe, "recipe").to_toml())
         (run_dir / "metrics.jsonl").write_text("".join(f"{json.dumps(m)}\n" for m in state.history))
     said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
     logger.say(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch + 1}"

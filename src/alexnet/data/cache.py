@@ -74,14 +74,24 @@ def cached_pair(
         except Exception:  # a damaged cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
     train, test = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save({"train": _pack(train), "test": _pack(test)}, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:  # a file object: torch reports a full disk as OSError then
+            torch.save({"train": _pack(train), "test": _pack(test)}, f)
         os.replace(tmp, path)
-    except OSError:  # a full or read-only cache only costs the next run a decode
+    except (OSError, RuntimeError):  # a full or read-only cache only costs the next run a decode
         tmp.unlink(missing_ok=True)
     return train, test
+
+
+def unpacked(path: Path, help_text: str) -> Path:
+    """``path`` if it is a folder, its unpacked copy if it is a .tar(.gz) archive."""
+    if path.is_dir():
+        return path
+    if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise ValueError(f"{path}: not a folder or a .tar(.gz) archive; {help_text}")
+    return extract(path)
 
 
 def extract(archive: Path) -> Path:
@@ -122,10 +132,12 @@ def cache_usage() -> dict[str, int]:
 
 def clear_cache(parts: Iterable[str] = PARTS) -> int:
     """Delete the given parts of the cache; returns the bytes freed."""
+    parts = list(parts)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:  # before anything is deleted
+        raise ValueError(f"unknown cache part {unknown[0]!r}; valid: {', '.join(PARTS)}")
     freed = 0
     for part in parts:
-        if part not in PARTS:
-            raise ValueError(f"unknown cache part {part!r}; valid: {', '.join(PARTS)}")
         path = cache_dir() / part
         if path.exists():
             freed += _size(path)

@@ -10,9 +10,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from alexnet.data.cache import cache_dir, extract
+from alexnet.data.cache import cache_dir, unpacked
 from alexnet.data.download import download
 from alexnet.data.imagefolder import load_folder_pair
+from alexnet.data.images import MAX_PIXELS
 from alexnet.data.imageset import ImageSet
 from alexnet.data.source import DataSource, Request
 
@@ -81,15 +82,12 @@ def _official_archive(verify: bool) -> Path:
 
 
 def load_cifar10(
-    data: str | None, verify: bool = True, max_pixels: int = 64_000_000
+    data: str | None, verify: bool = True, max_pixels: int = MAX_PIXELS
 ) -> tuple[ImageSet, ImageSet]:
     root = Path(data) if data else _official_archive(verify)
     if not root.exists():
         raise FileNotFoundError(f"--data {data}: no such file or folder; {HELP}")
-    if root.is_file():
-        if not root.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise ValueError(f"--data {root}: not a folder or .tar.gz; {HELP}")
-        root = extract(root)
+    root = unpacked(root, HELP)
     for candidate in (root, root / "cifar-10-batches-py"):
         if (candidate / "data_batch_1").is_file() and (candidate / "test_batch").is_file():
             return _load_batches(candidate)

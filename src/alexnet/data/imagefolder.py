@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
-from alexnet.data.cache import cached_pair, extract, files_key
+from alexnet.data.cache import cached_pair, files_key, unpacked
 from alexnet.data.images import (
     DECODER_VERSION,
+    class_files,
     class_folders,
     decode_image,
-    image_files,
+    is_image_name,
     resize_image,
 )
 from alexnet.data.imageset import ImageSet
@@ -30,10 +31,7 @@ def _split_folders(root: Path) -> tuple[Path, Path] | None:
 
 def find_splits(root: Path) -> tuple[Path, Path]:
     """The train and test folders of ``root`` (or of its only subfolder, or of an archive)."""
-    if root.is_file():
-        if not root.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise ValueError(f"{root}: not a folder or a .tar(.gz) archive; {LAYOUT_HELP}")
-        root = extract(root)
+    root = unpacked(root, LAYOUT_HELP)
     split = _split_folders(root)
     if split is None and root.is_dir():
         inner = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -43,26 +41,29 @@ def find_splits(root: Path) -> tuple[Path, Path]:
     return split
 
 
+Files = dict[str, list[Path]]  # class folder name -> every file under it
+
+
+def scan(split: Path) -> Files:
+    return {name: class_files(split / name, split) for name in class_folders(split)}
+
+
 def load_image_folder(
-    split: Path,
-    classes: list[str] | None,
-    size: int | None,
-    channels: int,
-    max_pixels: int,
+    split: Path, files: Files, classes: list[str], size: int | None, channels: int, max_pixels: int
 ) -> ImageSet:
-    """``split/<class>/**/<image>`` into memory; unreadable files are skipped and listed.
+    """The images of ``files`` into memory; every file left out is listed with the reason.
     Without ``size`` every image must have the first one's shape (others are skipped)."""
-    found = class_folders(split)
-    classes = classes or found
-    if not classes:
-        raise FileNotFoundError(f"{split}: no class folders inside (expected {split}/<class>/*)")
     images: list[torch.Tensor] = []
     labels: list[int] = []
-    skipped: list[tuple[str, str]] = []
+    skipped = [(str(path), f"its class {name} is not among the training classes")
+               for name, paths in files.items() if name not in classes for path in paths]  # fmt: skip
     for index, name in enumerate(classes):
-        if not (split / name).is_dir():
-            continue
-        for path in image_files(split / name):
+        for path in files.get(name, []):
+            if not is_image_name(path):
+                skipped.append(
+                    (str(path), f"not an image file name ({path.suffix or 'no suffix'})")
+                )
+                continue
             image, why = decode_image(path, channels, size, max_pixels)
             if image is not None and size:
                 image = resize_image(image, size)
@@ -74,23 +75,32 @@ def load_image_folder(
             images.append(image)
             labels.append(index)
     if not images:
-        raise FileNotFoundError(f"{split}: no readable images in its class folders")
+        example = (
+            f"; {len(skipped)} skipped, e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
+        )
+        raise FileNotFoundError(f"{split}: no readable images in its class folders{example}")
     return ImageSet(torch.stack(images), torch.tensor(labels), classes, str(split), skipped)
 
 
 def load_folder_pair(
     root: Path, size: int | None, channels: int, max_pixels: int, tag: str = "imagefolder"
 ) -> tuple[ImageSet, ImageSet]:
-    """The train and test sets of ``root``, decoded once and then read from the cache."""
+    """The train and test sets of ``root``, decoded once and then read from the cache. The
+    classes are the training folders that hold image files; empty folders are listed."""
     train_dir, test_dir = find_splits(root)
-    train_classes = class_folders(train_dir)
-    files = [f for split in (train_dir, test_dir) for c in class_folders(split)
-             for f in image_files(split / c)]  # fmt: skip
-    key = files_key(files, DECODER_VERSION, size, channels, max_pixels, train_classes)
+    train_files, test_files = scan(train_dir), scan(test_dir)
+    classes = [c for c, paths in train_files.items() if any(map(is_image_name, paths))]
+    if not classes:
+        raise FileNotFoundError(f"{train_dir}: no class folders with images inside ({LAYOUT_HELP})")
+    every = [p for files in (train_files, test_files) for paths in files.values() for p in paths]
+    key = files_key(every, DECODER_VERSION, size, channels, max_pixels, classes)
 
     def build() -> tuple[ImageSet, ImageSet]:
-        train = load_image_folder(train_dir, None, size, channels, max_pixels)
-        test = load_image_folder(test_dir, train.classes, size, channels, max_pixels)
+        train = load_image_folder(train_dir, train_files, classes, size, channels, max_pixels)
+        empty = [(str(train_dir / c), "holds no image files, so it is not a class")
+                 for c in train_files if c not in classes]  # fmt: skip
+        train.skipped = empty + train.skipped
+        test = load_image_folder(test_dir, test_files, classes, size, channels, max_pixels)
         return train, test
 
     return cached_pair(f"{tag}-{size}-{channels}", key, build)

@@ -28,13 +28,17 @@ import torch
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
 TORCHVISION_FORMATS = ("JPEG", "PNG", "WEBP")
 DECODER_VERSION = 2  # part of the decoded cache's key: a change here re-decodes
+MAX_PIXELS = 64_000_000  # data.max_megapixels' default
 
 
 def decode_image(
-    path: Path, channels: int, size: int | None = None, max_pixels: int = 64_000_000
+    path: Path, channels: int, size: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> tuple[torch.Tensor | None, str]:
     """``path`` as uint8 (C, H, W), or (None, why it was skipped)."""
     from PIL import Image, UnidentifiedImageError
+
+    # PIL refuses images over twice its own limit before we see their size; ours decides.
+    Image.MAX_IMAGE_PIXELS = max_pixels
 
     try:
         data = path.read_bytes()
@@ -90,9 +94,11 @@ def _decode_pil(image, channels: int, draft: int | None = None) -> torch.Tensor:
     mode = "L" if channels == 1 else "RGB"
     if draft:
         image.draft(mode, (draft, draft))
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale, do not clip
+    if image.mode.startswith("I"):  # 16- or 32-bit grey: scale 16-bit values, do not clip
         wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
-        image = Image.fromarray((wide * 255 // 65535).astype(np.uint8))
+        if image.mode.startswith("I;16") or wide.max() > 255:
+            wide = wide * 255 // 65535
+        image = Image.fromarray(wide.astype(np.uint8))
     array = np.asarray(image.convert(mode), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -133,11 +139,19 @@ def class_folders(split: Path) -> list[str]:
     return names
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder``, sorted, at any depth; dot-entries skipped, every real
-    folder entered once however many links lead to it."""
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def class_files(folder: Path, split: Path | None = None) -> list[Path]:
+    """The files under ``folder``, sorted, at any depth; dot-entries skipped, every real
+    folder entered once however many links lead to it, and none entered that holds ``split``
+    (a link back up the tree would bring other classes' images in)."""
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
+    if split is not None:
+        up = split.resolve()
+        seen |= {(st.st_dev, st.st_ino) for st in map(os.stat, (up, *up.parents))}
     for top, dirs, files in os.walk(folder, followlinks=True):
         st = os.stat(top)
         if (st.st_dev, st.st_ino) in seen:
@@ -145,9 +159,5 @@ def image_files(folder: Path) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            Path(top) / f
-            for f in files
-            if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
-        ]
+        found += [Path(top) / f for f in files if not f.startswith(".")]
     return sorted(found)

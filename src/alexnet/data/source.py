@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from alexnet.data.images import MAX_PIXELS
 from alexnet.data.imageset import ImageSet
 
 
@@ -16,7 +17,7 @@ class Request:
     size: int
     channels: int
     verify: bool = True
-    max_pixels: int = 64_000_000
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclass(frozen=True)

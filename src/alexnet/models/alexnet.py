@@ -86,7 +86,8 @@ class AlexNet(nn.Module):
         else:
             side = map_size(table, input_size, options.pooling)
             if side < 1:
-                raise ValueError(f"a {input_size}x{input_size} input leaves no feature map")
+                raise ValueError(f"input_size {input_size}: a {input_size}x{input_size} input "
+                                 "leaves no feature map")  # fmt: skip
         self.classifier = b.classifier(table[-1].width * side * side, hidden)
         conv = [m for m in self.features if isinstance(m, nn.Conv2d)]
         fc = [m for m in self.classifier if isinstance(m, nn.Linear)]
@@ -140,7 +141,7 @@ def one_tower_alexnet(o: NetworkOptions) -> AlexNet:
 
 def small_alexnet(o: SmallOptions) -> AlexNet:  # type: ignore[override]
     if len(o.widths) != 5:
-        raise ValueError(f"alexnet-small needs 5 conv widths, got {list(o.widths)}")
+        raise ValueError(f"widths: alexnet-small needs 5 conv widths, got {list(o.widths)}")
     return AlexNet(small_table(o.widths), o, hidden=o.hidden, input_size=o.input_size)
 
 

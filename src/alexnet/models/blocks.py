@@ -92,12 +92,13 @@ class Blocks:
 
 def feature_stack(rows: Sequence[Conv], blocks: Blocks, *, pool_before_norm: bool = False):
     """The layers of ``rows`` in order; ``pool_before_norm`` is cuda-convnet's CIFAR order."""
-    if blocks.o.two_towers:
-        odd = [r.width for r in rows if r.towers and r.width % 2]
-        if odd:
-            raise ValueError(f"two towers need even conv widths, got {[r.width for r in rows]}")
     layers: list[nn.Module] = []
     channels = blocks.o.in_channels
+    if blocks.o.two_towers:  # a tower layer splits both its input and its output in halves
+        ins = [blocks.o.in_channels, *(r.width for r in rows)]
+        if any(r.towers and (r.width % 2 or ins[i] % 2) for i, r in enumerate(rows)):
+            raise ValueError(f"widths: two towers need even widths into and out of conv2, conv4 and conv5, "
+                             f"got {[r.width for r in rows]}")  # fmt: skip
     for row in rows:
         layers += [blocks.conv(channels, row), blocks.act()]
         after = [] if row.pool is None else [blocks.pool(row.pool)]
