@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision as they ship for Python 3.11 on x86-64; newer versions work too.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench setup data clean
+.PHONY: demo test test-slow lint bench setup data clean
 
 $(BIN)/alexnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(BIN)/alexnet
 	$(BIN)/ruff check src tests bench

@@ -295,6 +295,7 @@ def test_malicious_cifar_batch_is_refused_in_one_line(tmp_path, cache):
         load_source("cifar10", Request(str(tmp_path / "evil.tar.gz"), 32, 3))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (SHARED_DATA / "cifar10-jpeg.tar.gz").is_file(),
     reason="../shared/data/cifar10-jpeg.tar.gz is not beside this checkout",

@@ -112,6 +112,7 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, cache, recipe_file):
     path = recipe_file(epochs=12)
     reference = run_cli(deterministic_args(path, tmp_path, "straight"), cache)
@@ -159,6 +160,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, cache, recipe_
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 4
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path, cache, recipe_file):
     # No dropout and no augmentation: then the only difference between one process with the
     # global batch and two with half each is the order of floating-point sums.
