@@ -40,7 +40,7 @@ def run(recipe_name: str, data: str | None, overrides: list[str], target_acc: fl
         target_s: float, out: Path) -> dict:  # fmt: skip
     recipe = load_recipe(recipe_name)
     if data:
-        recipe.data.root = str(Path(data).resolve())
+        recipe.data.root = data  # made absolute with the rest of the recipe (train.resolve)
     recipe = apply_overrides(recipe, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

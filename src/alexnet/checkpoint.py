@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from alexnet.settings import format_version
+
 CHECKPOINT_FORMAT = 2
 REQUIRED = ("model", "optimizer", "scheduler", "epoch", "batch", "global_step", "recipe")
 
@@ -92,12 +94,10 @@ def migrate(state: Any, path: Path) -> dict[str, Any]:
             f"{path}: holds a {type(state).__name__}, not an alexnet checkpoint (a dict with "
             "the model, optimiser, schedule and recipe)"
         )
-    version = state.get("format", 1)
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: checkpoint format {version!r} is newer than this alexnet reads "
-            f"({CHECKPOINT_FORMAT}); upgrade alexnet"
-        )
+    try:
+        version = format_version(state, CHECKPOINT_FORMAT, "checkpoint", str(path))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(

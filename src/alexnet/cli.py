@@ -40,7 +40,7 @@ def _start_run(args: argparse.Namespace):
     if args.data is not None:
         if not Path(args.data).exists():
             raise FileNotFoundError(f"--data {args.data}: no such file or folder")
-        recipe.data.root = str(Path(args.data).resolve())
+        recipe.data.root = args.data  # made absolute with the rest of the recipe (train.resolve)
     recipe = apply_overrides(recipe, args.overrides)
     rank, world, _ = init_distributed()
     made = [None]

@@ -23,7 +23,7 @@ import tomli_w
 
 from alexnet.data import SOURCES
 from alexnet.models import NETWORKS, check_options
-from alexnet.settings import SettingError, build, setting, to_table
+from alexnet.settings import SettingError, build, format_version, setting, to_table
 
 RECIPE_PACKAGE = "alexnet.recipes"
 RECIPE_FORMAT = 2  # 1: alexnet 0.1.0 (no format key); 2: typed recipes
@@ -123,14 +123,7 @@ class Recipe:
 def _migrate(table: dict[str, Any], where: str) -> dict[str, Any]:
     """Bring a saved recipe to the current format. Format 1 (alexnet 0.1.0) holds every key of
     format 2 with the same meaning, so only the number changes."""
-    version = table.get("format", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{where}: format must be an integer >= 1, got {version!r}")
-    if version > RECIPE_FORMAT:
-        raise ValueError(
-            f"{where}: recipe format {version!r} is newer than this alexnet reads "
-            f"({RECIPE_FORMAT}); upgrade alexnet"
-        )
+    format_version(table, RECIPE_FORMAT, "recipe", where)
     return {**table, "format": RECIPE_FORMAT}
 
 

@@ -28,11 +28,10 @@ def setting(
     above: float | None = None,
     below: float | None = None,
     choices: Sequence[Any] | None = None,
-    doc: str = "",
 ) -> Any:
     """A dataclass field with its allowed values: ``min``/``max`` inclusive, ``above``/``below``
     exclusive, ``choices`` a closed list. Bounds on a list apply to each item."""
-    rules = {"min": min, "max": max, "above": above, "below": below, "choices": choices, "doc": doc}
+    rules = {"min": min, "max": max, "above": above, "below": below, "choices": choices}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=rules)
     return dataclasses.field(default=default, metadata=rules)
@@ -140,6 +139,18 @@ def build(cls: type[T], table: Mapping[str, Any], where: str = "") -> T:
         _check_range(value, field.metadata, key)
         values[name] = value
     return cls(**values)
+
+
+def format_version(table: Mapping[str, Any], current: int, what: str, where: str) -> int:
+    """The ``format`` number of a saved ``what`` (recipe, checkpoint); 1 where it has none,
+    as alexnet 0.1.0 wrote them. One a newer alexnet wrote, or no whole number, is refused."""
+    version = table.get("format", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{where}: format must be an integer >= 1, got {version!r}")
+    if version > current:
+        raise ValueError(f"{where}: {what} format {version} is newer than this alexnet reads "
+                         f"({current}); upgrade alexnet")  # fmt: skip
+    return version
 
 
 def to_table(obj: Any) -> dict[str, Any]:
