@@ -213,6 +213,7 @@ CASES: list[Case] = [
     ("truncated checkpoint", _truncated_checkpoint, "last.pt: not a loadable checkpoint (truncated or corrupt"),
     ("run in use", _run_in_use, "is in use by another alexnet process"),
     ("cache info extra", lambda c: ["cache", "info", "extra"], "takes no parts (got extra)"),
+    ("cache clear bogus", lambda c: ["cache", "clear", "decoded", "all"], "unknown cache part 'all'"),
     ("summary huge input", lambda c: ["summary", "--input", "3x100000x100000"], "at most 64 channels and 4096"),
     ("summary channels", lambda c: ["summary", "-o", "in_channels=1", "--input", "3x227x227"],
      "-o in_channels=1 but --input has 3 channels"),
