@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision as they ship for Python 3.11 on x86-64; newer versions work too.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow lint bench setup data clean
+.PHONY: demo test test-slow lint bench setup data compiler clean
 
 $(BIN)/alexnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +15,19 @@ $(BIN)/alexnet: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/alexnet data
+setup: $(BIN)/alexnet data compiler
 
 # Debian ships Fashion-MNIST as a package; install it when we may (root) and it is missing.
 data:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+# The LRN kernel (src/alexnet/csrc) is compiled on first use with the machine's C++ compiler;
+# without one the slower PyTorch path runs. Install g++ when we may (root) and it is missing.
+compiler:
+	@if ! command -v g++ >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; \
 	fi
 
 demo: setup
@@ -36,10 +43,23 @@ lint: $(BIN)/alexnet
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# Benchmarks, each writing bench/results/<name>-<cpu kind>.json, then one table of them all.
+# A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only
+# CPU's code paths, emulated) for the speed benchmarks. All of them take over 25 minutes.
+BENCH ?= lrn throughput inference fashion_mnist cifar10
+ISA   ?= native
+CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 bench: setup
-	$(BIN)/python bench/lrn.py
-	$(BIN)/python bench/fashion_mnist.py
-	$(BIN)/python bench/cifar10.py --data ../shared/data/cifar10-jpeg.tar.gz
+	@for b in $(BENCH); do \
+		case $$b in \
+			throughput|inference) args="--isa $(ISA)";; \
+			cifar10) args="--data $(CIFAR)";; \
+			*) args="";; \
+		esac; \
+		echo "== bench/$$b.py $$args"; \
+		$(BIN)/python bench/$$b.py $$args || exit 1; \
+	done
+	$(BIN)/python bench/table.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache src/*.egg-info

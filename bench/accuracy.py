@@ -2,42 +2,57 @@
 
 Training time is the sum of the optimisation steps' time (each epoch's ``epoch_seconds``, as
 the run reports it); wall time also counts loading the data, the per-epoch evaluations and the
-report. The result is written as JSON beside this file (``results/<recipe>.json``) unless
-``--out`` says otherwise.
+report. The result is written to ``results/<recipe>-<cpu kind>.json`` (see machine.py).
+
+Beside accuracy it reports how close training came to the hardware: multiply-adds per second
+achieved (three times the forward pass's per image, for forward, input gradients and weight
+gradients) against a large matrix product's in the same precision, the machine's practical
+peak.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from machine import describe, machine, write
 
 from alexnet.config import apply_overrides, load_recipe
-from alexnet.train import fit
+from alexnet.runtime import pick_precision
+from alexnet.summary import summarise
+from alexnet.train import fit, resolve
 
-RESULTS = Path(__file__).parent / "results"
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of an n x n matrix product in ``dtype``, the best of a few."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return n**3 / best
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
+def hardware_use(recipe, images_per_s: float) -> dict:
+    recipe = resolve(recipe)
+    d = recipe.data
+    forward = summarise(recipe.model.arch, (d.channels, d.image_size, d.image_size),
+                        **recipe.model.options)["total_mult_adds"]  # fmt: skip
+    amp = pick_precision(recipe.train.precision, torch.device("cpu"))
+    peak = matmul_peak(amp or torch.float32)
+    achieved = 3 * forward * images_per_s
+    return {"forward_mult_adds_per_image": forward, "achieved_mult_adds_per_s": achieved,
+            "matmul_peak_mult_adds_per_s": peak, "fraction_of_peak": achieved / peak,
+            "precision": "bf16" if amp else "fp32"}  # fmt: skip
 
 
 def run(recipe_name: str, data: str | None, overrides: list[str], target_acc: float,
-        target_s: float, out: Path) -> dict:  # fmt: skip
+        target_s: float) -> dict:  # fmt: skip
     recipe = load_recipe(recipe_name)
     if data:
         recipe.data.root = data  # made absolute with the rest of the recipe (train.resolve)
@@ -53,17 +68,18 @@ def run(recipe_name: str, data: str | None, overrides: list[str], target_acc: fl
         "wall_seconds": round(wall, 1), "epochs": final["epoch"], "images_per_s": round(final["images_per_s"]),
         "target_accuracy": target_acc, "target_train_seconds": target_s,
         "met": accuracy >= target_acc and final["train_seconds"] <= target_s,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
     }  # fmt: skip
+    result["hardware"] = use = hardware_use(recipe, final["images_per_s"])
     print(
         f"{recipe_name}: test accuracy {100 * accuracy:.2f}% (target {100 * target_acc:.1f}%), "
         f"training {final['train_seconds']:.0f} s (target {target_s:.0f} s), wall {wall:.0f} s, "
-        f"{final['images_per_s']:.0f} images/s on {result['cpu']} -> target "
+        f"{final['images_per_s']:.0f} images/s on {describe(machine())} -> target "
         f"{'met' if result['met'] else 'NOT met'}"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"  {use['achieved_mult_adds_per_s'] / 1e9:.1f} G multiply-adds/s in {use['precision']}, "
+          f"{100 * use['fraction_of_peak']:.0f}% of a large matrix product's "
+          f"{use['matmul_peak_mult_adds_per_s'] / 1e9:.1f} G/s")  # fmt: skip
+    write(recipe_name.replace("-", "_"), result)
     return result
 
 
@@ -75,6 +91,5 @@ def main(doc: str, recipe: str, target_acc: float, target_s: float) -> None:
         "--data", help="data folder or archive (default: the recipe's search order)"
     )
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=RESULTS / f"{recipe.replace('-', '_')}.json")
     args = parser.parse_args()
-    run(recipe, args.data, args.overrides, target_acc, target_s, args.out)
+    run(recipe, args.data, args.overrides, target_acc, target_s)

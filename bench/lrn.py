@@ -5,21 +5,18 @@ in float32 and bfloat16, NCHW and channels_last. torch's CPU LocalResponseNorm h
 kernel (avg_pool3d refuses it), so its bfloat16 baseline is what a user must write instead:
 compute in float32 and cast back.
 
-    python bench/lrn.py [--repeats 5] [--out bench/results/lrn.json]
+    python bench/lrn.py [--rounds 5]
 
-Prints one line per case with both median times and the ratio, and writes them as JSON.
+Three columns: torch.nn.LocalResponseNorm, this package's PyTorch path (the reference) and its
+compiled kernel (native.py); one line per case, written to bench/results/lrn-<cpu kind>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
 
 import torch
+from machine import describe, interleaved, machine, write
 
 from alexnet.lrn import LocalResponseNorm
 
@@ -36,55 +33,50 @@ def torch_reference(module: torch.nn.Module):
     return run
 
 
-def time_forward_backward(fn, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> float:
-    times = []
-    for i in range(repeats + 1):
-        leaf = x.detach().requires_grad_()
-        start = time.perf_counter()
-        fn(leaf).backward(grad)
-        if i:  # the first run pays one-off allocation and dispatch costs
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def forward_backward(fn, x: torch.Tensor, grad: torch.Tensor):
+    def call() -> None:
+        fn(x.detach().requires_grad_()).backward(grad)
+
+    return call
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lrn.json")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    ours = LocalResponseNorm(**PAPER)
-    reference = torch_reference(torch.nn.LocalResponseNorm(**PAPER))
+    torch_lrn = torch_reference(torch.nn.LocalResponseNorm(**PAPER))
+    ours = {impl: LocalResponseNorm(**PAPER, implementation=impl) for impl in ("torch", "native")}
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
+    print(describe(machine()))
     for layer, shape in SHAPES.items():
         for dtype in (torch.float32, torch.bfloat16):
             for fmt in (torch.contiguous_format, torch.channels_last):
                 x = (torch.randn(shape) * 4).relu().to(dtype).contiguous(memory_format=fmt)
                 grad = torch.randn(shape).to(dtype).contiguous(memory_format=fmt)
-                t_ref = time_forward_backward(reference, x, grad, args.repeats)
-                t_ours = time_forward_backward(ours, x, grad, args.repeats)
+                cases = {"torch.nn": forward_backward(torch_lrn, x, grad)}
+                cases |= {f"alexnet-{i}": forward_backward(m, x, grad) for i, m in ours.items()}
+                t = interleaved(cases, args.rounds)
                 row = {
                     "layer": layer,
                     "shape": list(shape),
                     "dtype": str(dtype).removeprefix("torch."),
                     "memory_format": "channels_last" if fmt is torch.channels_last else "nchw",
-                    "torch_ms": round(t_ref * 1e3, 1),
-                    "alexnet_ms": round(t_ours * 1e3, 1),
-                    "speedup": round(t_ref / t_ours, 2),
+                    **{f"{name}_ms": round(v * 1e3, 1) for name, v in t.items()},
+                    "speedup": round(t["torch.nn"] / t["alexnet-native"], 2),
                 }
                 rows.append(row)
                 print(
                     f"{layer} {'x'.join(map(str, shape))} {row['dtype']:8s} "
-                    f"{row['memory_format']:13s} torch {row['torch_ms']:8.1f} ms  "
-                    f"alexnet {row['alexnet_ms']:7.1f} ms  speedup {row['speedup']:.1f}x",
+                    f"{row['memory_format']:13s} torch.nn {t['torch.nn'] * 1e3:7.1f} ms  "
+                    f"pytorch path {t['alexnet-torch'] * 1e3:6.1f} ms  "
+                    f"native {t['alexnet-native'] * 1e3:6.1f} ms  speedup {row['speedup']:.1f}x",
                     flush=True,
                 )
-    print(f"minimum speedup: {min(r['speedup'] for r in rows):.1f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"minimum speedup of the native kernel over torch.nn: "
+          f"{min(r['speedup'] for r in rows):.1f}x")  # fmt: skip
+    write("lrn", {"rows": rows})
 
 
 if __name__ == "__main__":

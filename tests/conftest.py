@@ -46,11 +46,17 @@ def tiny_folder(tmp_path_factory) -> Path:
     return root
 
 
+# Where the compiled kernels of native.py are built: the user's own cache, as a real run
+# would use, so the suite compiles them at most once per machine whatever cache a test uses.
+NATIVE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet" / "native"
+
+
 @pytest.fixture()
 def cache(tmp_path, monkeypatch) -> Path:
     """A private cache folder, so tests never read or write the user's."""
     path = tmp_path / "cache"
     monkeypatch.setenv("ALEXNET_CACHE", str(path))
+    monkeypatch.setenv("ALEXNET_NATIVE_DIR", os.environ.get("ALEXNET_NATIVE_DIR", str(NATIVE_DIR)))
     return path
 
 
@@ -86,6 +92,7 @@ def recipe_file(tmp_path, tiny_folder):
 def cli_env(cache_dir: Path) -> dict:
     env = dict(os.environ)
     env["ALEXNET_CACHE"] = str(cache_dir)
+    env.setdefault("ALEXNET_NATIVE_DIR", str(NATIVE_DIR))  # compiled kernels: built once
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("ALEXNET_DEBUG", None)
     return env

@@ -29,7 +29,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from alexnet import native
+
 Formula = Literal["torch", "paper"]
+Implementation = Literal["auto", "torch", "native"]
 FORMULAS: tuple[str, ...] = ("torch", "paper")
 
 
@@ -101,41 +104,81 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+def _torch_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    y = torch.empty_like(x)
+    for block in _blocks(x):
+        xb = _wide(x[block])
+        d = _denominator(xb, size, alpha, k)
+        y[block] = xb * _inverse_power(d, beta)
+    return y
+
+
+def _torch_backward(
+    grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float
+) -> torch.Tensor:
+    grad_x = torch.empty_like(x)
+    for block in _blocks(x):
+        xb = _wide(x[block])
+        g = _wide(grad[block])
+        d = _denominator(xb, size, alpha, k)
+        scale = _inverse_power(d, beta)
+        # dy[c]/dx[j] = scale[c] [c == j] - 2 alpha beta x[c] x[j] scale[c] / d[c] for j in
+        # window(c); summing over c is a sum over the mirrored window (after, before).
+        t = g * xb
+        t.mul_(scale).div_(d)
+        back = torch.empty_like(t)
+        _window_sum_into(back, t, (size - 1) // 2, size // 2)
+        back.mul_(xb).mul_(-2.0 * alpha * beta)
+        back.addcmul_(g, scale)
+        grad_x[block] = back
+    return grad_x
+
+
+def _native_forward(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float
+) -> torch.Tensor:
+    return torch.ops.alexnet_lrn.forward(x, size, alpha, beta, k)
+
+
+def _native_backward(
+    grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float
+) -> torch.Tensor:
+    return torch.ops.alexnet_lrn.backward(grad, x, size, alpha, beta, k)
+
+
+IMPLEMENTATIONS = {
+    "torch": (_torch_forward, _torch_backward),
+    "native": (_native_forward, _native_backward),
+}
+
+
+def pick_implementation(x: torch.Tensor, requested: Implementation = "auto") -> str:
+    """The compiled kernel for CPU tensors of float32, bfloat16 and float16 where it builds; the
+    PyTorch path elsewhere (float64, other devices, no compiler) and as the reference."""
+    if requested == "native" and not native.load("lrn_cpu"):
+        raise RuntimeError("the native LRN kernel is not available here (see the warning above)")
+    if requested != "auto":
+        return requested
+    native_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return "native" if native_ok and native.load("lrn_cpu") else "torch"
+
+
 class _LRNFunction(torch.autograd.Function):
-    """Only the input is saved: the denominator is recomputed block by block in backward,
-    which costs less than writing it to memory and reading it back."""
+    """Only the input is saved: the denominator is recomputed in backward, which costs less
+    than writing it to memory and reading it back."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float):
-        y = torch.empty_like(x)
-        for block in _blocks(x):
-            xb = _wide(x[block])
-            d = _denominator(xb, size, alpha, k)
-            y[block] = xb * _inverse_power(d, beta)
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, impl: str):
         ctx.save_for_backward(x)
         ctx.params = (size, alpha, beta, k)
-        return y
+        ctx.impl = impl
+        return IMPLEMENTATIONS[impl][0](x, size, alpha, beta, k)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        size, alpha, beta, k = ctx.params
-        grad_x = torch.empty_like(x)
-        for block in _blocks(x):
-            xb = _wide(x[block])
-            g = _wide(grad[block])
-            d = _denominator(xb, size, alpha, k)
-            scale = _inverse_power(d, beta)
-            # dy[c]/dx[j] = scale[c] [c == j] - 2 alpha beta x[c] x[j] scale[c] / d[c] for j in
-            # window(c); summing over c is a sum over the mirrored window (after, before).
-            t = g * xb
-            t.mul_(scale).div_(d)
-            back = torch.empty_like(t)
-            _window_sum_into(back, t, (size - 1) // 2, size // 2)
-            back.mul_(xb).mul_(-2.0 * alpha * beta)
-            back.addcmul_(g, scale)
-            grad_x[block] = back
-        return grad_x, None, None, None, None
+        grad_x = IMPLEMENTATIONS[ctx.impl][1](grad, x, *ctx.params)
+        return grad_x, None, None, None, None, None
 
 
 def local_response_norm(
@@ -145,8 +188,11 @@ def local_response_norm(
     beta: float = 0.75,
     k: float = 1.0,
     formula: Formula = "torch",
+    implementation: Implementation = "auto",
 ) -> torch.Tensor:
-    """Functional form of :class:`LocalResponseNorm`; input is (N, C, ...) of any memory format."""
+    """Functional form of :class:`LocalResponseNorm`; input is (N, C, ...) of any memory format.
+    ``implementation`` "auto" picks the compiled kernel where it applies (see
+    :func:`pick_implementation`); "torch" and "native" force one."""
     if x.dim() < 3:
         raise ValueError(
             f"local_response_norm expects (N, C, ...) with at least 3 dims, got shape {tuple(x.shape)}"
@@ -154,7 +200,11 @@ def local_response_norm(
     if formula not in FORMULAS:
         raise ValueError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
     effective_alpha = alpha / size if formula == "torch" else alpha
-    return _LRNFunction.apply(x, size, effective_alpha, beta, k)
+    if implementation not in ("auto", *IMPLEMENTATIONS):
+        raise ValueError(f"unknown LRN implementation {implementation!r}; valid: auto, "
+                         f"{', '.join(IMPLEMENTATIONS)}")  # fmt: skip
+    impl = pick_implementation(x, implementation)
+    return _LRNFunction.apply(x, size, effective_alpha, beta, k, impl)
 
 
 class LocalResponseNorm(nn.Module):
@@ -171,6 +221,7 @@ class LocalResponseNorm(nn.Module):
         beta: float = 0.75,
         k: float = 1.0,
         formula: Formula = "torch",
+        implementation: Implementation = "auto",
     ) -> None:
         super().__init__()
         if size < 1:
@@ -178,9 +229,12 @@ class LocalResponseNorm(nn.Module):
         if formula not in FORMULAS:
             raise ValueError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
         self.size, self.alpha, self.beta, self.k, self.formula = size, alpha, beta, k, formula
+        self.implementation = implementation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.formula)
+        return local_response_norm(
+            x, self.size, self.alpha, self.beta, self.k, self.formula, self.implementation
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -18,12 +18,16 @@ Schedule = LambdaLR | MultiStepLR | OneCycleLR | ReduceLROnPlateau
 
 
 def build_optimizer(model: nn.Module, optim) -> torch.optim.Optimizer:
+    """The paper's SGD. ``fused``: one kernel updates each parameter (weight decay, momentum and
+    step in one pass over the weights, its gradient and its momentum) where the default makes
+    separate passes over all 61 million weights."""
     return torch.optim.SGD(
         model.parameters(),
         lr=optim.lr,
         momentum=optim.momentum,
         nesterov=optim.nesterov,
         weight_decay=optim.weight_decay,
+        fused=True,
     )
 
 

@@ -198,6 +198,23 @@ def healthy(model: nn.Module, x: torch.Tensor, rt: Runtime) -> bool:
     return ok
 
 
+def forward_loss(
+    net: nn.Module, criterion: nn.Module, rt: Runtime, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss (in float32) and the logits of one batch, in the run's precision."""
+    with autocast(rt.device, rt.amp):
+        logits = net(x)
+        return criterion(logits.float(), y), logits
+
+
+def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step from ``loss``; gradients are dropped (not zeroed) first, which saves
+    a pass over all 61 million of them."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int) -> None:
     """Batches ``state.batch`` onward of epoch ``state.epoch``; checkpoints every ``every``
     steps and on a stop signal (then exits 128 + signal)."""
@@ -207,9 +224,7 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
     bar = loop.logger.bar(total, s.epoch, s.recipe["epochs"], initial=s.batch)
     tick = time.perf_counter()
     for x, y, _valid in loader.batches(s.batch):
-        with autocast(rt.device, rt.amp):
-            logits = loop.net(x)
-            loss = loop.criterion(logits.float(), y)
+        loss, logits = forward_loss(loop.net, loop.criterion, rt, x, y)
         loss_value = loss.item()
         # Every rank must stop at the same step, or the others wait in the next all-reduce.
         diverged, stopping = any_rank(
@@ -217,9 +232,7 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
         )
         if diverged:
             raise loop.diverged(f"loss became {loss_value}", loop.where())
-        s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        s.optimizer.step()
+        update(s.optimizer, loss)
         if per_step(s.schedule):
             s.schedule.step()
         s.global_step += 1

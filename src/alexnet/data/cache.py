@@ -2,7 +2,7 @@
 
 ``$ALEXNET_CACHE``, else ``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``, holding
 ``decoded/`` (uint8 tensors of image folders, so a data set is decoded once), ``extracted/``
-(archives unpacked once) and ``downloads/``. ``alexnet cache`` shows it, ``alexnet cache
+(archives unpacked once), ``downloads/`` and ``native/`` (compiled kernels, see native.py). ``alexnet cache`` shows it, ``alexnet cache
 clear`` empties it.
 """
 
@@ -18,15 +18,9 @@ from pathlib import Path
 import torch
 
 from alexnet.data.imageset import ImageSet
+from alexnet.paths import cache_dir
 
-PARTS = ("decoded", "extracted", "downloads")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("ALEXNET_CACHE"):
-        return Path(os.environ["ALEXNET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "alexnet"
+PARTS = ("decoded", "extracted", "downloads", "native")
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,0 +1,153 @@
+"""What every benchmark records beside its numbers: the machine, and where results go.
+
+CPUs here differ (AMD with AVX2 only, AMD Zen 4 and Intel with AVX-512, Intel with AMX), and
+the fast paths differ with them, so every result names the CPU and its kind, and each kind
+writes its own file: ``bench/results/<benchmark>-<kind>.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from alexnet.runtime import cpu_has_fast_bf16
+
+RESULTS = Path(__file__).parent / "results"
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return info
+
+
+# What --isa avx2 sets: ATen, oneDNN, MKL and the compiled kernels held to AVX2 (and bfloat16
+# off), to measure on an AVX-512 machine the code paths an AVX2-only CPU takes. Memory and
+# caches stay this machine's, so such figures are labelled as emulated.
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def hold_to_avx2() -> None:
+    os.environ.update(AVX2_ONLY)
+
+
+def cpu_kind() -> str:
+    """A short name for the kind of CPU: vendor and the widest fast path it has, and
+    ``-as-avx2`` where :func:`hold_to_avx2` holds it to AVX2."""
+    info = cpu_info()
+    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
+        vendor = "amd" if "AMD" in info.get("vendor_id", "") else "intel"
+        return f"{vendor}-as-avx2"
+    vendor = "amd" if "AMD" in info.get("vendor_id", "") else "intel"
+    flags = set(info.get("flags", "").split())
+    if "amx_bf16" in flags:
+        return f"{vendor}-amx"
+    if "avx512_bf16" in flags:
+        return f"{vendor}-avx512bf16"
+    if "avx512f" in flags:
+        return f"{vendor}-avx512"
+    return f"{vendor}-avx2"
+
+
+def machine() -> dict:
+    info = cpu_info()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name", platform.processor()),
+        "kind": cpu_kind(),
+        "family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
+        "flags": [f for f in FLAGS if f in flags],
+        "fast_bf16": cpu_has_fast_bf16(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def describe(m: dict) -> str:
+    return (f"{m['cpu']} ({m['kind']}, family/model {m['family_model']}, "
+            f"{' '.join(m['flags'])}), {m['threads']} threads, torch {m['torch']}")  # fmt: skip
+
+
+def write(name: str, result: dict) -> Path:
+    """``result`` with the machine, as ``results/<name>-<kind>.json``."""
+    m = machine()
+    path = RESULTS / f"{name}-{m['kind']}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": m, **result}, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def interleaved(cases: dict[str, Callable[[], None]], rounds: int, per_round: int = 1) -> dict:
+    """Median seconds per call of each case, timed in rounds that visit every case in turn,
+    so a slow spell of a shared machine falls on all of them alike. One untimed warm-up call
+    each first (allocation, one-off kernel choice)."""
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            times[name].append((time.perf_counter() - start) / per_round)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _worker(module: str, name: str, options: dict, threads: int, conn) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    run, setting = importlib.import_module(module).build_case(name, **options)
+    run()  # warm-up: first-call allocation, kernel choice, the native kernel's build
+    conn.send(setting)
+    while (calls := conn.recv()) > 0:
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        conn.send(time.perf_counter() - start)
+
+
+def in_processes(module: str, names: list[str], options: dict, rounds: int, calls: int) -> dict:
+    """Median seconds per call of each case, each case built by ``module.build_case(name,
+    **options)`` in a process of its own (settings such as the allocator are per process).
+    The processes take turns, one at a time, in rounds: a slow spell of a shared machine falls
+    on all alike, and no two compete for the cores."""
+    ctx = mp.get_context("spawn")
+    threads = len(os.sched_getaffinity(0))
+    workers = {}
+    for name in names:  # started one at a time, so that builds do not compete either
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(module, name, options, threads, child),
+                           daemon=True)  # fmt: skip
+        proc.start()
+        workers[name] = (proc, parent, parent.recv())
+        print(f"  ready: {name} ({workers[name][2]})", flush=True)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name, (_, conn, _) in workers.items():
+            conn.send(calls)
+            seconds[name].append(conn.recv() / calls)
+        print(f"  round {r + 1}/{rounds}: "
+              + ", ".join(f"{n} {1e3 * v[-1]:.0f} ms" for n, v in seconds.items()), flush=True)  # fmt: skip
+    for proc, conn, _ in workers.values():
+        conn.send(0)
+        proc.join()
+    return {n: {"setting": workers[n][2], "seconds": statistics.median(v), "rounds": v}
+            for n, v in seconds.items()}  # fmt: skip

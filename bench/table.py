@@ -1,0 +1,102 @@
+"""One table of every benchmark result in ``results/``, per CPU kind: the figures the targets
+are set on, and whether each is met.
+
+    python bench/table.py            # print it
+    python bench/table.py --readme   # also write it into README.md between its markers
+
+The README's performance table is this output, so it never says more than the files do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from machine import RESULTS
+
+README = Path(__file__).parent.parent / "README.md"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def _lrn(r: dict) -> tuple[str, str, bool | None]:
+    rows = r["rows"]
+    if "torch.nn_ms" not in rows[0]:  # the older file: one implementation only
+        return (f"LRN fwd+bwd {min(x['speedup'] for x in rows):.1f}x-"
+                f"{max(x['speedup'] for x in rows):.1f}x torch.nn (PyTorch path)", "", None)  # fmt: skip
+    low, high = min(x["speedup"] for x in rows), max(x["speedup"] for x in rows)
+    return f"LRN fwd+bwd {low:.1f}x-{high:.1f}x torch.nn", "", None
+
+
+def _throughput(r: dict) -> tuple[str, str, bool | None]:
+    q, t, c = r["ratios"], r["targets"], r["cases"]
+    text = (f"train {c['alexnet']['images_per_s']:.1f} img/s: {q['alexnet / plain']:.2f}x plain, "
+            f"{q['alexnet / torchvision best']:.2f}x torchvision best, LRN "
+            f"{100 * q['lrn share of a step']:.0f}% of a step")  # fmt: skip
+    goal = f">= {t['alexnet / plain']}x, >= 1x, <= {100 * t['lrn share of a step']:.0f}%"
+    met = (q["alexnet / plain"] >= t["alexnet / plain"] and q["alexnet / torchvision best"] >= 1
+           and q["lrn share of a step"] <= t["lrn share of a step"])  # fmt: skip
+    return text, goal, met
+
+
+def _inference(r: dict) -> tuple[str, str, bool | None]:
+    q, lat = r["ratios"], r["latency"]["alexnet"]
+    text = (f"{r['cases']['alexnet']['images_per_s']:.0f} img/s: {q['alexnet / plain']:.2f}x "
+            f"plain, {q['alexnet / torchvision best']:.2f}x torchvision best; one image p50 "
+            f"{lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms")  # fmt: skip
+    target = r["targets"]["alexnet / plain"]
+    return text, f">= {target}x plain", q["alexnet / plain"] >= target
+
+
+def _accuracy(r: dict) -> tuple[str, str, bool | None]:
+    text = (f"{100 * r['test_accuracy']:.2f}% in {r['train_seconds']:.0f} s of training "
+            f"({r['images_per_s']} img/s)")  # fmt: skip
+    if "hardware" in r:
+        text += f", {100 * r['hardware']['fraction_of_peak']:.0f}% of matmul peak"
+    goal = f"{100 * r['target_accuracy']:.0f}% in {r['target_train_seconds'] / 60:.0f} min"
+    return text, goal, r["met"]
+
+
+SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
+    "lrn": _lrn, "throughput": _throughput, "inference": _inference,
+    "fashion_mnist": _accuracy, "cifar10": _accuracy,
+}  # fmt: skip
+
+
+def rows() -> list[tuple[str, str, str, str, str]]:
+    out = []
+    for name, summary in SUMMARIES.items():
+        for path in sorted(RESULTS.glob(f"{name}-*.json")):
+            r = json.loads(path.read_text())
+            m = r["machine"]
+            text, goal, met = summary(r)
+            cpu = f"{m['cpu']} ({m['kind']})"
+            verdict = "" if met is None else ("yes" if met else "no")
+            out.append((f"`{path.name}`", cpu, text, goal, verdict))
+    return out
+
+
+def markdown() -> str:
+    lines = ["| result | CPU (kind) | measured | target | met |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(r)} |" for r in rows()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args()
+    table = markdown()
+    print(table)
+    if args.readme:
+        text = README.read_text()
+        if START not in text or END not in text:
+            raise SystemExit(f"{README}: no {START} ... {END} markers to write the table between")
+        head, rest = text.split(START, 1)
+        README.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
+        print(f"wrote the table into {README}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Training images/s of the paper's network as this package runs it, side by side with the same
+network written plainly and with torchvision's alexnet in its best setting.
+
+Cases (batch 64 by default, synthetic data, full steps: forward, loss, backward, SGD update):
+
+* ``plain``: the paper's ``alexnet`` (two towers, LRN) as anyone would write it: float32, NCHW,
+  ``torch.nn.LocalResponseNorm``, the default SGD, malloc as it is.
+* ``alexnet``: the same network as ``alexnet train`` runs it by default: the runtime, network,
+  optimiser and step of the training loop itself, with every choice left on "auto".
+* ``alexnet lrn=false``: the same without LRN, so that LRN's share of a step is visible.
+* ``torchvision <precision> <layout>``: torchvision's alexnet (one tower, no LRN, 224x224) in
+  each setting a user could pick: float32 and (where the CPU has fast bfloat16) bfloat16,
+  NCHW and channels_last, all with freed memory kept (the allocator trick of runtime.py, which
+  any user can have too), so that its best is the strongest baseline at hand.
+
+Each case lives in its own process (the allocator setting is per process); the processes take
+turns, one at a time, in rounds, so that a slow spell of a shared machine falls on all alike.
+
+    python bench/throughput.py [--batch 64] [--rounds 5] [--steps 2]
+
+Prints images/s per case and the ratios the targets are set on, and writes
+bench/results/throughput-<cpu kind>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from machine import describe, hold_to_avx2, in_processes, machine, write
+
+TARGET_PLAIN = {False: 2.5, True: 3.5}  # without / with fast bfloat16
+LRN_SHARE_TARGET = 0.10
+
+
+def plain_alexnet():
+    """The paper's network with torch's own LRN in place of this package's: k=2, n=5, and
+    torch divides alpha by n, so the paper's alpha=1e-4 is passed as 5e-4."""
+    from torch import nn
+
+    from alexnet.lrn import LocalResponseNorm
+    from alexnet.models import build_model
+
+    model = build_model("alexnet")
+    for i, layer in enumerate(model.features):
+        if isinstance(layer, LocalResponseNorm):
+            model.features[i] = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+    return model
+
+
+def plain_step(model, size: int, batch: int, amp=None, channels_last: bool = False):
+    """A training step written the usual way, in ``amp`` (autocast dtype) and a layout."""
+    import torch
+
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, 1000, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def package_step(batch: int, **options):
+    """The training loop's own step, runtime and optimiser, for the paper's recipe."""
+    import torch
+
+    from alexnet.config import load_recipe
+    from alexnet.runtime import start_runtime
+    from alexnet.schedules import build_optimizer
+    from alexnet.train import build_network, forward_loss, resolve, update
+
+    recipe = resolve(load_recipe("imagenet-paper"))
+    recipe.model.options.update(options)
+    rt = start_runtime(recipe.train)
+    net, recipe = build_network(recipe, [str(i) for i in range(1000)], rt)
+    opt = build_optimizer(net, recipe.optim)
+    criterion = torch.nn.CrossEntropyLoss()
+    fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, 227, 227).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch,))
+
+    def step() -> None:
+        loss, _ = forward_loss(net, criterion, rt, x, y)
+        update(opt, loss)
+
+    return step, rt.describe()
+
+
+def build_case(name: str, batch: int):
+    """One case's step function and a line saying how it computes."""
+    import torch
+    import torchvision
+
+    from alexnet.runtime import keep_freed_memory
+
+    if name == "plain":
+        return plain_step(plain_alexnet(), 227, batch), "fp32, NCHW, torch.nn.LocalResponseNorm"
+    if name == "alexnet":
+        return package_step(batch)
+    if name == "alexnet lrn=false":
+        return package_step(batch, lrn=False)
+    _, precision, layout = name.split()
+    keep_freed_memory()
+    amp = torch.bfloat16 if precision == "bf16" else None
+    model = torchvision.models.alexnet()
+    return plain_step(model, 224, batch, amp, layout == "channels_last"), f"{precision}, {layout}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="steps per case per round")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU")  # fmt: skip
+    args = parser.parse_args()
+    if args.isa == "avx2":
+        hold_to_avx2()
+    m = machine()
+    print(describe(m))
+    precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]
+    tv = [f"torchvision {p} {lay}" for p in precisions for lay in ("nchw", "channels_last")]
+    cases = in_processes("throughput", ["plain", "alexnet", "alexnet lrn=false", *tv],
+                         {"batch": args.batch}, args.rounds, args.steps)  # fmt: skip
+    for c in cases.values():
+        c["images_per_s"] = args.batch / c["seconds"]
+    rate = {n: c["images_per_s"] for n, c in cases.items()}
+    best_tv = max(tv, key=rate.get)
+    ratios = {
+        "alexnet / plain": rate["alexnet"] / rate["plain"],
+        "alexnet / torchvision best": rate["alexnet"] / rate[best_tv],
+        "lrn share of a step": 1 - rate["alexnet"] / rate["alexnet lrn=false"],
+    }
+    target = TARGET_PLAIN[m["fast_bf16"]]
+    print(f"\n{'case':34s} {'setting':48s} {'img/s':>7s}")
+    for name, c in cases.items():
+        print(f"{name:34s} {c['setting'][:48]:48s} {c['images_per_s']:7.1f}")
+    print(f"\nalexnet / plain             {ratios['alexnet / plain']:5.2f}x  (target >= {target}x)")
+    print(f"alexnet / torchvision best  {ratios['alexnet / torchvision best']:5.2f}x  "
+          f"(best: {best_tv}; target >= 1.0x)")  # fmt: skip
+    print(f"LRN share of a step         {100 * ratios['lrn share of a step']:5.1f}%  "
+          f"(target <= {100 * LRN_SHARE_TARGET:.0f}%)")  # fmt: skip
+    write("throughput", {"batch": args.batch, "rounds": args.rounds, "steps": args.steps,
+                         "cases": cases, "best_torchvision": best_tv, "ratios": ratios,
+                         "targets": {"alexnet / plain": target, "alexnet / torchvision best": 1.0,
+                                     "lrn share of a step": LRN_SHARE_TARGET}})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

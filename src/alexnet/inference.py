@@ -1,0 +1,34 @@
+"""A trained network made ready to answer: evaluation mode, no autograd, the layout and the
+precision the hardware computes fastest in, with the weights converted once.
+
+Under autocast every call casts each weight to bfloat16 again (61 million of them for the
+paper's network, about as long as the convolutions themselves at batch 1); a network that
+only answers keeps its weights in bfloat16 instead. ``bench/inference.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alexnet.runtime import autocast
+
+
+def prepare_for_inference(
+    model: nn.Module, device: torch.device, amp: torch.dtype | None, channels_last: bool
+) -> nn.Module:
+    """``model`` in evaluation mode on ``device``, its weights in ``amp`` (when set) and in the
+    channels-last layout (when asked); changed in place and returned."""
+    model.eval().requires_grad_(False).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if amp is not None:
+        model.to(amp)
+    return model
+
+
+@torch.inference_mode()
+def infer(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """Float32 logits of a batch from a prepared network."""
+    with autocast(x.device, amp):
+        return model(x).float()

@@ -1,0 +1,97 @@
+"""Compiled CPU kernels, built from ``csrc/`` with the machine's own compiler on first use.
+
+A kernel is built once per machine kind and cached in the user cache (``native/``), so the
+first use costs a compile (about 30 s on 2 cores) and every later process loads the library.
+The build targets the CPU it runs on (``-march=native``), so the cache key holds the CPU's
+model and flags: a home directory shared by different machines gets one build per kind.
+
+``$ALEXNET_NATIVE_DIR`` puts the builds elsewhere (the tests share one across their caches).
+Without a compiler, or with ``ALEXNET_NATIVE=0``, :func:`load` returns False after one warning
+and callers use their PyTorch path, which is also the reference the kernels are tested against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import warnings
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from alexnet.paths import cache_dir
+
+SOURCES = Path(__file__).parent / "csrc"
+
+
+def enabled() -> bool:
+    return os.environ.get("ALEXNET_NATIVE", "1") not in ("0", "false", "no", "off")
+
+
+def cpu_signature() -> str:
+    """What decides whether a -march=native build runs here: model name and feature flags."""
+    text = ""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        keep = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+        text = "\n".join(sorted({line for line in cpuinfo.splitlines() if line.startswith(keep)}))
+    except OSError:  # pragma: no cover - not Linux
+        text = platform.processor()
+    return f"{platform.machine()}\n{text}"
+
+
+def march_flags() -> list[str]:
+    """The widest vectors this CPU has, unless ATen is held to narrower ones
+    (``ATEN_CPU_CAPABILITY=avx2`` or ``default``, as the golden test and an AVX2 emulation do):
+    then the kernels keep to the same instructions."""
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if capability == "avx2":
+        return ["-march=native", "-mno-avx512f"]
+    if capability == "default":
+        return ["-march=x86-64"] if platform.machine() == "x86_64" else []
+    return ["-march=native"]
+
+
+@cache
+def load(name: str) -> bool:
+    """Build (once) and load ``csrc/<name>.cpp``, which registers its ops under
+    ``torch.ops.alexnet_<name>``; False, after one warning, where that is not possible."""
+    if not enabled():
+        return False
+    source = SOURCES / f"{name}.cpp"
+    key = hashlib.sha256(
+        f"{source.read_bytes()!r}{torch.__version__}{cpu_signature()}{march_flags()}".encode()
+    ).hexdigest()[:12]
+    build = Path(os.environ.get("ALEXNET_NATIVE_DIR") or cache_dir() / "native") / f"{name}-{key}"
+    try:
+        from torch.utils import cpp_extension
+
+        build.mkdir(parents=True, exist_ok=True)
+        # Its one warning ("No CUDA runtime is found") is about CUDA builds, not this one.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # -fopenmp makes at::parallel_for use torch's OpenMP threads (the library it links,
+        # libgomp.so.1, is the one torch has already loaded); -march=native lets the float
+        # loops use the widest vectors this CPU has (AVX-512 where present, else AVX2).
+        cpp_extension.load(
+            name=f"alexnet_{name}_{key}",
+            sources=[str(source)],
+            extra_cflags=["-O3", *march_flags(), "-fno-math-errno", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build),
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as exc:  # any build or load failure falls back to the PyTorch path
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            f"could not build the native {name} kernel in {build} ({reason}); using the slower "
+            "PyTorch path. Install a C++ compiler (apt-get install g++) and ninja to get it, "
+            "or set ALEXNET_NATIVE=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
