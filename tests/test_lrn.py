@@ -221,3 +221,68 @@ def test_switched_off_by_environment(monkeypatch):
             assert lrn.pick_implementation(torch.zeros(1, 4, 2, 2)) == "torch"
     finally:
         native.load.cache_clear()
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_relu_is_relu_then_lrn(impl, channels_last):
+    """relu=True gives what an in-place ReLU followed by the LRN gives, both directions,
+    including where the input is exactly zero or NaN."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 4, 5) * 3
+    x[0, 0, 0, 0], x[1, 2, 3, 4] = 0.0, float("nan")
+    grad = torch.randn(2, 9, 4, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    fused = LocalResponseNorm(5, 1e-2, 0.75, 2.0, implementation=impl, relu=True)
+    plain = LocalResponseNorm(5, 1e-2, 0.75, 2.0, implementation=impl)
+    y, gx = forward_backward(fused, x, grad)
+    y_ref, gx_ref = forward_backward(lambda t: plain(torch.relu(t)), x, grad)
+    assert torch.allclose(y, y_ref, rtol=1e-6, atol=0, equal_nan=True)
+    assert torch.allclose(gx, gx_ref, rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert (gx[x <= 0] == 0).all()
+
+
+def test_networks_fuse_relu_into_lrn_and_keep_their_layer_indices():
+    from alexnet.lrn import ReLUInLRN
+    from alexnet.models import build_model
+
+    fused = build_model("alexnet")
+    assert isinstance(fused.features[1], ReLUInLRN) and fused.features[2].relu
+    tanh = build_model("alexnet", activation="tanh")
+    assert isinstance(tanh.features[1], torch.nn.Tanh) and not tanh.features[2].relu
+    assert list(fused.state_dict()) == list(tanh.state_dict())
+
+
+TRITON_CHECK = """
+import torch
+from alexnet import lrn_triton
+from alexnet.lrn import _torch_backward, _torch_forward
+torch.manual_seed(0)
+cases = [((2, 10, 5, 6), False, 5, 0.75, False), ((2, 10, 5, 6), True, 5, 0.75, True),
+         ((1, 7, 3, 3), True, 4, 0.6, False), ((2, 5, 9), False, 3, 0.5, True)]
+for shape, cl, size, beta, relu in cases:
+    x, g = torch.randn(shape) * 5, torch.randn(shape)
+    if cl:
+        x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+    args = (size, 1e-2, beta, 2.0, relu)
+    y, y_ref = lrn_triton.forward(x, *args), _torch_forward(x, *args)
+    gx, gx_ref = lrn_triton.backward(g, x, *args), _torch_backward(g, x, *args)
+    assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-6), (shape, cl)
+    assert torch.allclose(gx, gx_ref, rtol=1e-5, atol=1e-6), (shape, cl)
+    assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+print("ok")
+"""
+
+
+def test_triton_kernels_match_the_reference_in_the_interpreter():
+    """The GPU's kernels (lrn_triton.py), run by Triton's CPU interpreter."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

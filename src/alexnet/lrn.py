@@ -32,7 +32,7 @@ from torch import nn
 from alexnet import native
 
 Formula = Literal["torch", "paper"]
-Implementation = Literal["auto", "torch", "native"]
+Implementation = Literal["auto", "torch", "native", "triton"]
 FORMULAS: tuple[str, ...] = ("torch", "paper")
 
 
@@ -104,21 +104,33 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def _torch_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+def _torch_forward(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, relu: bool = False
+) -> torch.Tensor:
     y = torch.empty_like(x)
     for block in _blocks(x):
         xb = _wide(x[block])
+        if relu:
+            xb = torch.relu(xb)
         d = _denominator(xb, size, alpha, k)
         y[block] = xb * _inverse_power(d, beta)
     return y
 
 
 def _torch_backward(
-    grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    relu: bool = False,
 ) -> torch.Tensor:
     grad_x = torch.empty_like(x)
     for block in _blocks(x):
         xb = _wide(x[block])
+        if relu:
+            xb = torch.relu(xb)
         g = _wide(grad[block])
         d = _denominator(xb, size, alpha, k)
         scale = _inverse_power(d, beta)
@@ -130,35 +142,57 @@ def _torch_backward(
         _window_sum_into(back, t, (size - 1) // 2, size // 2)
         back.mul_(xb).mul_(-2.0 * alpha * beta)
         back.addcmul_(g, scale)
+        if relu:  # ReLU's gradient, as torch's: none where the input was <= 0 (NaN passes)
+            back.masked_fill_(xb <= 0, 0.0)
         grad_x[block] = back
     return grad_x
 
 
-def _native_forward(
-    x: torch.Tensor, size: int, alpha: float, beta: float, k: float
-) -> torch.Tensor:
-    return torch.ops.alexnet_lrn.forward(x, size, alpha, beta, k)
+def _native_forward(x: torch.Tensor, *params) -> torch.Tensor:
+    return torch.ops.alexnet_lrn.forward(x, *params)
 
 
-def _native_backward(
-    grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float, k: float
-) -> torch.Tensor:
-    return torch.ops.alexnet_lrn.backward(grad, x, size, alpha, beta, k)
+def _native_backward(grad: torch.Tensor, x: torch.Tensor, *params) -> torch.Tensor:
+    return torch.ops.alexnet_lrn.backward(grad, x, *params)
+
+
+def _triton_forward(x: torch.Tensor, *params) -> torch.Tensor:
+    from alexnet import lrn_triton
+
+    return lrn_triton.forward(x, *params)
+
+
+def _triton_backward(grad: torch.Tensor, x: torch.Tensor, *params) -> torch.Tensor:
+    from alexnet import lrn_triton
+
+    return lrn_triton.backward(grad, x, *params)
 
 
 IMPLEMENTATIONS = {
     "torch": (_torch_forward, _torch_backward),
     "native": (_native_forward, _native_backward),
+    "triton": (_triton_forward, _triton_backward),  # the GPU's: lrn_triton.py
 }
 
 
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def pick_implementation(x: torch.Tensor, requested: Implementation = "auto") -> str:
-    """The compiled kernel for CPU tensors of float32, bfloat16 and float16 where it builds; the
-    PyTorch path elsewhere (float64, other devices, no compiler) and as the reference."""
+    """The compiled kernel for CPU tensors of float32, bfloat16 and float16 where it builds, the
+    Triton kernels for CUDA tensors where Triton is installed; the PyTorch path elsewhere
+    (float64, other devices, no compiler) and as the reference."""
     if requested == "native" and not native.load("lrn_cpu"):
         raise RuntimeError("the native LRN kernel is not available here (see the warning above)")
     if requested != "auto":
         return requested
+    if x.device.type == "cuda" and x.dtype != torch.float64 and _has_triton():
+        return "triton"
     native_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
     return "native" if native_ok and native.load("lrn_cpu") else "torch"
 
@@ -168,17 +202,18 @@ class _LRNFunction(torch.autograd.Function):
     than writing it to memory and reading it back."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, impl: str):
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, relu: bool,
+                impl: str):  # fmt: skip
         ctx.save_for_backward(x)
-        ctx.params = (size, alpha, beta, k)
+        ctx.params = (size, alpha, beta, k, relu)
         ctx.impl = impl
-        return IMPLEMENTATIONS[impl][0](x, size, alpha, beta, k)
+        return IMPLEMENTATIONS[impl][0](x, size, alpha, beta, k, relu)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
         grad_x = IMPLEMENTATIONS[ctx.impl][1](grad, x, *ctx.params)
-        return grad_x, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None
 
 
 def local_response_norm(
@@ -189,10 +224,12 @@ def local_response_norm(
     k: float = 1.0,
     formula: Formula = "torch",
     implementation: Implementation = "auto",
+    relu: bool = False,
 ) -> torch.Tensor:
     """Functional form of :class:`LocalResponseNorm`; input is (N, C, ...) of any memory format.
     ``implementation`` "auto" picks the compiled kernel where it applies (see
-    :func:`pick_implementation`); "torch" and "native" force one."""
+    :func:`pick_implementation`); the others force one. ``relu``: apply ReLU to ``x`` first,
+    inside the same pass (see :class:`LocalResponseNorm`)."""
     if x.dim() < 3:
         raise ValueError(
             f"local_response_norm expects (N, C, ...) with at least 3 dims, got shape {tuple(x.shape)}"
@@ -204,7 +241,7 @@ def local_response_norm(
         raise ValueError(f"unknown LRN implementation {implementation!r}; valid: auto, "
                          f"{', '.join(IMPLEMENTATIONS)}")  # fmt: skip
     impl = pick_implementation(x, implementation)
-    return _LRNFunction.apply(x, size, effective_alpha, beta, k, impl)
+    return _LRNFunction.apply(x, size, effective_alpha, beta, k, relu, impl)
 
 
 class LocalResponseNorm(nn.Module):
@@ -212,6 +249,11 @@ class LocalResponseNorm(nn.Module):
 
     Defaults follow torch (k=1, ``formula="torch"``, alpha divided by n); the paper's layer is
     ``LocalResponseNorm(5, 1e-4, 0.75, 2.0, formula="paper")``, which the networks use.
+
+    ``relu=True`` applies ReLU to the input first, in the same pass: the paper's order is conv,
+    ReLU, LRN, and a separate ReLU reads and writes the whole map once more forward and three
+    times more backward. The networks fuse it this way and keep a :class:`ReLUInLRN` marker in
+    the ReLU's place, so layer indices (and checkpoints) stay as they were.
     """
 
     def __init__(
@@ -222,6 +264,7 @@ class LocalResponseNorm(nn.Module):
         k: float = 1.0,
         formula: Formula = "torch",
         implementation: Implementation = "auto",
+        relu: bool = False,
     ) -> None:
         super().__init__()
         if size < 1:
@@ -229,15 +272,23 @@ class LocalResponseNorm(nn.Module):
         if formula not in FORMULAS:
             raise ValueError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
         self.size, self.alpha, self.beta, self.k, self.formula = size, alpha, beta, k, formula
-        self.implementation = implementation
+        self.implementation, self.relu = implementation, relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return local_response_norm(
-            x, self.size, self.alpha, self.beta, self.k, self.formula, self.implementation
-        )
+            x, self.size, self.alpha, self.beta, self.k, self.formula, self.implementation,
+            self.relu,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
             f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-            f"formula={self.formula!r}"
+            f"formula={self.formula!r}" + (", relu=True" if self.relu else "")
         )
+
+
+class ReLUInLRN(nn.Identity):
+    """Where the ReLU before an LRN stands; the LRN that follows applies it (``relu=True``)."""
+
+    def extra_repr(self) -> str:
+        return "applied by the next LocalResponseNorm"

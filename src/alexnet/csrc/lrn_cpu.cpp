@@ -26,6 +26,7 @@ constexpr int64_t TILE = 64;  // spatial positions per tile: 256 channels x 64 x
 struct Params {
   int64_t size, before, after;
   float alpha, beta, k;
+  bool relu;  // ReLU applied on the way in (and its mask on the gradient on the way out)
 };
 
 // s = d^-beta over n floats; one loop per exponent so that each one vectorises.
@@ -63,6 +64,9 @@ void window_sum_row(const float* in, float* out, int64_t n, int64_t size) {
     for (int64_t c = 0; c < n; ++c) out[c] += in[c + m];
 }
 
+// max(v, 0) where the ReLU before the LRN is fused into it; NaN stays NaN, as torch's relu.
+inline float relu_in(float v, bool relu) { return relu && v < 0.0f ? 0.0f : v; }
+
 // Per-thread scratch: x in float, the padded window input, the denominator and the scale.
 struct Scratch {
   std::vector<float> xf, pad, d, s, g;
@@ -81,7 +85,7 @@ void tile(const T* x, const T* grad, T* y, int64_t channels, int64_t w, int64_t 
   float* sq = t.pad.data() + p.before * w;  // rows [before, before + channels) of the padding
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t i = 0; i < w; ++i) {
-      const float v = static_cast<float>(x[c * cs + i * ps]);
+      const float v = relu_in(static_cast<float>(x[c * cs + i * ps]), p.relu);
       xf[c * w + i] = v;
       sq[c * w + i] = v * v;
     }
@@ -108,7 +112,8 @@ void tile(const T* x, const T* grad, T* y, int64_t channels, int64_t w, int64_t 
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t i = 0; i < w; ++i) {
       const int64_t j = c * w + i;
-      y[c * cs + i * ps] = static_cast<T>(g[j] * s[j] + scale * xf[j] * d[j]);
+      const float dx = g[j] * s[j] + scale * xf[j] * d[j];
+      y[c * cs + i * ps] = static_cast<T>(p.relu && xf[j] <= 0.0f ? 0.0f : dx);
     }
   if (p.after != p.before) {  // restore the forward padding for the next tile
     std::fill(t.pad.begin(), t.pad.end(), 0.0f);
@@ -128,7 +133,7 @@ void pixel_rows(const T* x, const T* grad, T* y, int64_t pixels, int64_t channel
     T* yr = y + q * channels;
     std::fill(pad, pad + channels + p.size - 1, 0.0f);
     for (int64_t c = 0; c < channels; ++c) {
-      xf[c] = static_cast<float>(xr[c]);
+      xf[c] = relu_in(static_cast<float>(xr[c]), p.relu);
       pad[p.before + c] = xf[c] * xf[c];
     }
     window_sum_row(pad, d, channels, p.size);
@@ -145,7 +150,10 @@ void pixel_rows(const T* x, const T* grad, T* y, int64_t pixels, int64_t channel
       pad[p.after + c] = g[c] * xf[c] * s[c] / d[c];
     }
     window_sum_row(pad, d, channels, p.size);
-    for (int64_t c = 0; c < channels; ++c) yr[c] = static_cast<T>(g[c] * s[c] + scale * xf[c] * d[c]);
+    for (int64_t c = 0; c < channels; ++c) {
+      const float dx = g[c] * s[c] + scale * xf[c] * d[c];
+      yr[c] = static_cast<T>(p.relu && xf[c] <= 0.0f ? 0.0f : dx);
+    }
   }
 }
 
@@ -187,10 +195,10 @@ void run(const at::Tensor& x, const at::Tensor* grad, at::Tensor& y, const Param
   });
 }
 
-Params params(int64_t size, double alpha, double beta, double k) {
+Params params(int64_t size, double alpha, double beta, double k, bool relu) {
   TORCH_CHECK(size >= 1, "LRN size must be >= 1, got ", size);
   return {size, size / 2, (size - 1) / 2, static_cast<float>(alpha), static_cast<float>(beta),
-          static_cast<float>(k)};
+          static_cast<float>(k), relu};
 }
 
 at::Tensor prepare(const at::Tensor& x) {
@@ -200,22 +208,23 @@ at::Tensor prepare(const at::Tensor& x) {
   return x.contiguous();
 }
 
-at::Tensor forward(const at::Tensor& input, int64_t size, double alpha, double beta, double k) {
+at::Tensor forward(const at::Tensor& input, int64_t size, double alpha, double beta, double k,
+                   bool relu) {
   const at::Tensor x = prepare(input);
   at::Tensor y = at::empty_like(x);
-  const Params p = params(size, alpha, beta, k);
+  const Params p = params(size, alpha, beta, k, relu);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "lrn_forward",
                                   [&] { run<scalar_t>(x, nullptr, y, p); });
   return y;
 }
 
 at::Tensor backward(const at::Tensor& grad_output, const at::Tensor& input, int64_t size,
-                    double alpha, double beta, double k) {
+                    double alpha, double beta, double k, bool relu) {
   const at::Tensor x = prepare(input);
   // The gradient is read in the input's layout, so both share one indexing.
   const at::Tensor g = grad_output.contiguous(x.suggest_memory_format());
   at::Tensor grad_input = at::empty_like(x);
-  const Params p = params(size, alpha, beta, k);
+  const Params p = params(size, alpha, beta, k, relu);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "lrn_backward",
                                   [&] { run<scalar_t>(x, &g, grad_input, p); });
   return grad_input;
@@ -224,8 +233,10 @@ at::Tensor backward(const at::Tensor& grad_output, const at::Tensor& input, int6
 }  // namespace
 
 TORCH_LIBRARY(alexnet_lrn, m) {
-  m.def("forward(Tensor x, int size, float alpha, float beta, float k) -> Tensor");
-  m.def("backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k) -> Tensor");
+  m.def("forward(Tensor x, int size, float alpha, float beta, float k, bool relu) -> Tensor");
+  m.def(
+      "backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k, bool relu) "
+      "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(alexnet_lrn, CPU, m) {

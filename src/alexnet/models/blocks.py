@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from alexnet.lrn import FORMULAS, LocalResponseNorm
+from alexnet.lrn import FORMULAS, LocalResponseNorm, ReLUInLRN
 from alexnet.settings import setting
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -65,8 +65,18 @@ class Blocks:
             return nn.ReLU(inplace=True)
         return ACTIVATIONS[self.o.activation]()
 
-    def norm(self) -> list[nn.Module]:
-        return [LocalResponseNorm(**LRN_PAPER, formula=self.o.lrn_formula)] if self.o.lrn else []
+    def norm(self, relu: bool = False) -> list[nn.Module]:
+        if not self.o.lrn:
+            return []
+        return [LocalResponseNorm(**LRN_PAPER, formula=self.o.lrn_formula, relu=relu)]
+
+    def act_before_norm(self) -> tuple[nn.Module, bool]:
+        """The activation of a row whose LRN follows it directly, and whether the LRN applies
+        it: ReLU goes into the LRN's pass (the same numbers, measured N% of a step faster for
+        the paper's network), any other activation stays a layer of its own."""
+        if self.o.lrn and self.o.activation == "relu":
+            return ReLUInLRN(), True
+        return self.act(), False
 
     def pool(self, padding: int = 0) -> nn.Module:
         kernel, stride = POOLINGS[self.o.pooling]
@@ -100,13 +110,14 @@ def feature_stack(rows: Sequence[Conv], blocks: Blocks, *, pool_before_norm: boo
             raise ValueError(f"widths: two towers need even widths into and out of conv2, conv4 and conv5, "
                              f"got {[r.width for r in rows]}")  # fmt: skip
     for row in rows:
-        layers += [blocks.conv(channels, row), blocks.act()]
+        if row.norm and not pool_before_norm:
+            act, fused = blocks.act_before_norm()
+        else:
+            act, fused = blocks.act(), False
+        layers += [blocks.conv(channels, row), act]
         after = [] if row.pool is None else [blocks.pool(row.pool)]
-        layers += (
-            after + (blocks.norm() if row.norm else [])
-            if pool_before_norm
-            else ((blocks.norm() if row.norm else []) + after)
-        )
+        norm = blocks.norm(relu=fused) if row.norm else []
+        layers += after + norm if pool_before_norm else norm + after
         channels = row.width
     return nn.Sequential(*layers)
 
