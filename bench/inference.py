@@ -8,9 +8,8 @@ Cases, each in its own process, taking turns in rounds (see machine.in_processes
   ``model.eval()`` under ``torch.no_grad()``.
 * ``alexnet``: the package's path (inference.py) with the runtime's automatic choices.
 * ``torchvision <precision> <layout>``: torchvision's alexnet at 224x224 under
-  ``torch.inference_mode()``, in bfloat16 with bfloat16 weights where the CPU has fast
-  bfloat16, float32 otherwise, NCHW and channels_last, freed memory kept; its best is the
-  baseline.
+  ``torch.inference_mode()``, float32 and (where the CPU has fast bfloat16) bfloat16 with
+  bfloat16 weights, NCHW and channels_last; its best is the baseline.
 
 Throughput is at ``--batch`` images per call; latency is one image per call, many calls, and
 reports the median and the 95th percentile. Loading the network (reading the weights file,
@@ -36,12 +35,9 @@ TARGET = 3.0
 def plain_case(model, size: int, batch: int, amp=None, channels_last: bool = False):
     import torch
 
-    from alexnet.runtime import keep_freed_memory
-
     x = torch.randn(batch, 3, size, size)
     model.eval()
     if amp is not None:  # what a careful user of plain PyTorch does: weights cast once
-        keep_freed_memory()
         model, x = model.to(amp), x.to(amp)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -94,6 +94,7 @@ class TrainSettings:
     channels_last: bool | str = setting("auto", choices=("auto", True, False))
     compile: bool = setting(False)
     allocator: str = setting("auto", choices=("auto", "system"))  # see runtime.keep_freed_memory
+    grad_compression: str = setting("none", choices=("none", "bf16"))  # DDP: see train.wrap
     threads: int = setting(0, min=0, max=256)  # 0: the cores it may use, shared among ranks
     deterministic: bool = setting(False)
     checkpoint_every: int = setting(0, min=0)  # steps; 0: at the end of each epoch only

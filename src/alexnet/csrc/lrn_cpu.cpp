@@ -17,6 +17,8 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -29,11 +31,56 @@ struct Params {
   bool relu;  // ReLU applied on the way in (and its mask on the gradient on the way out)
 };
 
-// s = d^-beta over n floats; one loop per exponent so that each one vectorises.
-// d^-3/4 = 1 / sqrt(d * sqrt(d)): two vector square roots and a divide, against exp/log.
-void inverse_power(const float* d, float* s, int64_t n, float beta) {
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+// 1/sqrt(x) from the hardware's estimate refined by one Newton step, y (1.5 - 0.5 x y^2):
+// 14 (AVX-512) or 12 (AVX2) bits become about 23. Square roots and divisions are the slow
+// vector instructions (on Zen 4, each of the three per element cost as much as the rest of
+// the forward pass); estimates and multiplies are not.
+#if defined(__AVX512F__)
+constexpr int64_t LANES = 16;
+using vec = __m512;
+inline vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
+inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+inline vec rsqrt(vec x) {
+  const vec y = _mm512_rsqrt14_ps(x);
+  const vec t = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_mul_ps(y, y));
+  return _mm512_mul_ps(y, _mm512_sub_ps(_mm512_set1_ps(1.5f), t));
+}
+#elif defined(__AVX2__)
+constexpr int64_t LANES = 8;
+using vec = __m256;
+inline vec load(const float* p) { return _mm256_loadu_ps(p); }
+inline void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
+inline vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+inline vec rsqrt(vec x) {
+  const vec y = _mm256_rsqrt_ps(x);
+  const vec t = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), _mm256_mul_ps(y, y));
+  return _mm256_mul_ps(y, _mm256_sub_ps(_mm256_set1_ps(1.5f), t));
+}
+#else
+constexpr int64_t LANES = 0;  // no vector estimate: the exact loops below do all the work
+#endif
+
+// s = d^-beta and, where sd is given, sd = s / d; one loop per exponent so that each
+// vectorises. The paper's 3/4 with r = d^-1/2: s = r^2 / sqrt(r) = r r rsqrt(r), sd = s r r,
+// so no square root, no division, and no intermediate above d (d^1.5 would overflow first).
+void inverse_power(const float* d, float* s, float* sd, int64_t n, float beta) {
+  int64_t vectors_end = 0;  // [0, vectors_end) done by the vector loop, sd included
   if (beta == 0.75f) {
-    for (int64_t i = 0; i < n; ++i) s[i] = 1.0f / std::sqrt(d[i] * std::sqrt(d[i]));
+#if defined(__AVX512F__) || defined(__AVX2__)
+    for (; vectors_end + LANES <= n; vectors_end += LANES) {
+      const vec r = rsqrt(load(d + vectors_end));
+      const vec r2 = mul(r, r);
+      const vec v = mul(r2, rsqrt(r));
+      store(s + vectors_end, v);
+      if (sd) store(sd + vectors_end, mul(v, r2));
+    }
+#endif
+    for (int64_t i = vectors_end; i < n; ++i) s[i] = 1.0f / std::sqrt(d[i] * std::sqrt(d[i]));
   } else if (beta == 0.5f) {
     for (int64_t i = 0; i < n; ++i) s[i] = 1.0f / std::sqrt(d[i]);
   } else if (beta == 1.0f) {
@@ -41,27 +88,62 @@ void inverse_power(const float* d, float* s, int64_t n, float beta) {
   } else {
     for (int64_t i = 0; i < n; ++i) s[i] = std::exp(-beta * std::log(d[i]));
   }
+  if (sd)
+    for (int64_t i = vectors_end; i < n; ++i) sd[i] = s[i] / d[i];
 }
 
-// out[r * w + i] = sum_{m < size} in[(r + m) * w + i] for rows r < rows; `in` is padded with
-// zero rows, so the window needs no bounds checks and the loop over i vectorises.
-void window_sum(const float* in, float* out, int64_t rows, int64_t w, int64_t size) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* o = out + r * w;
-    const float* a = in + r * w;
-    for (int64_t i = 0; i < w; ++i) o[i] = a[i];
-    for (int64_t m = 1; m < size; ++m) {
-      const float* b = in + (r + m) * w;
-      for (int64_t i = 0; i < w; ++i) o[i] += b[i];
-    }
+// out[j] = k + alpha * sum_{m < size} in[j + m * stride] for j < n. `in` is padded with zeros,
+// so the window needs no bounds checks; stride is 1 along a channels-last pixel's channels
+// and the tile width across an NCHW tile's rows. With the window size known at compile time
+// the sum stays in a register and the loop over j vectorises: one pass instead of the size
+// passes of adding shifted copies (measured 1.4x faster forward for conv1 on Zen 4).
+template <int SIZE>
+void window_fixed(const float* in, float* out, int64_t n, int64_t stride, float k, float alpha) {
+  for (int64_t j = 0; j < n; ++j) {
+    float acc = in[j];
+    for (int m = 1; m < SIZE; ++m) acc += in[j + m * stride];
+    out[j] = k + alpha * acc;
   }
 }
 
-// out[c] = sum_{m < size} in[c + m] for c < n: the same window along one padded row.
-void window_sum_row(const float* in, float* out, int64_t n, int64_t size) {
-  for (int64_t c = 0; c < n; ++c) out[c] = in[c];
-  for (int64_t m = 1; m < size; ++m)
-    for (int64_t c = 0; c < n; ++c) out[c] += in[c + m];
+void window(const float* in, float* out, int64_t n, int64_t stride, int64_t size, float k,
+            float alpha) {
+  switch (size) {
+    case 3: return window_fixed<3>(in, out, n, stride, k, alpha);
+    case 5: return window_fixed<5>(in, out, n, stride, k, alpha);
+    case 7: return window_fixed<7>(in, out, n, stride, k, alpha);
+    default:
+      for (int64_t j = 0; j < n; ++j) {
+        float acc = in[j];
+        for (int64_t m = 1; m < size; ++m) acc += in[j + m * stride];
+        out[j] = k + alpha * acc;
+      }
+  }
+}
+
+// bfloat16 to and from float by bit operations that vectorise (c10's conversions are scalar
+// here and cost more than the normalisation itself); rounding to nearest even and NaN as
+// c10::BFloat16 does them, so the results are the same bits.
+inline float to_float(float v) { return v; }
+inline float to_float(c10::Half v) { return static_cast<float>(v); }
+inline float to_float(c10::BFloat16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <typename T>
+inline T from_float(float f) {
+  return static_cast<T>(f);
+}
+template <>
+inline c10::BFloat16 from_float<c10::BFloat16>(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) rounded = 0x7FC0u;  // NaN
+  return c10::BFloat16(static_cast<uint16_t>(rounded), c10::BFloat16::from_bits());
 }
 
 // max(v, 0) where the ReLU before the LRN is fused into it; NaN stays NaN, as torch's relu.
@@ -69,10 +151,10 @@ inline float relu_in(float v, bool relu) { return relu && v < 0.0f ? 0.0f : v; }
 
 // Per-thread scratch: x in float, the padded window input, the denominator and the scale.
 struct Scratch {
-  std::vector<float> xf, pad, d, s, g;
+  std::vector<float> xf, pad, d, s, sd, g;
   Scratch(int64_t channels, int64_t w, int64_t size)
       : xf(channels * w), pad((channels + size - 1) * w, 0.0f), d(channels * w),
-        s(channels * w), g(channels * w) {}
+        s(channels * w), sd(channels * w), g(channels * w) {}
 };
 
 // One tile: `rows` channels of `w` values each, channel c of position i at c * cs + i * ps.
@@ -82,38 +164,38 @@ void tile(const T* x, const T* grad, T* y, int64_t channels, int64_t w, int64_t 
           const Params& p, Scratch& t) {
   const int64_t n = channels * w;
   float *xf = t.xf.data(), *d = t.d.data(), *s = t.s.data(), *g = t.g.data();
+  float* sd = grad ? t.sd.data() : nullptr;  // s / d, which only backward needs
   float* sq = t.pad.data() + p.before * w;  // rows [before, before + channels) of the padding
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t i = 0; i < w; ++i) {
-      const float v = relu_in(static_cast<float>(x[c * cs + i * ps]), p.relu);
+      const float v = relu_in(to_float(x[c * cs + i * ps]), p.relu);
       xf[c * w + i] = v;
       sq[c * w + i] = v * v;
     }
-  window_sum(t.pad.data(), d, channels, w, p.size);
-  for (int64_t i = 0; i < n; ++i) d[i] = p.k + p.alpha * d[i];
-  inverse_power(d, s, n, p.beta);
+  window(t.pad.data(), d, n, w, p.size, p.k, p.alpha);
+  inverse_power(d, s, sd, n, p.beta);
   if (grad == nullptr) {
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t i = 0; i < w; ++i) y[c * cs + i * ps] = static_cast<T>(xf[c * w + i] * s[c * w + i]);
+      for (int64_t i = 0; i < w; ++i) y[c * cs + i * ps] = from_float<T>(xf[c * w + i] * s[c * w + i]);
     return;
   }
   // dy[c]/dx[j] = s[c] [c == j] - 2 alpha beta x[c] x[j] s[c] / d[c] for j in window(c); the
   // sum over c is a sum over the mirrored window, so t[c] = g x s / d goes in padded by `after`.
   for (int64_t c = 0; c < channels; ++c)
-    for (int64_t i = 0; i < w; ++i) g[c * w + i] = static_cast<float>(grad[c * cs + i * ps]);
+    for (int64_t i = 0; i < w; ++i) g[c * w + i] = to_float(grad[c * cs + i * ps]);
   float* back_in = t.pad.data() + p.after * w;
   if (p.after != p.before) {  // re-zero the rows the shifted copy leaves uncovered
     std::fill(t.pad.begin(), t.pad.begin() + p.after * w, 0.0f);
     std::fill(t.pad.begin() + (p.after + channels) * w, t.pad.end(), 0.0f);
   }
-  for (int64_t i = 0; i < n; ++i) back_in[i] = g[i] * xf[i] * s[i] / d[i];
-  window_sum(t.pad.data(), d, channels, w, p.size);  // d now holds the mirrored window sums
+  for (int64_t i = 0; i < n; ++i) back_in[i] = g[i] * xf[i] * sd[i];
+  window(t.pad.data(), d, n, w, p.size, 0.0f, 1.0f);  // d now holds the mirrored window sums
   const float scale = -2.0f * p.alpha * p.beta;
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t i = 0; i < w; ++i) {
       const int64_t j = c * w + i;
       const float dx = g[j] * s[j] + scale * xf[j] * d[j];
-      y[c * cs + i * ps] = static_cast<T>(p.relu && xf[j] <= 0.0f ? 0.0f : dx);
+      y[c * cs + i * ps] = from_float<T>(p.relu && xf[j] <= 0.0f ? 0.0f : dx);
     }
   if (p.after != p.before) {  // restore the forward padding for the next tile
     std::fill(t.pad.begin(), t.pad.end(), 0.0f);
@@ -126,6 +208,7 @@ template <typename T>
 void pixel_rows(const T* x, const T* grad, T* y, int64_t pixels, int64_t channels,
                 const Params& p, Scratch& t) {
   float *xf = t.xf.data(), *d = t.d.data(), *s = t.s.data(), *g = t.g.data();
+  float* sd = grad ? t.sd.data() : nullptr;  // s / d, which only backward needs
   float* pad = t.pad.data();  // channels + size - 1 floats, zero outside the row
   const float scale = -2.0f * p.alpha * p.beta;
   for (int64_t q = 0; q < pixels; ++q) {
@@ -133,26 +216,25 @@ void pixel_rows(const T* x, const T* grad, T* y, int64_t pixels, int64_t channel
     T* yr = y + q * channels;
     std::fill(pad, pad + channels + p.size - 1, 0.0f);
     for (int64_t c = 0; c < channels; ++c) {
-      xf[c] = relu_in(static_cast<float>(xr[c]), p.relu);
+      xf[c] = relu_in(to_float(xr[c]), p.relu);
       pad[p.before + c] = xf[c] * xf[c];
     }
-    window_sum_row(pad, d, channels, p.size);
-    for (int64_t c = 0; c < channels; ++c) d[c] = p.k + p.alpha * d[c];
-    inverse_power(d, s, channels, p.beta);
+    window(pad, d, channels, 1, p.size, p.k, p.alpha);
+    inverse_power(d, s, sd, channels, p.beta);
     if (grad == nullptr) {
-      for (int64_t c = 0; c < channels; ++c) yr[c] = static_cast<T>(xf[c] * s[c]);
+      for (int64_t c = 0; c < channels; ++c) yr[c] = from_float<T>(xf[c] * s[c]);
       continue;
     }
     const T* gr = grad + q * channels;
     std::fill(pad, pad + channels + p.size - 1, 0.0f);
     for (int64_t c = 0; c < channels; ++c) {
-      g[c] = static_cast<float>(gr[c]);
-      pad[p.after + c] = g[c] * xf[c] * s[c] / d[c];
+      g[c] = to_float(gr[c]);
+      pad[p.after + c] = g[c] * xf[c] * sd[c];
     }
-    window_sum_row(pad, d, channels, p.size);
+    window(pad, d, channels, 1, p.size, 0.0f, 1.0f);
     for (int64_t c = 0; c < channels; ++c) {
       const float dx = g[c] * s[c] + scale * xf[c] * d[c];
-      yr[c] = static_cast<T>(p.relu && xf[c] <= 0.0f ? 0.0f : dx);
+      yr[c] = from_float<T>(p.relu && xf[c] <= 0.0f ? 0.0f : dx);
     }
   }
 }

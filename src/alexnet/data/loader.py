@@ -71,6 +71,14 @@ class BatchLoader:
         n = len(self.sampler)
         return n // self.local_batch if self.train else -(-n // self.local_batch)
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the run's device. For CUDA through pinned (page-locked) memory, so that the
+        copy is asynchronous: without it ``non_blocking`` copies from pageable memory wait for
+        the transfer, and the GPU idles while the CPU gathers the next batch."""
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
     def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield (images, labels, valid) from batch ``start`` on; ``valid`` masks repeats."""
         indices = torch.tensor(list(iter(self.sampler)), dtype=torch.int64)
@@ -78,8 +86,10 @@ class BatchLoader:
         for b in range(start, len(self)):
             chosen = indices[b * self.local_batch : (b + 1) * self.local_batch]
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
-            images = self.data.images[chosen].to(self.device, non_blocking=True)
-            labels = self.data.labels[chosen].to(self.device, non_blocking=True)
+            images, labels = (
+                self.to_device(self.data.images[chosen]),
+                self.to_device(self.data.labels[chosen]),
+            )
             if self.augment is not None:
                 g = torch.Generator(device="cpu")
                 g.manual_seed(

@@ -1,0 +1,75 @@
+"""The CUDA paths: the Triton LRN kernels on a GPU, a bfloat16 channels_last training step,
+pinned-memory batches and the runtime's choices. Skipped without a GPU; bench/gpu.sh runs
+them on one. (Apple's MPS device is not tested: no such machine is at hand.)"""
+
+import pytest
+import torch
+
+from alexnet.lrn import LocalResponseNorm, pick_implementation
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here"),
+]
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_triton_lrn_matches_the_reference_on_the_gpu(dtype, channels_last, relu):
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(8, 96, 27, 27) * 4).to(dtype).contiguous(memory_format=fmt)
+    grad = torch.randn(8, 96, 27, 27).to(dtype).contiguous(memory_format=fmt)
+    out = {}
+    for impl, device in (("triton", "cuda"), ("torch", "cpu")):
+        leaf = x.to(device).requires_grad_()
+        y = LocalResponseNorm(5, 1e-4, 0.75, 2.0, "paper", impl, relu)(leaf)
+        y.backward(grad.to(device))
+        out[impl] = (y.detach().cpu(), leaf.grad.cpu())
+    assert pick_implementation(x.cuda()) == "triton"
+    tol = 1e-5 if dtype == torch.float32 else 2**-7
+    assert rel_err(out["triton"][0], out["torch"][0]) < tol
+    assert rel_err(out["triton"][1], out["torch"][1]) < 2 * tol
+    assert out["triton"][0].is_contiguous(memory_format=fmt)
+
+
+def test_a_bf16_channels_last_training_step_learns():
+    from alexnet.models import build_model
+    from alexnet.runtime import autocast, pick_precision
+
+    device = torch.device("cuda")
+    amp = pick_precision("auto", device)
+    assert amp == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    torch.manual_seed(0)
+    model = build_model("alexnet", num_classes=10).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)
+    x = torch.randn(16, 3, 227, 227, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (16,), device=device)
+    losses = []
+    for _ in range(8):
+        with autocast(device, amp):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_batches_arrive_on_the_gpu_through_pinned_memory():
+    from alexnet.data.imageset import ImageSet
+    from alexnet.data.loader import BatchLoader
+
+    images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8)
+    data = ImageSet(images, torch.arange(32) % 4, ["a", "b", "c", "d"])
+    loader = BatchLoader(data, 8, torch.zeros(3), torch.ones(3), train=True, device="cuda",
+                         channels_last=True)  # fmt: skip
+    x, y, valid = next(iter(loader))
+    assert x.is_cuda and y.is_cuda and valid.is_cuda
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert loader.to_device(torch.zeros(2)).is_cuda
