@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe, hold_to_avx2, in_processes, machine, write
+from machine import in_processes, speed_arguments, write
 from throughput import plain_alexnet
 
 TARGET = 3.0
@@ -94,17 +94,9 @@ def build_case(name: str, batch: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--latency-calls", type=int, default=40)
-    parser.add_argument("--isa", choices=("native", "avx2"), default="native")
-    args = parser.parse_args()
-    if args.isa == "avx2":
-        hold_to_avx2()
-    m = machine()
-    print(describe(m))
-    precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]
-    tv = [f"torchvision {p} {lay}" for p in precisions for lay in ("nchw", "channels_last")]
+    setup = speed_arguments(parser)
+    args, tv = setup["args"], setup["torchvision"]
     names = ["plain", "alexnet", *tv]
     print(f"throughput, batch {args.batch}:")
     cases = in_processes("inference", names, {"batch": args.batch}, args.rounds, 1)
@@ -125,6 +117,7 @@ def main() -> None:
         lat = latency.get(n, {})
         print(f"{n:32s} {c['setting'][:56]:56s} {rate[n]:7.1f} "
               f"{lat.get('p50_ms', float('nan')):7.1f} {lat.get('p95_ms', float('nan')):7.1f}")  # fmt: skip
+    print(f"\nalexnet: {cases['alexnet']['setting']}")
     ratios = {"alexnet / plain": rate["alexnet"] / rate["plain"],
               "alexnet / torchvision best": rate["alexnet"] / rate[best_tv]}  # fmt: skip
     print(f"\nalexnet / plain             {ratios['alexnet / plain']:5.2f}x  (target >= {TARGET}x)")

@@ -46,6 +46,24 @@ def hold_to_avx2() -> None:
     os.environ.update(AVX2_ONLY)
 
 
+def speed_arguments(parser) -> dict:
+    """The options every speed benchmark shares, parsed; ``--isa avx2`` applied, the machine
+    printed. Returns the parsed arguments with the machine and the precisions worth trying."""
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU")  # fmt: skip
+    args = parser.parse_args()
+    if args.isa == "avx2":
+        hold_to_avx2()
+    m = machine()
+    print(describe(m))
+    precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]
+    return {"args": args, "machine": m, "precisions": precisions,
+            "torchvision": [f"torchvision {p} {lay}" for p in precisions
+                            for lay in ("nchw", "channels_last")]}  # fmt: skip
+
+
 def cpu_kind() -> str:
     """A short name for the kind of CPU: vendor and the widest fast path it has, and
     ``-as-avx2`` where :func:`hold_to_avx2` holds it to AVX2."""

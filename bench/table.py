@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,9 +46,11 @@ def _throughput(r: dict) -> tuple[str, str, bool | None]:
 
 def _inference(r: dict) -> tuple[str, str, bool | None]:
     q, lat = r["ratios"], r["latency"]["alexnet"]
+    loading = re.search(r"loading ([0-9.]+) s", r["cases"]["alexnet"]["setting"])
     text = (f"{r['cases']['alexnet']['images_per_s']:.0f} img/s: {q['alexnet / plain']:.2f}x "
             f"plain, {q['alexnet / torchvision best']:.2f}x torchvision best; one image p50 "
-            f"{lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms")  # fmt: skip
+            f"{lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms"
+            + (f", loading the network {loading[1]} s" if loading else ""))  # fmt: skip
     target = r["targets"]["alexnet / plain"]
     return text, f">= {target}x plain", q["alexnet / plain"] >= target
 
@@ -61,9 +64,19 @@ def _accuracy(r: dict) -> tuple[str, str, bool | None]:
     return text, goal, r["met"]
 
 
+def _ddp(r: dict) -> tuple[str, str, bool | None]:
+    t = r["seconds"]
+    parts = []
+    for c in ("fp32", "bf16"):
+        step, compute, reduce = t[f"{c} step"], t[f"{c} compute"], t[f"{c} all-reduce"]
+        parts.append(f"{c} gradients: step {1e3 * step:.0f} ms = compute {1e3 * compute:.0f} + "
+                     f"{1e3 * (step - compute):.0f} ms waiting (all-reduce alone {1e3 * reduce:.0f} ms)")  # fmt: skip
+    return "2 processes, " + "; ".join(parts), "", None
+
+
 SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
     "lrn": _lrn, "throughput": _throughput, "inference": _inference,
-    "fashion_mnist": _accuracy, "cifar10": _accuracy,
+    "fashion_mnist": _accuracy, "cifar10": _accuracy, "ddp": _ddp,
 }  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from machine import describe, hold_to_avx2, in_processes, machine, write
+from machine import in_processes, speed_arguments, write
 
 TARGET_PLAIN = {False: 2.5, True: 3.5}  # without / with fast bfloat16
 LRN_SHARE_TARGET = 0.10
@@ -120,19 +120,10 @@ def build_case(name: str, batch: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2, help="steps per case per round")
-    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
-                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU")  # fmt: skip
-    args = parser.parse_args()
-    if args.isa == "avx2":
-        hold_to_avx2()
-    m = machine()
-    print(describe(m))
-    precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]
-    tv = [f"torchvision {p} {lay}" for p in precisions for lay in ("nchw", "channels_last")]
-    kept = [f"torchvision {p} channels_last kept" for p in precisions]
+    setup = speed_arguments(parser)
+    args, m, tv = setup["args"], setup["machine"], setup["torchvision"]
+    kept = [f"torchvision {p} channels_last kept" for p in setup["precisions"]]
     cases = in_processes("throughput", ["plain", "alexnet", "alexnet lrn=false", *tv, *kept],
                          {"batch": args.batch}, args.rounds, args.steps)  # fmt: skip
     for c in cases.values():

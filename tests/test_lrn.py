@@ -286,3 +286,15 @@ def test_triton_kernels_match_the_reference_in_the_interpreter():
     proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_under_torch_compile_the_same_numbers():
+    """torch.compile traces around the kernel choice and keeps the native ops (their fake
+    kernels give the output's shape and layout), forward and backward."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 16, 6, 6) * 3).contiguous(memory_format=torch.channels_last)
+    layer = LocalResponseNorm(5, 1e-2, 0.75, 2.0, relu=True)
+    y, gx = forward_backward(layer, x, torch.ones_like(x))
+    y_c, gx_c = forward_backward(torch.compile(layer), x, torch.ones_like(x))
+    assert torch.allclose(y, y_c, rtol=1e-6) and torch.allclose(gx, gx_c, rtol=1e-6, atol=1e-7)
+    assert y_c.is_contiguous(memory_format=torch.channels_last)

@@ -183,18 +183,42 @@ def _has_triton() -> bool:
     return True
 
 
+def _fake(x: torch.Tensor, *_params) -> torch.Tensor:
+    """The shape and layout the native ops return, for tracing (torch.compile, export)."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.empty_like(
+        x, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+
+
+def _fake_backward(grad: torch.Tensor, x: torch.Tensor, *_params) -> torch.Tensor:
+    return _fake(x)
+
+
+def _native_available() -> bool:
+    if not native.load("lrn_cpu"):
+        return False
+    if not getattr(_native_available, "registered", False):
+        torch.library.register_fake("alexnet_lrn::forward", _fake)
+        torch.library.register_fake("alexnet_lrn::backward", _fake_backward)
+        _native_available.registered = True  # type: ignore[attr-defined]
+    return True
+
+
+# Decided outside any compiled graph: building or loading a library is no graph operation.
+@torch.compiler.disable
 def pick_implementation(x: torch.Tensor, requested: Implementation = "auto") -> str:
     """The compiled kernel for CPU tensors of float32, bfloat16 and float16 where it builds, the
     Triton kernels for CUDA tensors where Triton is installed; the PyTorch path elsewhere
     (float64, other devices, no compiler) and as the reference."""
-    if requested == "native" and not native.load("lrn_cpu"):
+    if requested == "native" and not _native_available():
         raise RuntimeError("the native LRN kernel is not available here (see the warning above)")
     if requested != "auto":
         return requested
     if x.device.type == "cuda" and x.dtype != torch.float64 and _has_triton():
         return "triton"
     native_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    return "native" if native_ok and native.load("lrn_cpu") else "torch"
+    return "native" if native_ok and _native_available() else "torch"
 
 
 class _LRNFunction(torch.autograd.Function):

@@ -38,6 +38,17 @@ def _window(x_ptr, base, c, p, C, cs, ps, mask_p, SIZE: tl.constexpr, LOW: tl.co
 
 
 @triton.jit
+def _tile(C, S, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """This program's positions p (a row) and channels c (a column) of sample n, the sample's
+    offset, and the masks of positions and of elements inside the tensor."""
+    n = tl.program_id(0)
+    p = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)[None, :]
+    c = tl.arange(0, BLOCK_C)[:, None]
+    mask_p = p < S
+    return p, c, n.to(tl.int64) * C * S, mask_p, (c < C) & mask_p
+
+
+@triton.jit
 def _scale(d, beta, BETA_075: tl.constexpr):
     """d ** -beta; the paper's 0.75 as 1 / sqrt(d * sqrt(d))."""
     if BETA_075:
@@ -49,12 +60,7 @@ def _scale(d, beta, BETA_075: tl.constexpr):
 def _forward_kernel(x_ptr, y_ptr, C, S, cs, ps, alpha, beta, k, SIZE: tl.constexpr,
                     BEFORE: tl.constexpr, BETA_075: tl.constexpr, RELU: tl.constexpr, BLOCK_C: tl.constexpr,
                     BLOCK_S: tl.constexpr):  # fmt: skip
-    n = tl.program_id(0)
-    p = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)[None, :]
-    c = tl.arange(0, BLOCK_C)[:, None]
-    base = n.to(tl.int64) * C * S
-    mask_p = p < S
-    mask = (c < C) & mask_p
+    p, c, base, mask_p, mask = _tile(C, S, BLOCK_C, BLOCK_S)
     d = k + alpha * _window(
         x_ptr, base, c, p, C, cs, ps, mask_p, SIZE, BEFORE, True, RELU, BLOCK_C, BLOCK_S
     )
@@ -69,12 +75,7 @@ def _forward_kernel(x_ptr, y_ptr, C, S, cs, ps, alpha, beta, k, SIZE: tl.constex
 def _backward_t_kernel(x_ptr, g_ptr, t_ptr, C, S, cs, ps, alpha, beta, k, SIZE: tl.constexpr,
                        BEFORE: tl.constexpr, BETA_075: tl.constexpr, RELU: tl.constexpr, BLOCK_C: tl.constexpr,
                        BLOCK_S: tl.constexpr):  # fmt: skip
-    n = tl.program_id(0)
-    p = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)[None, :]
-    c = tl.arange(0, BLOCK_C)[:, None]
-    base = n.to(tl.int64) * C * S
-    mask_p = p < S
-    mask = (c < C) & mask_p
+    p, c, base, mask_p, mask = _tile(C, S, BLOCK_C, BLOCK_S)
     d = k + alpha * _window(
         x_ptr, base, c, p, C, cs, ps, mask_p, SIZE, BEFORE, True, RELU, BLOCK_C, BLOCK_S
     )
@@ -90,12 +91,7 @@ def _backward_t_kernel(x_ptr, g_ptr, t_ptr, C, S, cs, ps, alpha, beta, k, SIZE: 
 def _backward_dx_kernel(x_ptr, g_ptr, t_ptr, dx_ptr, C, S, cs, ps, alpha, beta, k,
                         SIZE: tl.constexpr, BEFORE: tl.constexpr, AFTER: tl.constexpr,
                         BETA_075: tl.constexpr, RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):  # fmt: skip
-    n = tl.program_id(0)
-    p = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)[None, :]
-    c = tl.arange(0, BLOCK_C)[:, None]
-    base = n.to(tl.int64) * C * S
-    mask_p = p < S
-    mask = (c < C) & mask_p
+    p, c, base, mask_p, mask = _tile(C, S, BLOCK_C, BLOCK_S)
     d = k + alpha * _window(
         x_ptr, base, c, p, C, cs, ps, mask_p, SIZE, BEFORE, True, RELU, BLOCK_C, BLOCK_S
     )

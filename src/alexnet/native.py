@@ -67,11 +67,11 @@ def load(name: str) -> bool:
     ).hexdigest()[:12]
     build = Path(os.environ.get("ALEXNET_NATIVE_DIR") or cache_dir() / "native") / f"{name}-{key}"
     try:
+        # Its warning on import ("No CUDA runtime is found") is about CUDA builds, not this one.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils import cpp_extension
 
         build.mkdir(parents=True, exist_ok=True)
-        # Its one warning ("No CUDA runtime is found") is about CUDA builds, not this one.
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         # -fopenmp makes at::parallel_for use torch's OpenMP threads (the library it links,
         # libgomp.so.1, is the one torch has already loaded); -march=native lets the float
         # loops use the widest vectors this CPU has (AVX-512 where present, else AVX2).

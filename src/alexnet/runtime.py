@@ -49,9 +49,14 @@ def init_distributed() -> tuple[int, int, int]:
 
 
 def pick_device(local_rank: int) -> torch.device:
+    """CUDA where present (one GPU per local rank), else Apple's MPS, else the CPU. The MPS path
+    runs in float32 with the PyTorch LRN; no Apple machine was at hand to test it."""
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
     return torch.device("cpu")
 
 
@@ -77,6 +82,8 @@ def pick_precision(setting: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return None  # MPS: float32, the one precision every op there supports
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
