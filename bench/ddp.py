@@ -1,8 +1,8 @@
 """How a data-parallel step of the paper's network splits into computation and all-reduce,
 measured on two CPU processes (gloo), with the gradients sent in float32 and in bfloat16.
 
-Each of two processes runs one thread on its own core with half of the global batch. Per
-step it measures:
+Each of two processes runs one thread (the machine's two cores between them; no affinity is
+set) with half of the global batch. Per step it measures:
 * ``compute``: forward and backward with DDP's communication switched off (``no_sync``);
 * ``step``: the real DDP step (the all-reduce overlaps the backward pass bucket by bucket);
 * ``all-reduce``: all 61 million gradients all-reduced alone, as one flat tensor.

@@ -36,6 +36,8 @@ def _throughput(r: dict) -> tuple[str, str, bool | None]:
             f"{q['alexnet / torchvision best']:.2f}x torchvision best"
             + (f" ({q['alexnet / torchvision best, memory kept']:.2f}x with its freed memory kept)"
                if "alexnet / torchvision best, memory kept" in q else "")
+            + (f", {q['freed memory kept / malloc as is']:.2f}x from keeping freed memory"
+               if "freed memory kept / malloc as is" in q else "")
             + ", LRN "
             f"{100 * q['lrn share of a step']:.0f}% of a step")  # fmt: skip
     goal = f">= {t['alexnet / plain']}x, >= 1x, <= {100 * t['lrn share of a step']:.0f}%"

@@ -8,6 +8,8 @@ Cases (batch 64 by default, synthetic data, full steps: forward, loss, backward,
 * ``alexnet``: the same network as ``alexnet train`` runs it by default: the runtime, network,
   optimiser and step of the training loop itself, with every choice left on "auto".
 * ``alexnet lrn=false``: the same without LRN, so that LRN's share of a step is visible.
+* ``alexnet allocator=system``: the same with malloc left as it is (``train.allocator``), so
+  that the effect of keeping freed memory is measured on this network.
 * ``torchvision <precision> <layout>``: torchvision's alexnet (one tower, no LRN, 224x224) in
   each setting a user could pick: float32 and (where the CPU has fast bfloat16) bfloat16,
   NCHW and channels_last. Its best is the baseline the target is set on.
@@ -35,17 +37,21 @@ LRN_SHARE_TARGET = 0.10
 
 
 def plain_alexnet():
-    """The paper's network with torch's own LRN in place of this package's: k=2, n=5, and
-    torch divides alpha by n, so the paper's alpha=1e-4 is passed as 5e-4."""
+    """The paper's network with torch's own layers in place of this package's: a ReLU layer
+    where the package fuses it into the LRN, and ``torch.nn.LocalResponseNorm`` with k=2, n=5
+    (torch divides alpha by n, so the paper's alpha=1e-4 is passed as 5e-4)."""
     from torch import nn
 
-    from alexnet.lrn import LocalResponseNorm
+    from alexnet.lrn import LocalResponseNorm, ReLUInLRN
     from alexnet.models import build_model
 
     model = build_model("alexnet")
     for i, layer in enumerate(model.features):
-        if isinstance(layer, LocalResponseNorm):
+        if isinstance(layer, ReLUInLRN):
+            model.features[i] = nn.ReLU(inplace=True)
+        elif isinstance(layer, LocalResponseNorm):
             model.features[i] = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+    assert not any(isinstance(m, (ReLUInLRN, LocalResponseNorm)) for m in model.modules())
     return model
 
 
@@ -70,8 +76,9 @@ def plain_step(model, size: int, batch: int, amp=None, channels_last: bool = Fal
     return step
 
 
-def package_step(batch: int, **options):
-    """The training loop's own step, runtime and optimiser, for the paper's recipe."""
+def package_step(batch: int, allocator: str = "auto", **options):
+    """The training loop's own step, runtime and optimiser, for the paper's recipe with the
+    network ``options`` and ``train.allocator`` given."""
     import torch
 
     from alexnet.config import load_recipe
@@ -81,6 +88,7 @@ def package_step(batch: int, **options):
 
     recipe = resolve(load_recipe("imagenet-paper"))
     recipe.model.options.update(options)
+    recipe.train.allocator = allocator
     rt = start_runtime(recipe.train)
     net, recipe = build_network(recipe, [str(i) for i in range(1000)], rt)
     opt = build_optimizer(net, recipe.optim)
@@ -109,6 +117,8 @@ def build_case(name: str, batch: int):
         return package_step(batch)
     if name == "alexnet lrn=false":
         return package_step(batch, lrn=False)
+    if name == "alexnet allocator=system":
+        return package_step(batch, allocator="system")
     _, precision, layout, *kept = name.split()
     if kept:
         keep_freed_memory()
@@ -124,7 +134,8 @@ def main() -> None:
     setup = speed_arguments(parser)
     args, m, tv = setup["args"], setup["machine"], setup["torchvision"]
     kept = [f"torchvision {p} channels_last kept" for p in setup["precisions"]]
-    cases = in_processes("throughput", ["plain", "alexnet", "alexnet lrn=false", *tv, *kept],
+    ours = ["alexnet", "alexnet lrn=false", "alexnet allocator=system"]
+    cases = in_processes("throughput", ["plain", *ours, *tv, *kept],
                          {"batch": args.batch}, args.rounds, args.steps)  # fmt: skip
     for c in cases.values():
         c["images_per_s"] = args.batch / c["seconds"]
@@ -135,6 +146,7 @@ def main() -> None:
         "alexnet / torchvision best": rate["alexnet"] / rate[best_tv],
         "alexnet / torchvision best, memory kept": rate["alexnet"] / rate[best_kept],
         "lrn share of a step": 1 - rate["alexnet"] / rate["alexnet lrn=false"],
+        "freed memory kept / malloc as is": rate["alexnet"] / rate["alexnet allocator=system"],
     }
     target = TARGET_PLAIN[m["fast_bf16"]]
     print(f"\n{'case':34s} {'setting':48s} {'img/s':>7s}")
@@ -147,6 +159,10 @@ def main() -> None:
           f"({best_kept}; stricter, no target)")  # fmt: skip
     print(f"LRN share of a step         {100 * ratios['lrn share of a step']:5.1f}%  "
           f"(target <= {100 * LRN_SHARE_TARGET:.0f}%)")  # fmt: skip
+    print(
+        f"freed memory kept           {ratios['freed memory kept / malloc as is']:5.2f}x  "
+        "(against malloc as is; no target)"
+    )
     write("throughput", {"batch": args.batch, "rounds": args.rounds, "steps": args.steps,
                          "cases": cases, "best_torchvision": best_tv, "best_torchvision_kept": best_kept,
                          "ratios": ratios,

@@ -260,7 +260,9 @@ from alexnet import lrn_triton
 from alexnet.lrn import _torch_backward, _torch_forward
 torch.manual_seed(0)
 cases = [((2, 10, 5, 6), False, 5, 0.75, False), ((2, 10, 5, 6), True, 5, 0.75, True),
-         ((1, 7, 3, 3), True, 4, 0.6, False), ((2, 5, 9), False, 3, 0.5, True)]
+         ((1, 7, 3, 3), True, 4, 0.6, False), ((2, 5, 9), False, 3, 0.5, True),
+         ((1, 3, 40, 40), False, 5, 0.75, True), ((1, 3, 40, 40), True, 5, 0.75, False)]
+# (the last two span two programs along the positions, so the masks between them count)
 for shape, cl, size, beta, relu in cases:
     x, g = torch.randn(shape) * 5, torch.randn(shape)
     if cl:
@@ -298,3 +300,16 @@ def test_under_torch_compile_the_same_numbers():
     y_c, gx_c = forward_backward(torch.compile(layer), x, torch.ones_like(x))
     assert torch.allclose(y, y_c, rtol=1e-6) and torch.allclose(gx, gx_c, rtol=1e-6, atol=1e-7)
     assert y_c.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_huge_activations_stay_finite(impl, channels_last):
+    """d ~ 5e26 overflows d * sqrt(d) in float32; every lane (vector and scalar tail) must
+    still give x * d^-0.75, as float64 does."""
+    x = torch.full((1, 17, 3, 3), 1e15)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = LocalResponseNorm(5, 1e-4, 0.75, 2.0, implementation=impl)(x)
+    y_ref = reference(x, 5, 1e-4, 0.75, 2.0)
+    assert torch.isfinite(y).all() and rel_err(y, y_ref) < 1e-5

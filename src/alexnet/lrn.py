@@ -184,11 +184,11 @@ def _has_triton() -> bool:
 
 
 def _fake(x: torch.Tensor, *_params) -> torch.Tensor:
-    """The shape and layout the native ops return, for tracing (torch.compile, export)."""
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.empty_like(
-        x, memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
+    """The shape and strides the native ops return, for tracing (torch.compile, export): a
+    channels-last input's own strides, else contiguous (as ``prepare`` in lrn_cpu.cpp)."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.empty_like(x)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _fake_backward(grad: torch.Tensor, x: torch.Tensor, *_params) -> torch.Tensor:

@@ -50,9 +50,11 @@ def _tile(C, S, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
 
 @triton.jit
 def _scale(d, beta, BETA_075: tl.constexpr):
-    """d ** -beta; the paper's 0.75 as 1 / sqrt(d * sqrt(d))."""
+    """d ** -beta; the paper's 0.75 as r * r / sqrt(r) with r = 1 / sqrt(d), which stays
+    finite where d * sqrt(d) would overflow."""
     if BETA_075:
-        return 1.0 / tl.sqrt(d * tl.sqrt(d))
+        r = 1.0 / tl.sqrt(d)
+        return r * r / tl.sqrt(r)
     return tl.exp(-beta * tl.log(d))
 
 

@@ -1,7 +1,7 @@
 """Compiled CPU kernels, built from ``csrc/`` with the machine's own compiler on first use.
 
 A kernel is built once per machine kind and cached in the user cache (``native/``), so the
-first use costs a compile (about 30 s on 2 cores) and every later process loads the library.
+first use costs a compile (about 15 s on 2 cores) and every later process loads the library.
 The build targets the CPU it runs on (``-march=native``), so the cache key holds the CPU's
 model and flags: a home directory shared by different machines gets one build per kind.
 

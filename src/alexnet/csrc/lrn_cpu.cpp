@@ -81,7 +81,10 @@ void inverse_power(const float* d, float* s, float* sd, int64_t n, float beta) {
       if (sd) store(sd + vectors_end, mul(v, r2));
     }
 #endif
-    for (int64_t i = vectors_end; i < n; ++i) s[i] = 1.0f / std::sqrt(d[i] * std::sqrt(d[i]));
+    for (int64_t i = vectors_end; i < n; ++i) {  // the same formula, exactly: no d^1.5 either
+      const float r = 1.0f / std::sqrt(d[i]);
+      s[i] = r * r / std::sqrt(r);
+    }
   } else if (beta == 0.5f) {
     for (int64_t i = 0; i < n; ++i) s[i] = 1.0f / std::sqrt(d[i]);
   } else if (beta == 1.0f) {
