@@ -313,3 +313,34 @@ def test_huge_activations_stay_finite(impl, channels_last):
     y = LocalResponseNorm(5, 1e-4, 0.75, 2.0, implementation=impl)(x)
     y_ref = reference(x, 5, 1e-4, 0.75, 2.0)
     assert torch.isfinite(y).all() and rel_err(y, y_ref) < 1e-5
+
+
+def test_a_built_kernel_loads_without_building(monkeypatch):
+    """Once built, a process loads the library directly: no compiler, no ninja."""
+    from torch.utils import cpp_extension
+
+    assert native.load("lrn_cpu")  # built (or found) in the shared test directory
+
+    def no_build(**_):
+        raise AssertionError("cpp_extension.load was called for a kernel already built")
+
+    monkeypatch.setattr(cpp_extension, "load", no_build)
+    native.load.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert native.load("lrn_cpu") is True
+    finally:
+        native.load.cache_clear()
+
+
+def test_a_build_folder_that_is_a_file_warns_and_falls_back(monkeypatch, tmp_path):
+    blocker = tmp_path / "native"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ALEXNET_NATIVE_DIR", str(blocker))
+    native.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not build the native lrn_cpu kernel"):
+            assert native.load("lrn_cpu") is False
+    finally:
+        native.load.cache_clear()
