@@ -24,6 +24,7 @@ so the result is the correctly rounded value of the float32 computation.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -104,14 +105,18 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+def _block_input(x: torch.Tensor, block: tuple[slice, ...], relu: bool) -> torch.Tensor:
+    """One block of the input, widened, with the fused ReLU applied where there is one."""
+    xb = _wide(x[block])
+    return torch.relu(xb) if relu else xb
+
+
 def _torch_forward(
     x: torch.Tensor, size: int, alpha: float, beta: float, k: float, relu: bool = False
 ) -> torch.Tensor:
     y = torch.empty_like(x)
     for block in _blocks(x):
-        xb = _wide(x[block])
-        if relu:
-            xb = torch.relu(xb)
+        xb = _block_input(x, block, relu)
         d = _denominator(xb, size, alpha, k)
         y[block] = xb * _inverse_power(d, beta)
     return y
@@ -128,9 +133,7 @@ def _torch_backward(
 ) -> torch.Tensor:
     grad_x = torch.empty_like(x)
     for block in _blocks(x):
-        xb = _wide(x[block])
-        if relu:
-            xb = torch.relu(xb)
+        xb = _block_input(x, block, relu)
         g = _wide(grad[block])
         d = _denominator(xb, size, alpha, k)
         scale = _inverse_power(d, beta)
@@ -175,6 +178,7 @@ IMPLEMENTATIONS = {
 }
 
 
+@functools.cache
 def _has_triton() -> bool:
     try:
         import triton  # noqa: F401

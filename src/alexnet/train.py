@@ -308,9 +308,9 @@ def wrap(model: nn.Module, rt: Runtime, train) -> nn.Module:
     """DDP across ranks (with ``train.grad_compression``), then ``torch.compile`` if asked.
 
     "bf16" all-reduces the gradients in bfloat16 (DDP's own bf16_compress_hook: divided by
-    the number of ranks, cast, summed, cast back to float32): half the bytes on the wire for the 61 million gradients of every
-    step, which is what limits AlexNet across machines (docs/scaling.md), at the cost of
-    bfloat16's 8-bit mantissa in each summed gradient."""
+    the number of ranks, cast, summed, cast back to float32): half the bytes on the wire for
+    the 61 million gradients of every step, which is what limits AlexNet across machines
+    (docs/scaling.md), at the cost of bfloat16's 8-bit mantissa in each summed gradient."""
     net = model
     if rt.world_size > 1:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
