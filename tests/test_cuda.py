@@ -62,13 +62,14 @@ def test_a_bf16_channels_last_training_step_learns():
 
 
 def test_batches_arrive_on_the_gpu_through_pinned_memory():
+    from alexnet.data.batches import MemoryBatches
     from alexnet.data.imageset import ImageSet
     from alexnet.data.loader import BatchLoader
 
     images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8)
     data = ImageSet(images, torch.arange(32) % 4, ["a", "b", "c", "d"])
-    loader = BatchLoader(data, 8, torch.zeros(3), torch.ones(3), train=True, device="cuda",
-                         channels_last=True)  # fmt: skip
+    plain = MemoryBatches(data, torch.zeros(3), torch.ones(3))
+    loader = BatchLoader(data, 8, plain, train=True, device="cuda", channels_last=True)
     x, y, valid = next(iter(loader))
     assert x.is_cuda and y.is_cuda and valid.is_cuda
     assert x.is_contiguous(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from alexnet.data import BatchAugment, BatchLoader, Request, load_source, random_crop, random_flip
+from alexnet.data.batches import MemoryBatches
 from alexnet.data.cache import cache_usage, clear_cache
 from alexnet.data.fashion_mnist import DEBIAN, load_fashion_mnist
 from alexnet.data.images import decode_image
@@ -329,13 +330,11 @@ def test_random_flip_mirrors_about_half():
 
 def test_loader_is_deterministic_and_shards_like_one_process(tiny_folder, cache):
     train, _ = folder(tiny_folder)
-    args = {"mean": torch.zeros(3), "std": torch.ones(3), "seed": 3}
-    one = BatchLoader(train, 16, train=True, augment=None, **args)
+    plain = MemoryBatches(train, torch.zeros(3), torch.ones(3))
+    one = BatchLoader(train, 16, plain, train=True, seed=3)
     one.set_epoch(1)
-    ranks = [
-        BatchLoader(train, 16, train=True, augment=None, rank=r, world_size=2, **args)
-        for r in range(2)
-    ]
+    ranks = [BatchLoader(train, 16, plain, train=True, seed=3, rank=r, world_size=2)
+             for r in range(2)]  # fmt: skip
     for r in ranks:
         r.set_epoch(1)
     assert len(one) == len(ranks[0]) == 120 // 16
@@ -343,7 +342,8 @@ def test_loader_is_deterministic_and_shards_like_one_process(tiny_folder, cache)
         assert sorted(y.tolist()) == sorted(y0.tolist() + y1.tolist())
         assert torch.allclose(x.sum(), x0.sum() + x1.sum())
     # Resuming at batch 3 yields exactly batches 3.. of a full pass, augmentation included.
-    aug = BatchLoader(train, 16, train=True, augment=BatchAugment(2, True), **args)
+    augmented = MemoryBatches(train, torch.zeros(3), torch.ones(3), BatchAugment(2, True))
+    aug = BatchLoader(train, 16, augmented, train=True, seed=3)
     aug.set_epoch(0)
     full = list(aug.batches())
     resumed = list(aug.batches(3))
@@ -352,9 +352,9 @@ def test_loader_is_deterministic_and_shards_like_one_process(tiny_folder, cache)
 
 def test_eval_loader_counts_every_image_once_across_ranks(tiny_folder, cache):
     _, val = folder(tiny_folder)
-    args = {"mean": torch.zeros(3), "std": torch.ones(3)}
     seen = 0
     for r in range(2):
-        loader = BatchLoader(val.subset(35), 8, train=False, rank=r, world_size=2, **args)
+        plain = MemoryBatches(val.subset(35), torch.zeros(3), torch.ones(3))
+        loader = BatchLoader(val.subset(35), 8, plain, train=False, rank=r, world_size=2)
         seen += sum(int(v.sum()) for _, _, v in loader)
     assert seen == 35

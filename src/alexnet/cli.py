@@ -104,6 +104,32 @@ def cmd_train(args: argparse.Namespace) -> None:
             dist.destroy_process_group()
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from alexnet.data.prepare import Plan, prepare, verify_store
+
+    if args.verify:
+        if len(args.paths) != 1:
+            raise UserError("--verify takes one store folder: alexnet prepare --verify STORE")
+        problems = verify_store(Path(args.paths[0]))
+        for line in problems:
+            print(line)
+        print(
+            f"{args.paths[0]}: {'damaged: ' + str(len(problems)) + ' problem(s)' if problems else 'every chunk matches its sha256'}"
+        )
+        sys.exit(1 if problems else 0)
+    if len(args.paths) != 2:
+        raise UserError("give the images and the store to write: alexnet prepare SRC OUT")
+    src, out = map(Path, args.paths)
+    plan = Plan(args.layout, args.size, 3, args.quality, int(args.max_megapixels * 1e6))
+    workers = os.cpu_count() or 1 if args.workers is None else args.workers
+    meta = prepare(src, out, splits=args.split or None, plan=plan, workers=workers,
+                   chunk=args.chunk, progress=not args.no_progress)  # fmt: skip
+    for split, info in sorted(meta["splits"].items()):
+        skipped = len(info["skipped"])
+        listed = f" (listed in {out / split / 'skipped.txt'})" if skipped else ""
+        print(f"{out}: {split} {info['images']} images, {skipped} skipped{listed}")
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from alexnet.data.cache import PARTS, cache_dir, cache_usage, clear_cache
 
@@ -139,6 +165,32 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="decode a folder of images once into a store for training",
+                       description="Decode, rescale (short side 256) and centre-crop every image "
+                       "once into a store that training reads without decoding, with the "
+                       "training set's mean image and colour PCA. Resumes after a kill.")  # fmt: skip
+    p.add_argument("paths", nargs="+", metavar="SRC OUT",
+                   help="images (train/<class>/*, val/<class>/*, or flat <wnid>_*.JPEG files) "
+                        "and the store folder to write")  # fmt: skip
+    p.add_argument("--split", action="append", metavar="NAME",
+                   help="prepare only this split (repeatable; a flat folder is one split, "
+                        "train unless named)")  # fmt: skip
+    p.add_argument("--layout", default="raw", choices=("raw", "jpeg", "files"),
+                   help="raw uint8 (fastest, largest), jpeg at 256 (about 1/6 the size), or "
+                        "files (an index of the originals, decoded at each use)")  # fmt: skip
+    p.add_argument("--size", type=int, default=256, help="stored side in pixels (default 256)")
+    p.add_argument("--workers", type=int, help="processes (default: every core)")
+    p.add_argument("--chunk", type=int, default=1000, help="images per chunk (default 1000)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --layout jpeg")
+    p.add_argument("--max-megapixels", type=float, default=64.0,
+                   help="larger images are skipped and listed (default 64)")  # fmt: skip
+    p.add_argument("--verify", action="store_true",
+                   help="check a store's chunks against their sha256: alexnet prepare --verify STORE")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from alexnet.models import NETWORKS
 
@@ -162,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     _add_train(sub)
+
+    _add_prepare(sub)
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
     p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")

@@ -44,18 +44,27 @@ class DataSettings:
     channels: int = setting(0, choices=(0, 1, 3))  # 0: the source's own
     batch_size: int = setting(128, min=1)
     eval_batch_size: int = setting(256, min=1)
-    mean: list[float] = setting([])  # per channel; []: the source's own
+    # "channel": (x - mean) / std per channel. "mean-image": the paper's, (x - the training
+    # set's mean image) / std, the mean image computed once (stored by alexnet prepare).
+    normalise: str = setting("channel", choices=("channel", "mean-image"))
+    mean: list[float] = setting([])  # per channel, [0, 1] units; []: the source's own
     std: list[float] = setting([], above=0.0)
     limit_train: int = setting(0, min=0)  # 0: every image
     limit_test: int = setting(0, min=0)
+    workers: int = setting(-1, min=-1, max=64)  # loader processes; -1: 0 in memory, else some
     verify: bool = setting(True)  # check downloaded and packaged files against their sha256
     max_megapixels: float = setting(64.0, above=0.0, max=10_000.0)  # larger: skipped, listed
 
 
 @dataclass
 class AugmentSettings:
+    """In-memory sources translate by up to ``crop_padding`` pixels; a store is cropped at
+    random to the network's size (227 of 256). ``pca_std``: the colour augmentation's
+    alpha deviation (the paper's 0.1; 0 turns it off)."""
+
     crop_padding: int = setting(0, min=0)
     flip: bool = setting(True)
+    pca_std: float = setting(0.0, min=0.0, max=10.0)
 
 
 @dataclass

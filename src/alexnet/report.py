@@ -47,19 +47,18 @@ def _plot_curves(metrics: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_predictions(model, images, labels, classes, recipe, rt, path: Path) -> None:
+def _plot_predictions(model, loader, chosen, classes, recipe, rt, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from alexnet.data.augment import normalise
     from alexnet.evaluate import predict_logits
 
     model.eval()
-    mean, std = torch.tensor(recipe.data.mean), torch.tensor(recipe.data.std)
+    images, x, labels = loader.examples(chosen)  # preprocessed as the test set is evaluated
+    labels = labels.tolist()
     with torch.no_grad():  # the inference path of the reported accuracy: autocast, flip TTA
-        x = normalise(images.to(rt.device), mean.to(rt.device), std.to(rt.device), rt.channels_last)
         probs = predict_logits(model, x, rt.amp, recipe.eval.tta_flip).softmax(1).cpu()
     top = probs.topk(min(3, probs.shape[1]), dim=1)
     n = len(images)
@@ -88,7 +87,7 @@ def _plot_predictions(model, images, labels, classes, recipe, rt, path: Path) ->
 
 
 def write_report(
-    run_dir: Path, model: nn.Module, test_set, recipe, rt, metrics: list[dict]
+    run_dir: Path, model: nn.Module, test_loader, recipe, rt, metrics: list[dict]
 ) -> Path:
     """Write the figures and ``report.md`` into ``run_dir``; returns the report's path."""
     from torchvision.utils import save_image
@@ -97,9 +96,9 @@ def write_report(
     _plot_curves(metrics, run_dir / "curves.png")
     save_image(first_layer_grid(model), run_dir / "conv1_kernels.png")
     g = torch.Generator().manual_seed(0)
-    pick = torch.randperm(len(test_set), generator=g)[:16]
-    _plot_predictions(model, test_set.images[pick], test_set.labels[pick].tolist(), test_set.classes,
-                      recipe, rt, run_dir / "predictions.png")  # fmt: skip
+    pick = torch.randperm(len(test_loader.data), generator=g)[:16]
+    _plot_predictions(model, test_loader, pick, test_loader.data.classes, recipe, rt,
+                      run_dir / "predictions.png")  # fmt: skip
     last = metrics[-1]
     best = min(metrics, key=lambda m: m["val_top1_err"])
     lines = [

@@ -44,6 +44,9 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
     changes: list[dict[str, Any]] = field(default_factory=list)  # each resume with --set
     data: dict[str, Any] = field(default_factory=dict)  # image counts and classes it trains on
+    # The training set's mean image and colour PCA where the recipe uses them (stats.py), so
+    # evaluation and prediction preprocess exactly as training did.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -62,6 +65,7 @@ class TrainingState:
             "history": self.history,
             "changes": self.changes,
             "data": self.data,
+            "preprocessing": self.preprocessing,
             "rng": rng,
             "recipe": self.recipe,
         }

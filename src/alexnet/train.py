@@ -14,6 +14,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -28,7 +29,10 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from alexnet.checkpoint import CheckpointError
 from alexnet.config import Recipe, recipe_from_dict
 from alexnet.data import DATA_SOURCES, BatchAugment, BatchLoader, ImageSet, Request, load_source
+from alexnet.data.batches import PCA, MemoryBatches, StoreBatches
 from alexnet.data.imageset import write_skip_list
+from alexnet.data.stats import PixelStats, image_stats
+from alexnet.data.store import StoreSplit, open_store
 from alexnet.evaluate import evaluate
 from alexnet.logger import RunLogger
 from alexnet.models import build_model, network
@@ -117,14 +121,58 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
     return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), recipe
 
 
-def make_loaders(recipe: Recipe, rt: Runtime, train_set: ImageSet, test_set: ImageSet):
+def preprocessing(recipe: Recipe, train_set, checkpoint: dict | None) -> PixelStats | None:
+    """The training set's mean image and colour PCA where the recipe uses them: a resumed run's
+    from its checkpoint (what it trained with), a store's as prepared, else computed now."""
+    d, a = recipe.data, recipe.augment
+    if d.normalise != "mean-image" and not a.pca_std:
+        return None
+    saved = (checkpoint or {}).get("preprocessing")
+    if saved:
+        return PixelStats.from_dict(saved)
+    if isinstance(train_set, StoreSplit):
+        return open_store(train_set.root).stats()
+    return image_stats(train_set.images)
+
+
+def batch_makers(recipe: Recipe, train_set, test_set, stats: PixelStats | None):
+    """(training, evaluation) batch makers for the recipe's data (data/batches.py)."""
+    d, a = recipe.data, recipe.augment
+    std = torch.tensor(d.std)
+    pca = PCA(stats.eigval, stats.eigvec, a.pca_std) if a.pca_std and stats else None
+    if isinstance(train_set, StoreSplit):
+        mean = stats.mean_image / 255 if d.normalise == "mean-image" else torch.tensor(d.mean)
+        return (StoreBatches(train_set, d.image_size, mean, std, a.flip, pca),
+                StoreBatches(test_set, d.image_size, mean, std))  # fmt: skip
+    if d.normalise == "mean-image":
+        mean = (stats.mean_image / 255).permute(2, 0, 1)
+    else:
+        mean = torch.tensor(d.mean)
+    augment = BatchAugment(a.crop_padding, a.flip)
+    return MemoryBatches(train_set, mean, std, augment, pca), MemoryBatches(test_set, mean, std)
+
+
+def loader_workers(recipe: Recipe, rt: Runtime, train_set) -> int:
+    """``data.workers``, or for -1: none for in-memory sets (a batch is one gather); for a
+    store on CUDA a few per GPU, and on a CPU one, which reads while the step computes."""
+    if recipe.data.workers >= 0:
+        return recipe.data.workers
+    if not isinstance(train_set, StoreSplit):
+        return 0
+    if rt.device.type == "cuda":
+        per_node = max(1, torch.cuda.device_count())
+        return max(1, min(8, (os.cpu_count() or 2) // per_node - 1))
+    return 1
+
+
+def make_loaders(recipe: Recipe, rt: Runtime, train_set, test_set, stats: PixelStats | None):
     d = recipe.data
-    common = {"mean": torch.tensor(d.mean), "std": torch.tensor(d.std), "seed": recipe.seed,
-              "rank": rt.rank, "world_size": rt.world_size, "device": rt.device,
-              "channels_last": rt.channels_last}  # fmt: skip
-    augment = BatchAugment(recipe.augment.crop_padding, recipe.augment.flip)
-    train = BatchLoader(train_set, d.batch_size, train=True, augment=augment, **common)
-    test = BatchLoader(test_set, d.eval_batch_size, train=False, **common)
+    common = {"seed": recipe.seed, "rank": rt.rank, "world_size": rt.world_size,
+              "device": rt.device, "channels_last": rt.channels_last,
+              "workers": loader_workers(recipe, rt, train_set)}  # fmt: skip
+    train_batches, test_batches = batch_makers(recipe, train_set, test_set, stats)
+    train = BatchLoader(train_set, d.batch_size, train_batches, train=True, **common)
+    test = BatchLoader(test_set, d.eval_batch_size, test_batches, train=False, **common)
     if len(train) == 0:
         raise ValueError(f"{len(train_set)} training images make no full batch of "
                          f"{d.batch_size} (data.batch_size)")  # fmt: skip
@@ -353,11 +401,13 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     rt = start_runtime(recipe.train)
     train_set, test_set = load_data_once(recipe, rt)
     model, recipe = build_network(recipe, train_set.classes, rt)
-    train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set)
+    stats = preprocessing(recipe, train_set, resume_from)
+    train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
     opt = build_optimizer(model, recipe.optim)
     saved = as_given if resume_from is not None else recipe.to_dict()
     state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), saved)
     state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
+    state.preprocessing = stats.to_dict() if stats else {}
     logger = RunLogger(run_dir, rt.main, progress)
     if resume_from is not None:
         restore(state, resume_from, changes, logger, run_dir)
@@ -374,7 +424,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     if rt.main:
         from alexnet.report import write_report
 
-        path = write_report(run_dir, unwrap(model), test_set, recipe, rt, state.history)
+        path = write_report(run_dir, unwrap(model), test_loader, recipe, rt, state.history)
         logger.say(f"report: {path}")
     return state.history[-1]
 

@@ -1,19 +1,21 @@
 """Data: sources that yield uint8 image sets, batch augmentations, and the batch loader.
 
 Each source is one module that declares a :class:`DataSource` (how to load it, its channels,
-its normalisation, its image size); ``SOURCES`` maps recipe names to them.
+its normalisation, its image size); ``SOURCES`` maps recipe names to them. In-memory sources
+yield an :class:`ImageSet`; ``store`` yields :class:`StoreSplit` readers of a prepared store
+(``alexnet prepare``), which the loader reads batch by batch.
 """
 
 from __future__ import annotations
 
-from alexnet.data import cifar10, fashion_mnist, imagefolder
+from alexnet.data import cifar10, fashion_mnist, imagefolder, store
 from alexnet.data.augment import BatchAugment, normalise, random_crop, random_flip
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import BatchLoader
 from alexnet.data.source import DataSource, Request
 
 DATA_SOURCES: dict[str, DataSource] = {
-    s.name: s for s in (fashion_mnist.SOURCE, cifar10.SOURCE, imagefolder.SOURCE)
+    s.name: s for s in (fashion_mnist.SOURCE, cifar10.SOURCE, imagefolder.SOURCE, store.SOURCE)
 }
 SOURCES = tuple(DATA_SOURCES)
 

@@ -39,11 +39,51 @@ def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return torch.where(flip, batch.flip(-1), batch)
 
 
+def crop_offsets(
+    n: int, full: int, size: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners (ys, xs) of ``size`` crops of ``full``-pixel square images: uniform
+    over every position with a generator (the paper's random 227 crops of 256: 30 x 30
+    positions), the centre without one (evaluation)."""
+    if generator is None:
+        centre = torch.full((n,), (full - size) // 2, dtype=torch.int64)
+        return centre, centre.clone()
+    corners = torch.randint(0, full - size + 1, (2, n), generator=generator)
+    return corners[0], corners[1]
+
+
+def flip_draws(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Which images to mirror left-right: each with probability 1/2; none without a generator."""
+    if generator is None:
+        return torch.zeros(n, dtype=torch.bool)
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def pca_shift(
+    n: int, eigval: torch.Tensor, eigvec: torch.Tensor, alpha_std: float,
+    generator: torch.Generator,
+) -> torch.Tensor:  # fmt: skip
+    """The paper's colour augmentation (section 4.1): per image, ``sum_i alpha_i lambda_i p_i``
+    with alpha_i ~ N(0, alpha_std), as an (n, C) shift in the units of the eigenvalues
+    (stats.py: [0, 1] pixels). Fresh alphas per image per use, as the paper draws them."""
+    alphas = torch.randn(n, len(eigval), generator=generator) * alpha_std
+    return (alphas * eigval) @ eigvec.T
+
+
 def normalise(
-    batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False
+    batch: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool = False,
+    shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """uint8 -> float32 ``(x / 255 - mean) / std`` per channel."""
-    x = batch.float().div_(255.0).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    """uint8 -> float32 ``(x / 255 + shift - mean) / std``: ``mean`` per channel (C,) or a
+    mean image (C, H, W), in [0, 1] units; ``shift`` (N, C) the PCA colour noise, if any."""
+    mean = mean.view(1, -1, 1, 1) if mean.dim() == 1 else mean[None]
+    x = batch.float().div_(255.0).sub_(mean)
+    if shift is not None:
+        x.add_(shift.to(x.device)[:, :, None, None])
+    x.div_(std.view(1, -1, 1, 1))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

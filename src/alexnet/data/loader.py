@@ -1,20 +1,25 @@
-"""Batches from an in-memory :class:`ImageSet`, sharded across DDP ranks, resumable mid-epoch.
+"""Batches of a data set, sharded across DDP ranks, resumable mid-epoch, optionally read by
+worker processes.
 
 The order of an epoch comes from ``torch.utils.data.DistributedSampler`` (with ``set_epoch``),
 single-process runs included, so one process and N processes see the same global order. Each
-batch's augmentation uses a generator seeded from (seed, epoch, batch index): a run resumed at
-any batch reproduces the rest of the epoch exactly.
+batch's random draws use a generator seeded from (seed, epoch, batch index, rank): a run
+resumed at any batch reproduces the rest of the epoch exactly, however many workers read.
+
+With ``workers`` > 0, ``torch.utils.data.DataLoader`` processes run each batch's ``read``
+(the image reads, crops and flips, batches.py) ahead of the training step; the float work of
+``finish`` runs where the network does (on the GPU for CUDA). The workers send uint8 crops,
+a quarter of the bytes of the float batch they become.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from alexnet.data.augment import normalise
-from alexnet.data.imageset import ImageSet
+from alexnet.data.batches import Batches, to_device
 
 
 class _Length:
@@ -27,29 +32,44 @@ class _Length:
         return self.n
 
 
+class _EpochReads(Dataset):
+    """Item b: the raw batch b of one epoch's order (what a worker computes)."""
+
+    def __init__(self, loader: BatchLoader, indices: torch.Tensor) -> None:
+        self.loader, self.indices = loader, indices
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getitem__(self, b: int):
+        return self.loader.read(self.indices, b)
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # the workers are the parallelism; the training step has the cores
+
+
 class BatchLoader:
     def __init__(
         self,
-        data: ImageSet,
+        data,
         batch_size: int,
-        mean: torch.Tensor,
-        std: torch.Tensor,
+        batches: Batches,
         *,
         train: bool,
-        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        workers: int = 0,
     ) -> None:
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
-        self.data, self.train, self.augment, self.seed = data, train, augment, seed
+        self.data, self.batch_maker, self.train, self.seed = data, batches, train, seed
         self.device = torch.device(device)
         self.local_batch = batch_size // world_size
-        self.mean, self.std = mean.to(self.device), std.to(self.device)
-        self.channels_last = channels_last
+        self.channels_last, self.workers = channels_last, workers
         self.sampler = DistributedSampler(
             _Length(len(data)),
             num_replicas=world_size,
@@ -72,35 +92,41 @@ class BatchLoader:
         return n // self.local_batch if self.train else -(-n // self.local_batch)
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` on the run's device. For CUDA through pinned (page-locked) memory, so that the
-        copy is asynchronous: without it ``non_blocking`` copies from pageable memory wait for
-        the transfer, and the GPU idles while the CPU gathers the next batch."""
-        if self.device.type == "cuda":
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=True)
+        return to_device(t, self.device)
+
+    def generator(self, b: int) -> torch.Generator | None:
+        """Batch ``b``'s random draws; evaluation draws none."""
+        if not self.train:
+            return None
+        g = torch.Generator(device="cpu")
+        g.manual_seed(hash((self.seed, self.epoch, b, self.sampler.rank)) & 0x7FFF_FFFF_FFFF)
+        return g
+
+    def read(self, indices: torch.Tensor, b: int):
+        chosen = indices[b * self.local_batch : (b + 1) * self.local_batch]
+        return self.batch_maker.read(chosen, self.generator(b))
 
     def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield (images, labels, valid) from batch ``start`` on; ``valid`` masks repeats."""
         indices = torch.tensor(list(iter(self.sampler)), dtype=torch.int64)
         position = torch.arange(len(indices)) * self.sampler.num_replicas + self.sampler.rank
-        for b in range(start, len(self)):
-            chosen = indices[b * self.local_batch : (b + 1) * self.local_batch]
+        if self.workers > 0 and len(self) > start:
+            reads = DataLoader(_EpochReads(self, indices), batch_size=None,
+                               sampler=range(start, len(self)), num_workers=self.workers,
+                               pin_memory=self.device.type == "cuda",
+                               worker_init_fn=_one_thread)  # fmt: skip
+        else:
+            reads = (self.read(indices, b) for b in range(start, len(self)))
+        for b, raw in enumerate(reads, start):
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
-            images, labels = (
-                self.to_device(self.data.images[chosen]),
-                self.to_device(self.data.labels[chosen]),
-            )
-            if self.augment is not None:
-                g = torch.Generator(device="cpu")
-                g.manual_seed(
-                    hash((self.seed, self.epoch, b, self.sampler.rank)) & 0x7FFF_FFFF_FFFF
-                )
-                images = self.augment(images, g)
-            yield (
-                normalise(images, self.mean, self.std, self.channels_last),
-                labels,
-                valid.to(self.device),
-            )
+            x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
+            yield x, y, valid.to(self.device)
 
     def __iter__(self):
         return self.batches()
+
+    def examples(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images as shown, network inputs, labels) of ``chosen``, as evaluation sees them."""
+        raw = self.batch_maker.read(chosen, None)
+        x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
+        return self.batch_maker.display(chosen), x, y

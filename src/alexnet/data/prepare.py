@@ -1,0 +1,313 @@
+"""``alexnet prepare SRC OUT``: decode and resize every image once into a store (store.py).
+
+The sorted file list of a split is cut into chunks of ``chunk`` files; worker processes
+prepare chunks in parallel, each one decoding its files (``images.decode_image``: bad files
+are skipped with the reason), rescaling the short side to 256 and cropping the central
+256x256 (section 2 of the paper), and writing its data, its pixel sums and last its JSON
+record, each atomically. A chunk with a record is finished, so a killed run resumes with the
+chunks it had not finished, and, since each chunk depends only on its files, produces the
+same store as an uninterrupted run. When every chunk of a split is done its index is written,
+and for the train split the mean image and RGB PCA (stats.py) from the merged sums.
+
+Sources: an ImageFolder tree (``SRC/train/<class>/*``, ``SRC/val/<class>/*``), or a flat
+folder of ILSVRC files named ``<wnid>_*.JPEG`` (prepared as the split ``--split`` names).
+Class order: ``imagenet_class_index.json`` beside the images when present (ImageNet's
+standard 1,000-class order), else the sorted folder names or wnids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from alexnet.data.images import (
+    MAX_PIXELS,
+    class_files,
+    class_folders,
+    decode_image,
+    is_image_name,
+    resize_image,
+)
+from alexnet.data.stats import PixelSums
+from alexnet.data.store import (
+    LAYOUTS,
+    STATS_FILE,
+    STORE_FILE,
+    STORE_FORMAT,
+    StoreError,
+    chunk_name,
+    load_tensors,
+    read_json,
+)
+
+CLASS_INDEX = "imagenet_class_index.json"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every chunk of a store is made with; fixed when the store is begun."""
+
+    layout: str = "raw"
+    size: int = 256
+    channels: int = 3
+    quality: int = 90  # jpeg layout
+    max_pixels: int = MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    out: Path
+    split: str
+    index: int
+    files: tuple[str, ...]
+    labels: tuple[int, ...]
+    plan: Plan
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# What to prepare
+
+
+def class_map(src: Path) -> tuple[list[str], list[str]]:
+    """(class ids, readable names) in label order."""
+    for where in (src, src.parent):
+        index_file = where / CLASS_INDEX
+        if index_file.is_file():
+            table = read_json(index_file)
+            try:
+                rows = [table[str(i)] for i in range(len(table))]
+                return [str(r[0]) for r in rows], [str(r[1]) for r in rows]
+            except (KeyError, IndexError, TypeError):
+                raise StoreError(f"{index_file}: expected {{\"0\": [wnid, name], ...}} for "
+                                 "every index from 0") from None  # fmt: skip
+    for split in SPLITS:
+        if (src / split).is_dir():
+            names = class_folders(src / split)
+            return names, names
+    wnids = sorted({p.name.split("_")[0] for p in src.iterdir() if is_image_name(p)})
+    if not wnids:
+        raise StoreError(f"{src}: no images; expected train/<class>/* and val/<class>/*, or "
+                         "files named <wnid>_*.JPEG")  # fmt: skip
+    return wnids, wnids
+
+
+def split_files(src: Path, split: str, classes: list[str]) -> tuple[list[tuple[str, int]], list]:
+    """((file, label) pairs, skipped (file, why)) of ``split``, sorted by file."""
+    label = {c: i for i, c in enumerate(classes)}
+    pairs: list[tuple[str, int]] = []
+    skipped: list[tuple[str, str]] = []
+    if (src / split).is_dir():
+        found = [(p, name) for name in class_folders(src / split)
+                 for p in class_files(src / split / name, src / split)]  # fmt: skip
+    else:  # a flat folder of <wnid>_*.JPEG files
+        found = [(p, p.name.split("_")[0]) for p in sorted(src.iterdir()) if p.is_file()
+                 and not p.name.startswith(".") and p.name != CLASS_INDEX]  # fmt: skip
+    for path, name in found:
+        if not is_image_name(path):
+            skipped.append((str(path), f"not an image file name ({path.suffix or 'no suffix'})"))
+        elif name not in label:
+            skipped.append((str(path), f"class {name} is not in the class list"))
+        else:
+            pairs.append((str(path), label[name]))
+    return sorted(pairs), skipped
+
+
+# --------------------------------------------------------------------------------------------
+# One chunk (in a worker process)
+
+
+def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
+    """Decode, resize and write one chunk; returns (files, kept)."""
+    from torchvision.io import encode_jpeg
+
+    p, folder = job.plan, job.out / job.split
+    sums, data, kept, skipped = PixelSums(), bytearray(), [], []
+    for path, label in zip(job.files, job.labels, strict=True):
+        image, why = decode_image(Path(path), p.channels, p.size, p.max_pixels)
+        if image is None:
+            skipped.append([path, why])
+            continue
+        image = resize_image(image, p.size)
+        hwc = image.permute(1, 2, 0).contiguous()
+        sums.add(hwc[None])
+        if p.layout == "raw":
+            blob = hwc.numpy().tobytes()
+        elif p.layout == "jpeg":
+            blob = encode_jpeg(image, quality=p.quality).numpy().tobytes()
+        else:
+            blob = b""
+        kept.append([path, label, len(data), len(blob)])
+        data += blob
+    name = chunk_name(job.index)
+    if p.layout != "files":
+        _atomic_write(folder / f"{name}.data", bytes(data))
+    tmp = folder / f".{name}.sums.{os.getpid()}.tmp"
+    torch.save(sums.to_dict(), tmp)
+    os.replace(tmp, folder / f"{name}.sums")
+    record = {"files": len(job.files), "kept": kept, "skipped": skipped, "bytes": len(data),
+              "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    _atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
+    return len(job.files), len(kept)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # the workers are the parallelism
+
+
+# --------------------------------------------------------------------------------------------
+# A whole store
+
+
+def begin_store(out: Path, plan: Plan, classes: list[str], names: list[str], src: Path) -> dict:
+    """The store's record: made now, or read back (a resume) and checked against the plan."""
+    path = out / STORE_FILE
+    wanted = {"format": STORE_FORMAT, "layout": plan.layout, "size": plan.size,
+              "channels": plan.channels, "quality": plan.quality, "max_pixels": plan.max_pixels,
+              "classes": classes, "names": names}  # fmt: skip
+    if path.is_file():
+        meta = read_json(path)
+        differs = [f"{k} {meta.get(k)!r}, not {v!r}" for k, v in wanted.items()
+                   if k != "classes" and meta.get(k) != v]  # fmt: skip
+        if meta.get("classes") != classes:
+            differs.append("another class list")
+        if differs:
+            raise StoreError(f"{out}: was begun with other settings ({'; '.join(differs)}); use "
+                             "the same options or another folder")  # fmt: skip
+        return meta
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {**wanted, "source": str(src), "splits": {}}
+    _atomic_write(path, json.dumps(meta, indent=1).encode())
+    return meta
+
+
+def prepare(
+    src: Path,
+    out: Path,
+    *,
+    splits: list[str] | None = None,
+    plan: Plan = Plan(),
+    workers: int = 0,
+    chunk: int = 1000,
+    progress: bool = True,
+) -> dict:
+    """Prepare the ``splits`` of ``src`` (default: every one it has) into the store ``out``;
+    returns the store's record."""
+    if plan.layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {plan.layout!r}; valid: {', '.join(LAYOUTS)}")
+    src, out = src.resolve(), out.resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such folder")
+    if out == src or src in out.parents:
+        raise ValueError(f"{out}: the store must not be inside the images it is made from")
+    classes, names = class_map(src)
+    flat = not any((src / s).is_dir() for s in SPLITS)
+    splits = splits or (["train"] if flat else [s for s in SPLITS if (src / s).is_dir()])
+    meta = begin_store(out, plan, classes, names, src)
+    for split in splits:
+        if not flat and not (src / split).is_dir():
+            raise FileNotFoundError(f"{src / split}: no such folder")
+        meta = prepare_split(src, out, split, meta, plan, workers, chunk, progress)
+    return meta
+
+
+def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, workers: int,
+                  chunk: int, progress: bool) -> dict:  # fmt: skip
+    pairs, skipped = split_files(src, split, meta["classes"])
+    folder = out / split
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [ChunkJob(out, split, i, tuple(p for p, _ in pairs[s : s + chunk]),
+                     tuple(lab for _, lab in pairs[s : s + chunk]), plan)
+            for i, s in enumerate(range(0, len(pairs), chunk))]  # fmt: skip
+    todo = [j for j in jobs if not (folder / f"{chunk_name(j.index)}.json").is_file()]
+    done_files = sum(len(j.files) for j in jobs) - sum(len(j.files) for j in todo)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(pairs), initial=done_files, unit="img", desc=f"prepare {split}",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    if workers > 0 and len(todo) > 1:
+        context = get_context("spawn")  # a clean interpreter per worker: no forked threads
+        with ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
+            for future in as_completed([pool.submit(prepare_chunk, j) for j in todo]):
+                bar.update(future.result()[0])
+    else:
+        for job in todo:
+            bar.update(prepare_chunk(job)[0])
+    bar.close()
+    return finish_split(out, split, len(jobs), skipped, meta)
+
+
+def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) -> dict:
+    """The split's index from its chunk records; for train also the statistics; then the
+    store's record names the split (the last write: a split it names is complete)."""
+    folder = out / split
+    rows, paths, sums = [], [], PixelSums()
+    for i in range(chunks):
+        record = read_json(folder / f"{chunk_name(i)}.json")
+        for path, label, offset, length in record["kept"]:
+            if meta["layout"] == "files":
+                offset = len(paths)
+                paths.append(path)
+            rows.append((i, offset, length, label))
+        skipped = skipped + [tuple(s) for s in record["skipped"]]
+        sums.merge(PixelSums.from_dict(load_tensors(folder / f"{chunk_name(i)}.sums")))
+    if not rows:
+        raise StoreError(
+            f"{folder}: no readable images"
+            + (f"; e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else "")
+        )
+    table = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
+    index = {"chunk": table[:, 0].int(), "offset": table[:, 1], "length": table[:, 2],
+             "label": table[:, 3]}  # fmt: skip
+    if paths:
+        index["paths"] = paths
+    torch.save(index, folder / ".index.tmp")
+    os.replace(folder / ".index.tmp", folder / "index.pt")
+    listing = "".join(f"{p}\t{why}\n" for p, why in skipped)
+    _atomic_write(
+        folder / "skipped.txt", ("file\treason\n" + listing).encode("utf-8", "backslashreplace")
+    )
+    if split == "train":
+        torch.save(sums.finish().to_dict(), out / ".stats.tmp")
+        os.replace(out / ".stats.tmp", out / STATS_FILE)
+    meta = {**meta, "splits": {**meta["splits"], split: {
+        "images": len(rows), "chunks": chunks, "skipped": [list(s) for s in skipped]}}}  # fmt: skip
+    _atomic_write(out / STORE_FILE, json.dumps(meta, indent=1).encode())
+    return meta
+
+
+def verify_store(out: Path) -> list[str]:
+    """Every chunk's data checked against its sha256; the problems found, one line each."""
+    meta, problems = read_json(out / STORE_FILE), []
+    for split, info in sorted(meta["splits"].items()):
+        for i in range(info["chunks"]):
+            record = read_json(out / split / f"{chunk_name(i)}.json")
+            data = out / split / f"{chunk_name(i)}.data"
+            h = hashlib.sha256()
+            if data.is_file():
+                with open(data, "rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 22), b""):
+                        h.update(block)
+            elif meta["layout"] != "files":
+                problems.append(f"{data}: missing")
+                continue
+            if h.hexdigest() != record["sha256"]:
+                problems.append(f"{data}: its sha256 differs from the one recorded when written")
+    return problems

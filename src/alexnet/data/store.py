@@ -1,0 +1,262 @@
+"""A prepared image store: every image decoded once, resized as the paper did, read by the
+training loader without per-image decoding (``alexnet prepare`` writes it; prepare.py).
+
+Layout of a store folder::
+
+    store.json               format, layout, image size, classes, splits (written last)
+    stats.pt                 the training split's mean image and RGB PCA (data/stats.py)
+    <split>/chunk-NNNNN.json one chunk of the sorted file list: what it kept, skipped, its sha256
+    <split>/chunk-NNNNN.data the chunk's images ("raw": uint8 H x W x 3 each; "jpeg": JPEG bytes)
+    <split>/chunk-NNNNN.sums the chunk's pixel sums, merged into stats.pt
+    <split>/index.pt         every kept image: chunk, byte offset, length, label
+
+Three layouts, one reader:
+- ``raw``: uint8 256x256x3 per image, the form the paper trained from (about 252 GB for
+  ILSVRC-2012, more than its JPEGs). A training crop is one ``pread`` of the crop's band of
+  rows: no decoding, no Python per pixel, and page cache rather than process memory holds it.
+- ``jpeg``: the same 256x256 images re-encoded as JPEG (quality 90; about a sixth of ``raw``),
+  decoded at each use.
+- ``files``: no copies; the index names the original files, decoded and resized at each use.
+  Bad files were found and listed when the store was prepared, so training never meets one.
+
+Everything here is plain data (JSON, uint8 bytes, tensors loaded with ``weights_only``), so a
+store from someone else cannot run code. Checksums (sha256 per chunk) are written by prepare
+and checked by ``alexnet prepare --verify``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet.data.imageset import SHOWN_SKIPS
+from alexnet.data.source import DataSource, Request
+from alexnet.data.stats import PixelStats
+
+STORE_FORMAT = 1
+LAYOUTS = ("raw", "jpeg", "files")
+STORE_FILE = "store.json"
+STATS_FILE = "stats.pt"
+
+
+class StoreError(ValueError):
+    """A store that cannot be read; the message names the file and what to do."""
+
+
+def is_store(path: Path) -> bool:
+    return (Path(path) / STORE_FILE).is_file()
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}"
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot read ({exc}); run alexnet prepare again") from None
+
+
+def load_tensors(path: Path) -> dict:
+    """A dict of tensors saved by this package, loaded without running any code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise StoreError(f"{path}: cannot read ({type(exc).__name__}); run alexnet prepare "
+                         "again") from None  # fmt: skip
+
+
+@dataclass
+class StoreSplit:
+    """One split of a store: its labels and a reader of its images, by index.
+
+    The same interface as an in-memory :class:`~alexnet.data.imageset.ImageSet` where the
+    training code needs it (``labels``, ``classes``, ``skipped``, ``subset``); the images are
+    read on demand by ``read_band`` (rows of the stored 256x256 image, H x W x C uint8)."""
+
+    root: Path
+    name: str
+    layout: str
+    size: int
+    channels: int
+    classes: list[str]
+    chunk: torch.Tensor  # (N,) int32: the chunk file of each image
+    offset: torch.Tensor  # (N,) int64: byte offset in it (raw, jpeg) or index into paths
+    length: torch.Tensor  # (N,) int64: bytes (raw, jpeg)
+    labels: torch.Tensor  # (N,) int64
+    paths: list[str] = field(default_factory=list)  # files layout: the original files
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    _files: dict[int, int] = field(default_factory=dict, repr=False)  # chunk -> fd, per process
+    _pid: int = field(default=0, repr=False)
+
+    @property
+    def source(self) -> str:
+        return f"{self.root}/{self.name}"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, count: int) -> StoreSplit:
+        keep = slice(0, count)
+        return StoreSplit(self.root, self.name, self.layout, self.size, self.channels,
+                          self.classes, self.chunk[keep], self.offset[keep], self.length[keep],
+                          self.labels[keep], self.paths, self.skipped)  # fmt: skip
+
+    def skip_summary(self, listed_in: Path | None = None) -> str | None:
+        if not self.skipped:
+            return None
+        shown = "; ".join(f"{Path(p).name} ({why})" for p, why in self.skipped[:SHOWN_SKIPS])
+        more = len(self.skipped) - SHOWN_SKIPS
+        where = f"; all listed in {listed_in}" if listed_in else ""
+        return (f"{self.source}: {len(self.skipped)} file(s) were left out when the store was "
+                f"prepared: {shown}{f'; and {more} more' if more > 0 else ''}{where}")  # fmt: skip
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _fd(self, chunk: int) -> int:
+        if self._pid != os.getpid():  # a worker process opens its own descriptors
+            self._files, self._pid = {}, os.getpid()
+        fd = self._files.get(chunk)
+        if fd is None:
+            path = self.root / self.name / f"{chunk_name(chunk)}.data"
+            try:
+                fd = self._files[chunk] = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise StoreError(f"{path}: cannot open ({exc.strerror}); the store is "
+                                 "incomplete: run alexnet prepare again") from None  # fmt: skip
+        return fd
+
+    def read_band(self, i: int, top: int, rows: int) -> torch.Tensor:
+        """Rows ``top`` to ``top + rows`` of image ``i`` as uint8 (rows, size, channels)."""
+        if self.layout == "raw":
+            # One pread of the band: the crop's rows are contiguous in an H x W x C image, so
+            # a 227-row crop reads 89% of the image and nothing else.
+            row = self.size * self.channels
+            out = np.empty((rows, self.size, self.channels), dtype=np.uint8)
+            start = int(self.offset[i]) + top * row
+            got = os.preadv(self._fd(int(self.chunk[i])), [out], start)
+            if got != out.nbytes:
+                raise StoreError(f"{self.root / self.name}: image {i} is cut short; the store "
+                                 "is damaged: check it with alexnet prepare --verify")  # fmt: skip
+            return torch.from_numpy(out)
+        return self.decode(i)[top : top + rows]
+
+    def decode(self, i: int) -> torch.Tensor:
+        """The whole stored image ``i`` as uint8 (size, size, channels)."""
+        from alexnet.data.images import decode_image, resize_image
+
+        if self.layout == "raw":
+            return self.read_band(i, 0, self.size)
+        if self.layout == "jpeg":
+            data = os.pread(self._fd(int(self.chunk[i])), int(self.length[i]), int(self.offset[i]))
+            image = decode_jpeg_bytes(data, self.channels)
+        else:
+            path = Path(self.paths[int(self.offset[i])])
+            image, why = decode_image(path, self.channels, self.size)
+            if image is None:  # the file changed since prepare checked it
+                raise StoreError(f"{path}: {why}; it was readable when the store was prepared: "
+                                 "run alexnet prepare again")  # fmt: skip
+            image = resize_image(image, self.size)
+        return image.permute(1, 2, 0)
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files = {}
+
+    def __getstate__(self) -> dict:  # worker processes open their own descriptors
+        return {**self.__dict__, "_files": {}, "_pid": 0}
+
+
+def decode_jpeg_bytes(data: bytes, channels: int) -> torch.Tensor:
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+
+
+@dataclass
+class Store:
+    root: Path
+    meta: dict
+
+    @property
+    def layout(self) -> str:
+        return self.meta["layout"]
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta.get("names") or self.meta["classes"])
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.meta["splits"])
+
+    def split(self, name: str) -> StoreSplit:
+        if name not in self.meta["splits"]:
+            raise StoreError(f"{self.root}: has no {name!r} split (it has "
+                             f"{', '.join(self.splits) or 'none'}); prepare it with alexnet "
+                             f"prepare SRC {self.root} --split {name}")  # fmt: skip
+        index = load_tensors(self.root / name / "index.pt")
+        info = self.meta["splits"][name]
+        skipped = [(str(p), str(why)) for p, why in info.get("skipped", [])]
+        return StoreSplit(self.root, name, self.layout, self.size, int(self.meta["channels"]),
+                          self.classes, index["chunk"], index["offset"], index["length"],
+                          index["label"], list(index.get("paths", [])), skipped)  # fmt: skip
+
+    def stats(self) -> PixelStats:
+        path = self.root / STATS_FILE
+        if not path.is_file():
+            raise StoreError(f"{self.root}: no training statistics (mean image, PCA) yet; they "
+                             "come with its train split: alexnet prepare SRC "
+                             f"{self.root} --split train")  # fmt: skip
+        return PixelStats.from_dict(load_tensors(path))
+
+
+def open_store(root: Path | str) -> Store:
+    root = Path(root)
+    if not is_store(root):
+        hint = ("it looks like an image folder: prepare it first with alexnet prepare "
+                f"{root} STORE_DIR" if (root / "train").is_dir() else "no store.json there")  # fmt: skip
+        raise StoreError(f"{root}: not a prepared image store ({hint})")
+    meta = read_json(root / STORE_FILE)
+    if meta.get("format", 0) > STORE_FORMAT:
+        raise StoreError(f"{root}: store format {meta.get('format')} is newer than this alexnet "
+                         f"reads ({STORE_FORMAT}); upgrade alexnet")  # fmt: skip
+    if meta.get("layout") not in LAYOUTS:
+        raise StoreError(f"{root / STORE_FILE}: unknown layout {meta.get('layout')!r}")
+    return Store(root, meta)
+
+
+def _load(request: Request) -> tuple[StoreSplit, StoreSplit]:
+    if not request.root:
+        raise ValueError("the store source needs --data STORE_DIR (made by alexnet prepare)")
+    store = open_store(request.root)
+    channels = int(store.meta["channels"])
+    if request.channels not in (0, channels):
+        raise ValueError(f"data.channels: {request.root} holds {channels}-channel images")
+    test = "val" if "val" in store.splits else "test"
+    return store.split("train"), store.split(test)
+
+
+# ILSVRC-2012's per-channel statistics (torchvision's): the mean of normalise = "channel", and
+# under "mean-image" the divisor after the mean image is subtracted.
+SOURCE = DataSource("store", _load, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
