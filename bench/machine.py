@@ -142,13 +142,16 @@ def _worker(module: str, name: str, options: dict, threads: int, conn) -> None:
         conn.send(time.perf_counter() - start)
 
 
-def in_processes(module: str, names: list[str], options: dict, rounds: int, calls: int) -> dict:
+def in_processes(
+    module: str, names: list[str], options: dict, rounds: int, calls: int, threads: int = 0
+) -> dict:
     """Median seconds per call of each case, each case built by ``module.build_case(name,
-    **options)`` in a process of its own (settings such as the allocator are per process).
-    The processes take turns, one at a time, in rounds: a slow spell of a shared machine falls
-    on all alike, and no two compete for the cores."""
+    **options)`` in a process of its own (settings such as the allocator are per process),
+    with ``threads`` threads (0: every core it may use). The processes take turns, one at a
+    time, in rounds: a slow spell of a shared machine falls on all alike, and no two compete
+    for the cores."""
     ctx = mp.get_context("spawn")
-    threads = len(os.sched_getaffinity(0))
+    threads = threads or len(os.sched_getaffinity(0))
     workers = {}
     for name in names:  # started one at a time, so that builds do not compete either
         parent, child = ctx.Pipe()

@@ -35,10 +35,22 @@ def decode_image(
     path: Path, channels: int, size: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> tuple[torch.Tensor | None, str]:
     """``path`` as uint8 (C, H, W), or (None, why it was skipped)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    # PIL refuses images over twice its own limit before we see their size; ours decides.
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # PIL refuses images over twice its own limit while opening them, before their size is
+    # known here; the header is all it reads then, so its check is lifted for the call (and
+    # restored: other code in the process keeps PIL's) and ours decides, giving the size.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return _decode_checked(path, channels, size, max_pixels)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _decode_checked(
+    path: Path, channels: int, size: int | None, max_pixels: int
+) -> tuple[torch.Tensor | None, str]:
+    from PIL import Image, UnidentifiedImageError
 
     try:
         data = path.read_bytes()
@@ -47,9 +59,7 @@ def decode_image(
     if not data:
         return None, "empty file"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            header = Image.open(io.BytesIO(data))
+        header = Image.open(io.BytesIO(data))
         width, height = header.size
         if width * height > max_pixels:
             return None, f"{width}x{height} is over the {max_pixels / 1e6:g}-megapixel limit"
@@ -58,12 +68,20 @@ def decode_image(
         if header.format in TORCHVISION_FORMATS:
             return _decode_torchvision(data, channels), ""
         return _decode_pil(header, channels), ""
-    except Image.DecompressionBombError:
-        return None, f"over the {max_pixels / 1e6:g}-megapixel limit"
     except UnidentifiedImageError:
         return None, "not an image"
     except (OSError, RuntimeError, ValueError, SyntaxError, EOFError) as exc:
-        return None, f"cannot decode: {str(exc).splitlines()[0][:80]}"
+        return None, f"cannot decode: {_decoder_message(exc)}"
+
+
+def _decoder_message(exc: Exception) -> str:
+    """The decoder's own words: torchvision prefixes its messages with the function and the
+    C++ source line ("decode_jpeg, .../decode_jpeg.cpp:171, Image is incomplete or
+    truncated"), which tell a user nothing."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if ".cpp:" in text:
+        text = text.rsplit(".cpp:", 1)[1].partition(", ")[2] or text
+    return text[:80]
 
 
 def _decode_torchvision(data: bytes, channels: int) -> torch.Tensor:

@@ -114,7 +114,13 @@ class BatchLoader:
             reads = DataLoader(_EpochReads(self, indices), batch_size=None,
                                sampler=range(start, len(self)), num_workers=self.workers,
                                pin_memory=self.device.type == "cuda",
-                               worker_init_fn=_one_thread)  # fmt: skip
+                               worker_init_fn=_one_thread,
+                               # its own generator: a DataLoader otherwise draws its workers'
+                               # base seed from the global random state, which dropout uses
+                               # and checkpoints save, so a resumed run would draw one more
+                               # number than the run it continues (the batches' draws do not
+                               # depend on it: each has its own generator).
+                               generator=torch.Generator())  # fmt: skip
         else:
             reads = (self.read(indices, b) for b in range(start, len(self)))
         for b, raw in enumerate(reads, start):

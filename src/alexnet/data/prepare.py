@@ -18,9 +18,11 @@ standard 1,000-class order), else the sorted folder names or wnids.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -71,6 +73,12 @@ class ChunkJob:
     files: tuple[str, ...]
     labels: tuple[int, ...]
     plan: Plan
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -151,7 +159,9 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
         if p.layout == "raw":
             blob = hwc.numpy().tobytes()
         elif p.layout == "jpeg":
-            blob = encode_jpeg(image, quality=p.quality).numpy().tobytes()
+            with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec instead
+                warnings.simplefilter("ignore", DeprecationWarning)
+                blob = encode_jpeg(image, quality=p.quality).numpy().tobytes()
         else:
             blob = b""
         kept.append([path, label, len(data), len(blob)])
@@ -159,9 +169,9 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
     name = chunk_name(job.index)
     if p.layout != "files":
         _atomic_write(folder / f"{name}.data", bytes(data))
-    tmp = folder / f".{name}.sums.{os.getpid()}.tmp"
-    torch.save(sums.to_dict(), tmp)
-    os.replace(tmp, folder / f"{name}.sums")
+    # Saved through memory: torch.save names the entries of its zip after the file written,
+    # and a temporary file's name (with the writer's pid) would make the bytes differ.
+    _atomic_write(folder / f"{name}.sums", _saved(sums.to_dict()))
     record = {"files": len(job.files), "kept": kept, "skipped": skipped, "bytes": len(data),
               "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
     _atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
@@ -278,15 +288,13 @@ def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) 
              "label": table[:, 3]}  # fmt: skip
     if paths:
         index["paths"] = paths
-    torch.save(index, folder / ".index.tmp")
-    os.replace(folder / ".index.tmp", folder / "index.pt")
+    _atomic_write(folder / "index.pt", _saved(index))
     listing = "".join(f"{p}\t{why}\n" for p, why in skipped)
     _atomic_write(
         folder / "skipped.txt", ("file\treason\n" + listing).encode("utf-8", "backslashreplace")
     )
     if split == "train":
-        torch.save(sums.finish().to_dict(), out / ".stats.tmp")
-        os.replace(out / ".stats.tmp", out / STATS_FILE)
+        _atomic_write(out / STATS_FILE, _saved(sums.finish().to_dict()))
     meta = {**meta, "splits": {**meta["splits"], split: {
         "images": len(rows), "chunks": chunks, "skipped": [list(s) for s in skipped]}}}  # fmt: skip
     _atomic_write(out / STORE_FILE, json.dumps(meta, indent=1).encode())

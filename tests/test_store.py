@@ -1,0 +1,339 @@
+"""The image store of ``alexnet prepare``: bad files, resuming, workers, checksums, layouts,
+flat ILSVRC folders, settings, the training statistics, and real ImageNet JPEGs end to end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet.data.prepare import Plan, prepare, verify_store
+from alexnet.data.store import chunk_name, open_store
+
+from .conftest import ALEXNET, SHARED_DATA, cli_env
+
+
+def run_cli(args: list[str], cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ALEXNET + args, env=cli_env(cache), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def smooth(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth RGB picture (ramps and a wave), so JPEG keeps it to a few grey levels."""
+    rng = np.random.default_rng(seed)
+    y, x = (np.mgrid[0:h, 0:w] / max(h, w))[..., None]
+    a, b, c, phase = rng.uniform(0, 1, (4, 3))
+    img = 40 + 80 * a * y + 80 * b * x + 40 * c * np.sin(6 * y + 4 * x + 6 * phase)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+SIZES = ((40, 30), (64, 48), (48, 64), (50, 40), (30, 40))  # (width, height), varied
+
+
+def make_tree(
+    root: Path, classes=("a", "b", "c"), per_class: int = 4, split: str = "train", seed: int = 0
+) -> Path:
+    """``root/split/<class>/NNN.{jpg,png}``: small smooth images of varied sizes."""
+    for c, name in enumerate(classes):
+        folder = root / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = SIZES[(i + c) % len(SIZES)]
+            suffix = "png" if i % 2 else "jpg"
+            Image.fromarray(smooth(h, w, seed + 100 * c + i)).save(folder / f"{i:03d}.{suffix}")
+    return root
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file of a store by relative path, hidden (temporary) files left out."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Identical stores: the same files, byte for byte."""
+    fa, fb = store_files(a), store_files(b)
+    assert sorted(fa) == sorted(fb)
+    assert [name for name in fa if fa[name] != fb[name]] == []
+
+
+def kept_files(store: Path, split: str = "train") -> list[str]:
+    """The file each stored image came from, in store order (from the chunk records)."""
+    meta = json.loads((store / "store.json").read_text())
+    chunks = meta["splits"][split]["chunks"]
+    records = [
+        json.loads((store / split / f"{chunk_name(i)}.json").read_text()) for i in range(chunks)
+    ]
+    return [row[0] for r in records for row in r["kept"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad and odd files
+
+
+def test_bad_files_are_skipped_counted_and_listed_and_odd_ones_become_rgb(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # prepare sets it
+    src, out = tmp_path / "src", tmp_path / "store"
+    folder = src / "train" / "a"
+    folder.mkdir(parents=True)
+    good = smooth(27, 36, 1)  # 972 pixels: under the limit of 1,000
+    Image.fromarray(good).save(folder / "good.jpg")
+    Image.fromarray(good[:, :, 1]).save(folder / "grey.jpg")
+    Image.fromarray(good).convert("CMYK").save(folder / "cmyk.jpg", format="JPEG")
+    Image.fromarray(good).save(folder / "png-named.jpg", format="PNG")
+    Image.fromarray(smooth(30, 40, 2)).save(folder / "big.png")  # 1,200 pixels
+    Image.fromarray(smooth(48, 64, 3)).save(folder / "huge.png")  # over twice the limit
+    (folder / "empty.jpg").write_bytes(b"")
+    jpeg = (folder / "good.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "text.jpg").write_text("hello, not a picture")
+    (folder / "notes.txt").write_text("some notes")
+
+    meta = prepare(src, out, plan=Plan(size=32, max_pixels=1000), chunk=3, progress=False)
+
+    info = meta["splits"]["train"]
+    reasons = {Path(p).name: why for p, why in info["skipped"]}
+    bad = ["big.png", "empty.jpg", "huge.png", "notes.txt", "text.jpg", "truncated.jpg"]
+    assert sorted(reasons) == bad
+    assert reasons["empty.jpg"] == "empty file"
+    assert reasons["truncated.jpg"].startswith("cannot decode")
+    assert reasons["text.jpg"] == "not an image"
+    assert reasons["notes.txt"] == "not an image file name (.txt)"
+    assert reasons["big.png"] == "40x30 is over the 0.001-megapixel limit"
+    # Over twice the limit PIL itself refuses the file, before its size is known.
+    assert reasons["huge.png"].endswith("over the 0.001-megapixel limit")
+    assert info["images"] == 4
+    # The same list, with the full paths, in the split's skipped.txt.
+    lines = (out / "train" / "skipped.txt").read_text().splitlines()
+    assert lines[0] == "file\treason"
+    assert sorted(lines[1:]) == sorted(f"{p}\t{why}" for p, why in info["skipped"])
+    assert all(Path(line.split("\t")[0]).is_absolute() for line in lines[1:])
+
+    split = open_store(out).split("train")
+    assert len(split) == 4 and open_store(out).stats().images == 4
+    names = [Path(p).name for p in kept_files(out)]
+    assert names == ["cmyk.jpg", "good.jpg", "grey.jpg", "png-named.jpg"]
+    images = {name: split.decode(i) for i, name in enumerate(names)}
+    for name, image in images.items():
+        assert image.shape == (32, 32, 3) and image.dtype == torch.uint8, name
+    grey = images["grey.jpg"]
+    assert torch.equal(grey[..., 0], grey[..., 1]) and torch.equal(grey[..., 1], grey[..., 2])
+    # CMYK and PNG-in-disguise keep their colours: close to the ordinary JPEG of the same picture.
+    for name in ("cmyk.jpg", "png-named.jpg"):
+        diff = (images[name].float() - images["good.jpg"].float()).abs().mean()
+        assert diff < 4, (name, float(diff))
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming and workers: the same store whatever happened on the way
+
+
+def test_a_killed_prepare_resumes_to_the_same_store(tmp_path, cache):
+    src = make_tree(tmp_path / "src", per_class=20)  # 60 images: 12 chunks of 5
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    options = ["--chunk", "5", "--workers", "0", "--no-progress", "--size", "32"]
+    args = ["prepare", str(src), str(killed), *options]
+    proc = subprocess.Popen(
+        ALEXNET + args, env=cli_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while not list((killed / "train").glob("chunk-*.json")) and proc.poll() is None:
+        assert time.time() < deadline, "prepare wrote no chunk in 2 minutes"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err  # killed, not finished
+    # At the kill the split was not complete: some chunks done, store.json not naming it.
+    done = list((killed / "train").glob("chunk-*.json"))
+    assert 1 <= len(done) < 12
+    assert "train" not in json.loads((killed / "store.json").read_text())["splits"]
+    assert not (killed / "train" / "index.pt").exists()
+
+    resumed = run_cli(args, cache)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "train 60 images, 0 skipped" in resumed.stdout
+    prepare(src, straight, plan=Plan(size=32), chunk=5, progress=False)
+    assert_same_store(killed, straight)
+
+
+@pytest.fixture(scope="module")
+def by_workers(tmp_path_factory) -> tuple[Path, Path]:
+    """One small source (four chunks, one bad file) prepared with 0 and with 2 workers."""
+    root = tmp_path_factory.mktemp("workers")
+    src = make_tree(root / "src", per_class=5)
+    (src / "train" / "b" / "broken.jpg").write_bytes(b"no")
+    stores = root / "zero", root / "two"
+    for out, workers in zip(stores, (0, 2), strict=True):
+        prepare(src, out, plan=Plan(size=32), workers=workers, chunk=4, progress=False)
+    return stores
+
+
+def test_workers_make_the_same_store(by_workers):
+    zero, two = by_workers
+    assert json.loads((zero / "store.json").read_text())["splits"]["train"]["chunks"] == 4
+    assert_same_store(zero, two)
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums
+
+
+def test_verify_finds_a_changed_byte_and_a_missing_chunk(tmp_path, cache):
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=32), chunk=4, progress=False)
+    assert verify_store(out) == []
+    data = out / "train" / "chunk-00001.data"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    data.write_bytes(bytes(blob))
+    problems = verify_store(out)
+    assert len(problems) == 1 and problems[0].startswith(str(data))
+    assert "sha256 differs" in problems[0]
+    proc = run_cli(["prepare", "--verify", str(out)], cache)
+    assert proc.returncode == 1, proc.stderr
+    assert str(data) in proc.stdout and "damaged: 1 problem(s)" in proc.stdout
+    (out / "train" / "chunk-00002.data").unlink()
+    assert verify_store(out)[1] == f"{out / 'train' / 'chunk-00002.data'}: missing"
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts, class lists, settings
+
+
+def test_the_three_layouts_hold_the_same_images(tmp_path):
+    src = make_tree(tmp_path / "src")
+    splits = {}
+    for layout in ("raw", "jpeg", "files"):
+        prepare(src, tmp_path / layout, plan=Plan(layout=layout, size=32), chunk=5, progress=False)
+        splits[layout] = open_store(tmp_path / layout).split("train")
+    raw, jpeg, files = splits["raw"], splits["jpeg"], splits["files"]
+    assert len(raw) == 12 and raw.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert torch.equal(raw.labels, jpeg.labels) and torch.equal(raw.labels, files.labels)
+    assert not list((tmp_path / "files" / "train").glob("*.data"))  # no copies
+    for i in range(len(raw)):
+        pixels = raw.decode(i)
+        assert torch.equal(files.decode(i), pixels), i
+        assert (jpeg.decode(i).float() - pixels.float()).abs().mean() < 3, i
+        # A band of rows reads the same rows in every layout.
+        assert torch.equal(files.read_band(i, 5, 20), pixels[5:25])
+    # Every layout has the same statistics (they are taken before encoding).
+    stats = [open_store(tmp_path / name).stats() for name in ("raw", "jpeg", "files")]
+    assert stats[0].same_as(stats[1]) and stats[0].same_as(stats[2])
+
+
+def test_flat_folder_follows_the_class_index_and_skips_unknown_wnids(tmp_path):
+    src = tmp_path / "flat"
+    src.mkdir()
+    index = {"0": ["n02000002", "second"], "1": ["n01000001", "first"]}  # not sorted order
+    (src / "imagenet_class_index.json").write_text(json.dumps(index))
+    for i, name in enumerate(
+        ("n01000001_a.JPEG", "n02000002_b.JPEG", "n01000001_c.JPEG", "n03000003_stray.JPEG")
+    ):
+        Image.fromarray(smooth(30, 40, i)).save(src / name, format="JPEG")
+    meta = prepare(src, tmp_path / "store", plan=Plan(size=32), progress=False)
+    assert meta["classes"] == ["n02000002", "n01000001"] and meta["names"] == ["second", "first"]
+    split = open_store(tmp_path / "store").split("train")
+    files = [Path(p).name for p in kept_files(tmp_path / "store")]
+    assert files == ["n01000001_a.JPEG", "n01000001_c.JPEG", "n02000002_b.JPEG"]
+    assert split.labels.tolist() == [1, 1, 0]
+    assert [(Path(p).name, why) for p, why in split.skipped] == [
+        ("n03000003_stray.JPEG", "class n03000003 is not in the class list")
+    ]
+
+
+def test_resuming_with_other_settings_is_a_one_line_error(tmp_path, cache):
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=32), chunk=6, progress=False)
+    before = store_files(out)
+    common = ["prepare", str(src), str(out), "--workers", "0", "--no-progress", "--chunk", "6"]
+    for option, expected in (
+        (["--size", "40"], "size 32, not 40"),
+        (["--size", "32", "--layout", "jpeg"], "layout 'raw', not 'jpeg'"),
+    ):
+        proc = run_cli(common + option, cache)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("alexnet prepare: error:"), proc.stderr
+        assert expected in lines[0] and "other settings" in lines[0]
+    assert store_files(out) == before  # nothing was touched
+    prepare(src, out, plan=Plan(size=32), chunk=6, progress=False)  # the same: a no-op resume
+    assert store_files(out) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+
+
+def test_stats_are_the_mean_image_and_pca_of_the_stored_pixels(tmp_path):
+    src, out = make_tree(tmp_path / "src", per_class=5), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=32), chunk=4, progress=False)  # merged over four chunks
+    store = open_store(out)
+    split, stats = store.split("train"), store.stats()
+    images = torch.stack([split.decode(i) for i in range(len(split))]).double()  # N, H, W, C
+    assert stats.images == len(split) == 15
+    assert stats.mean_image.shape == (32, 32, 3)
+    assert torch.allclose(stats.mean_image.double(), images.mean(0), rtol=0, atol=1e-4)
+    pixels = images.reshape(-1, 3) / 255
+    cov = torch.from_numpy(np.cov(pixels.numpy().T, bias=True))
+    val, vec = stats.eigval.double(), stats.eigvec.double()
+    assert val.shape == (3,) and vec.shape == (3, 3)
+    assert bool((val[:-1] >= val[1:]).all()) and bool((val >= 0).all())
+    assert torch.allclose(vec @ torch.diag(val) @ vec.T, cov, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(vec.T @ vec, torch.eye(3, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(stats.channel_mean.double(), pixels.mean(0), atol=1e-6)
+    assert torch.allclose(stats.channel_std.double(), cov.diagonal().sqrt(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Real ILSVRC images, the full network
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "imagenet-sample").is_dir(),
+    reason="../shared/data/imagenet-sample (1,000 real ILSVRC JPEGs) is not beside this checkout",
+)
+def test_real_imagenet_sample_prepares_and_trains_the_paper_network(tmp_path, cache):
+    sample, store, runs = SHARED_DATA / "imagenet-sample", tmp_path / "store", tmp_path / "runs"
+    for split in ("train", "val"):
+        options = f"--split {split} --layout raw --workers 2 --chunk 250 --no-progress".split()
+        proc = run_cli(["prepare", str(sample), str(store), *options], cache)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{split} 1000 images, 0 skipped" in proc.stdout
+    meta = json.loads((store / "store.json").read_text())
+    assert meta["size"] == 256 and len(meta["classes"]) == 1000
+    assert meta["names"][0] == "tench" and meta["splits"]["train"]["chunks"] == 4
+
+    small = ["epochs=1", "data.limit_train=32", "data.limit_test=16", "data.batch_size=16"]
+    small += ["data.eval_batch_size=16"]
+    args = ["train", "--recipe", "imagenet-paper", "--data", str(store), "--runs", str(runs)]
+    args += ["--name", "paper", "--no-progress", *(f"--set={kv}" for kv in small)]
+    proc = run_cli(args, cache, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs / "paper"
+    recipe = (run / "recipe.toml").read_text()
+    for line in (
+        'normalise = "mean-image"',
+        "pca_std = 0.1",
+        "flip = true",
+        'arch = "alexnet"',
+        "image_size = 227",
+    ):
+        assert line in recipe, line
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    pre = state["preprocessing"]
+    assert pre["mean_image"].shape == (256, 256, 3) and pre["eigval"].shape == (3,)
+    assert pre["images"] == 1000  # the whole prepared train split, not the 32 trained on
+    assert torch.allclose(pre["mean_image"], open_store(store).stats().mean_image)
+    assert 0 < float(pre["eigval"][0]) < 1 and bool((pre["eigval"][:-1] >= pre["eigval"][1:]).all())
