@@ -76,8 +76,24 @@ def _ddp(r: dict) -> tuple[str, str, bool | None]:
     return "2 processes, " + "; ".join(parts), "", None
 
 
+def _loader(r: dict) -> tuple[str, str, bool | None]:
+    q, t, c = r["ratios"], r["targets"], r["cases"]
+    base = c["torchvision"]["images_per_s_per_core"]
+    mem = r["memory"]
+    system, kept = mem["system"], mem["freed_memory_kept"]
+    text = (f"training batches per core: store raw {q['store raw / torchvision']:.1f}x, store "
+            f"jpeg {q['store jpeg / torchvision']:.1f}x, JPEG folder "
+            f"{q['folder / torchvision']:.1f}x torchvision ImageFolder ({base:.0f} img/s); "
+            f"streaming {mem['store_gb']:.0f} GB under a {mem['data_limit_gb']:g} GiB limit, "
+            f"anonymous memory per pass {'/'.join(f'{p:.0f}' for p in system['peak_anon_mib_per_pass'])} MiB"
+            f" ({'/'.join(f'{p:.0f}' for p in kept['peak_anon_mib_per_pass'])} with freed memory kept)")  # fmt: skip
+    goal = ", ".join(f">= {v:g}x" for v in t.values()) + ", flat"
+    met = all(q[k] >= v for k, v in t.items()) and system["flat"] and kept["flat"]
+    return text, goal, met
+
+
 SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
-    "lrn": _lrn, "throughput": _throughput, "inference": _inference,
+    "lrn": _lrn, "throughput": _throughput, "inference": _inference, "loader": _loader,
     "fashion_mnist": _accuracy, "cifar10": _accuracy, "ddp": _ddp,
 }  # fmt: skip
 
