@@ -74,3 +74,37 @@ def test_batches_arrive_on_the_gpu_through_pinned_memory():
     assert x.is_cuda and y.is_cuda and valid.is_cuda
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert loader.to_device(torch.zeros(2)).is_cuda
+
+
+def test_store_batches_on_the_gpu_equal_the_cpu_path(tmp_path):
+    """The paper's preprocessing of a store batch, finished on the GPU (one gather of the mean
+    image's crops) and on the CPU (image by image), from the same uint8 crops and draws."""
+    import numpy as np
+    from PIL import Image
+
+    from alexnet.data.batches import PCA, StoreBatches
+    from alexnet.data.loader import BatchLoader
+    from alexnet.data.prepare import Plan, prepare
+    from alexnet.data.store import open_store
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        folder = tmp_path / "src" / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(8):
+            array = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(array).save(folder / f"{i}.png")
+    prepare(tmp_path / "src", tmp_path / "store", plan=Plan(size=32), progress=False)
+    store = open_store(tmp_path / "store")
+    split, stats = store.split("train"), store.stats()
+    maker = StoreBatches(split, 27, stats.mean_image / 255, torch.tensor([0.2, 0.3, 0.25]),
+                         True, PCA(stats.eigval, stats.eigvec, 0.1))  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    raw = maker.read(torch.arange(16), g)
+    on_cpu, _ = maker.finish(raw, torch.device("cpu"), True)
+    on_gpu, labels = maker.finish(raw, torch.device("cuda"), True)
+    assert on_gpu.is_cuda and labels.is_cuda
+    assert on_gpu.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
+    loader = BatchLoader(split, 8, maker, train=True, device="cuda", workers=2)
+    assert all(x.is_cuda for x, _, _ in loader)
