@@ -9,10 +9,8 @@ chunks it had not finished, and, since each chunk depends only on its files, pro
 same store as an uninterrupted run. When every chunk of a split is done its index is written,
 and for the train split the mean image and RGB PCA (stats.py) from the merged sums.
 
-Sources: an ImageFolder tree (``SRC/train/<class>/*``, ``SRC/val/<class>/*``), or a flat
-folder of ILSVRC files named ``<wnid>_*.JPEG`` (prepared as the split ``--split`` names).
-Class order: ``imagenet_class_index.json`` beside the images when present (ImageNet's
-standard 1,000-class order), else the sorted folder names or wnids.
+Sources and class order: layouts.py (ImageFolder trees, ILSVRC's flat val/ with Kaggle's or
+the devkit's labels, flat ``<wnid>_*.JPEG`` files).
 """
 
 from __future__ import annotations
@@ -30,14 +28,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet.data.images import (
-    MAX_PIXELS,
-    class_files,
-    class_folders,
-    decode_image,
-    is_image_name,
-    resize_image,
-)
+from alexnet.data.images import MAX_PIXELS, decode_image, resize_image
+from alexnet.data.layouts import class_map, is_flat, labelled_splits, split_files
 from alexnet.data.stats import PixelSums
 from alexnet.data.store import (
     LAYOUTS,
@@ -49,9 +41,6 @@ from alexnet.data.store import (
     load_tensors,
     read_json,
 )
-
-CLASS_INDEX = "imagenet_class_index.json"
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -92,50 +81,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # --------------------------------------------------------------------------------------------
 # What to prepare
-
-
-def class_map(src: Path) -> tuple[list[str], list[str]]:
-    """(class ids, readable names) in label order."""
-    for where in (src, src.parent):
-        index_file = where / CLASS_INDEX
-        if index_file.is_file():
-            table = read_json(index_file)
-            try:
-                rows = [table[str(i)] for i in range(len(table))]
-                return [str(r[0]) for r in rows], [str(r[1]) for r in rows]
-            except (KeyError, IndexError, TypeError):
-                raise StoreError(f"{index_file}: expected {{\"0\": [wnid, name], ...}} for "
-                                 "every index from 0") from None  # fmt: skip
-    for split in SPLITS:
-        if (src / split).is_dir():
-            names = class_folders(src / split)
-            return names, names
-    wnids = sorted({p.name.split("_")[0] for p in src.iterdir() if is_image_name(p)})
-    if not wnids:
-        raise StoreError(f"{src}: no images; expected train/<class>/* and val/<class>/*, or "
-                         "files named <wnid>_*.JPEG")  # fmt: skip
-    return wnids, wnids
-
-
-def split_files(src: Path, split: str, classes: list[str]) -> tuple[list[tuple[str, int]], list]:
-    """((file, label) pairs, skipped (file, why)) of ``split``, sorted by file."""
-    label = {c: i for i, c in enumerate(classes)}
-    pairs: list[tuple[str, int]] = []
-    skipped: list[tuple[str, str]] = []
-    if (src / split).is_dir():
-        found = [(p, name) for name in class_folders(src / split)
-                 for p in class_files(src / split / name, src / split)]  # fmt: skip
-    else:  # a flat folder of <wnid>_*.JPEG files
-        found = [(p, p.name.split("_")[0]) for p in sorted(src.iterdir()) if p.is_file()
-                 and not p.name.startswith(".") and p.name != CLASS_INDEX]  # fmt: skip
-    for path, name in found:
-        if not is_image_name(path):
-            skipped.append((str(path), f"not an image file name ({path.suffix or 'no suffix'})"))
-        elif name not in label:
-            skipped.append((str(path), f"class {name} is not in the class list"))
-        else:
-            pairs.append((str(path), label[name]))
-    return sorted(pairs), skipped
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,8 +173,8 @@ def prepare(
     if out == src or src in out.parents:
         raise ValueError(f"{out}: the store must not be inside the images it is made from")
     classes, names = class_map(src)
-    flat = not any((src / s).is_dir() for s in SPLITS)
-    splits = splits or (["train"] if flat else [s for s in SPLITS if (src / s).is_dir()])
+    flat = is_flat(src)
+    splits = splits or labelled_splits(src)
     meta = begin_store(out, plan, classes, names, src)
     for split in splits:
         if not flat and not (src / split).is_dir():
