@@ -130,6 +130,34 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         print(f"{out}: {split} {info['images']} images, {skipped} skipped{listed}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from alexnet.eval_checkpoints import evaluate_checkpoints
+    from alexnet.trained import load_trained
+
+    nets = [load_trained(Path(c)) for c in args.checkpoints]
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"--data {args.data}: no such file or folder")
+    result = evaluate_checkpoints(nets, Path(args.data), split=args.split, crops=args.crops,
+                                  batch=args.batch, workers=args.workers,
+                                  progress=not args.no_progress)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    what = f"{len(nets)} networks averaged" if len(nets) > 1 else str(nets[0].path)
+    print(f"{what}, {args.crops} crop(s), {result['images']} images of {result['data']}"
+          f" ({len(result['skipped'])} skipped)")  # fmt: skip
+    print(f"top-1 error {100 * result['top1_err']:.2f}%  top-5 error {100 * result['top5_err']:.2f}%"
+          f"  (mean per-class top-1 accuracy {100 * result['mean_class_top1_acc']:.2f}%)")  # fmt: skip
+    worst = sorted(result["per_class"], key=lambda c: -c["top1_err"])[:5]
+    if len(result["per_class"]) > 5:
+        print("hardest classes (top-1 error): " + ", ".join(
+            f"{c['name']} {100 * c['top1_err']:.0f}%" for c in worst))  # fmt: skip
+    for path, why in result["skipped"][:5]:
+        print(f"skipped {path}: {why}")
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from alexnet.data.cache import PARTS, cache_dir, cache_usage, clear_cache
 
@@ -216,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
 
     _add_prepare(sub)
+
+    p = sub.add_parser("eval", help="top-1 and top-5 error of a network or an ensemble",
+                       description="Top-1 and top-5 error, overall and per class, of one trained "
+                       "network or of several whose softmax outputs are averaged, over the "
+                       "centre crop or the paper's ten crops.")  # fmt: skip
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="checkpoint files or run folders (their best.pt); several: an ensemble")  # fmt: skip
+    p.add_argument("--data", required=True,
+                   help="a store (alexnet prepare) or an image folder, or the data of a network "
+                        "trained in memory (as its recipe's --data)")  # fmt: skip
+    p.add_argument("--split", help="which split (default: val, else test)")
+    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
+                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
+                        "centre, each mirrored too")  # fmt: skip
+    p.add_argument("--batch", type=int, default=50, help="images per batch (default 50)")
+    p.add_argument("--workers", type=int, default=0, help="processes reading images (default 0)")
+    p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
     p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")

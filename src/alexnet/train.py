@@ -407,6 +407,8 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     saved = as_given if resume_from is not None else recipe.to_dict()
     state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), saved)
     state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
+    if isinstance(train_set, StoreSplit):  # what evaluation needs to read images as training did
+        state.data |= {"stored_size": train_set.size, "names": open_store(train_set.root).names}
     state.preprocessing = stats.to_dict() if stats else {}
     logger = RunLogger(run_dir, rt.main, progress)
     if resume_from is not None:

@@ -159,9 +159,10 @@ class StoreSplit:
         else:
             path = Path(self.paths[int(self.offset[i])])
             image, why = decode_image(path, self.channels, self.size)
-            if image is None:  # the file changed since prepare checked it
-                raise StoreError(f"{path}: {why}; it was readable when the store was prepared: "
-                                 "run alexnet prepare again")  # fmt: skip
+            if image is None:
+                again = ("; it was readable when the store was prepared: run alexnet prepare "
+                         "again") if is_store(self.root) else ""  # fmt: skip
+                raise StoreError(f"{path}: {why}{again}")
             image = resize_image(image, self.size)
         return image.permute(1, 2, 0)
 

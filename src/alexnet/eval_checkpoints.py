@@ -1,0 +1,201 @@
+"""``alexnet eval``: the top-1 and top-5 error of a trained network or of an ensemble, as the
+paper reports them (section 6, Table 2), overall and per class.
+
+Images are read once and shown to every network of an ensemble in each of the chosen views
+(crops.py: the centre, or the paper's ten crops); each network's softmax outputs are averaged
+over the views, then over the networks ("averaging the predictions of five similar CNNs").
+Networks trained from a store see the stored 256x256 image of a store's split, or of an
+image folder read the same way (rescaled and centre-cropped as ``alexnet prepare`` does);
+networks trained in memory see their own data source's test images.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from alexnet.crops import CROPS, View
+from alexnet.data import ImageSet, Request, load_source
+from alexnet.data.batches import MemoryBatches, StoreBatches
+from alexnet.data.layouts import split_files
+from alexnet.data.store import StoreError, StoreSplit, is_store, open_store
+from alexnet.inference import infer, prepare_for_inference
+from alexnet.runtime import pick_channels_last, pick_device, pick_precision
+from alexnet.trained import Trained
+
+
+@dataclass
+class Scores:
+    """Per-class counts of images and of top-1 and top-5 hits."""
+
+    classes: list[str]
+    names: list[str]
+    images: torch.Tensor = field(init=False)
+    top1: torch.Tensor = field(init=False)
+    top5: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.classes)
+        self.images, self.top1, self.top5 = (torch.zeros(n, dtype=torch.int64) for _ in range(3))
+
+    def add(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+        hits = top == labels[:, None]
+        for counts, hit in ((self.images, torch.ones_like(labels)), (self.top1, hits[:, 0]),
+                            (self.top5, hits.any(1))):  # fmt: skip
+            counts.index_add_(0, labels, hit.long())
+
+    def summary(self) -> dict:
+        n = int(self.images.sum())
+        seen = self.images > 0
+        per_class = [{"class": c, "name": nm, "images": int(k), "top1_err": 1 - int(a) / int(k),
+                      "top5_err": 1 - int(b) / int(k)}
+                     for c, nm, k, a, b in zip(self.classes, self.names, self.images, self.top1,
+                                               self.top5, strict=True) if k]  # fmt: skip
+        return {"images": n, "top1_err": 1 - int(self.top1.sum()) / max(n, 1),
+                "top5_err": 1 - int(self.top5.sum()) / max(n, 1),
+                "mean_class_top1_acc": float((self.top1[seen] / self.images[seen]).mean())
+                if seen.any() else 0.0, "per_class": per_class}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The images
+
+
+def _same(nets: list[Trained], what: str, value) -> None:
+    differing = [str(n.path) for n in nets if value(n) != value(nets[0])]
+    if differing:
+        raise ValueError(f"{differing[0]}: its {what} differ from {nets[0].path}'s; an ensemble "
+                         "needs networks trained on the same classes and images")  # fmt: skip
+
+
+def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSplit | ImageSet:
+    """What the networks are evaluated on: a store's split, an image folder read as a store
+    would hold it, or (networks trained in memory) their data source's test set."""
+    first = nets[0]
+    for what, value in (("classes", lambda n: n.classes), ("data source", lambda n: n.from_store),
+                        ("stored image size", lambda n: n.stored_size)):  # fmt: skip
+        _same(nets, what, value)
+    if not first.from_store:
+        if split not in (None, "test", "val"):
+            raise ValueError(f"--split {split}: networks trained in memory are evaluated on "
+                             "their data's test (or val) split")  # fmt: skip
+        d = first.recipe.data
+        request = Request(str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6))
+        test = load_source(d.source, request)[1]
+        if test.classes != first.classes:
+            raise ValueError(f"{data}: its classes differ from those {first.path} was trained on")
+        return test
+    if is_store(data):
+        store = open_store(data)
+        chosen = split or ("val" if "val" in store.splits else "test")
+        images = store.split(chosen)
+        if images.size != first.stored_size or images.classes != first.classes:
+            raise ValueError(f"{data}: holds {images.size}-pixel images of {len(images.classes)} "
+                             f"classes; {first.path} was trained on {first.stored_size}-pixel "
+                             f"images of {len(first.classes)} classes")  # fmt: skip
+        return images
+    return folder_split(data, split or ("val" if (data / "val").is_dir() else "test"), first)
+
+
+def folder_split(src: Path, split: str, net: Trained) -> StoreSplit:
+    """An image folder's split as a store of the ``files`` layout, labelled by the network's
+    classes (ImageFolder, ILSVRC's flat val/ with its labels, or <wnid>_*.JPEG files)."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"--data {src}: not a store (no store.json) nor a folder")
+    pairs, skipped = split_files(src, split, net.classes)
+    if not pairs:
+        raise ValueError(f"{src}: no images of {net.path}'s classes in its {split} split")
+    n = len(pairs)
+    return StoreSplit(src, split, "files", int(net.stored_size), 3, net.classes,
+                      torch.zeros(n, dtype=torch.int32), torch.arange(n), torch.zeros(n, dtype=torch.int64),
+                      torch.tensor([lab for _, lab in pairs]), [p for p, _ in pairs], skipped)  # fmt: skip
+
+
+class _Reads(Dataset):
+    """Batch b of ``images`` (uint8, as stored), its labels, and which images could be read."""
+
+    def __init__(self, images: StoreSplit | ImageSet, batch: int) -> None:
+        self.images, self.batch = images, batch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images.labels) / self.batch)
+
+    def __getitem__(self, b: int):
+        chosen = torch.arange(b * self.batch, min((b + 1) * self.batch, len(self.images.labels)))
+        labels = self.images.labels[chosen]
+        if isinstance(self.images, ImageSet):
+            return self.images.images[chosen], labels, torch.ones(len(chosen), dtype=torch.bool), []
+        full, ok, failed = [], [], []
+        for i in chosen.tolist():
+            try:
+                full.append(self.images.decode(i))
+                ok.append(True)
+            except StoreError as exc:  # a file of a folder that cannot be read: counted
+                full.append(torch.zeros(self.images.size, self.images.size, 3, dtype=torch.uint8))
+                ok.append(False)
+                failed.append((self.images.paths[int(self.images.offset[i])], str(exc)))
+        ok = torch.tensor(ok)
+        return torch.stack(full), labels, ok, failed
+
+
+# --------------------------------------------------------------------------------------------
+# Views and networks
+
+
+def view_inputs(net: Trained, images, view: View, data, device, channels_last: bool):
+    """Network ``net``'s input for one view of a batch, normalised as it was trained."""
+    y, x, mirrored = view
+    n = len(images)
+    if not net.from_store:  # in memory: the images are the network's size; the view mirrors
+        batch = images.flip(-1) if mirrored else images
+        maker = MemoryBatches(data, net.mean().permute(2, 0, 1) if net.mean().dim() == 3
+                              else net.mean(), net.std())  # fmt: skip
+        return maker.finish((batch, torch.zeros(n, dtype=torch.int64), torch.empty(0)), device,
+                            channels_last)[0]  # fmt: skip
+    s = net.input_size
+    crops = images[:, y : y + s, x : x + s]
+    crops = (crops.flip(2) if mirrored else crops).contiguous()
+    maker = StoreBatches(data, s, net.mean(), net.std())
+    full = (torch.full((n,), y), torch.full((n,), x), torch.full((n,), mirrored))
+    raw = (crops, torch.zeros(n, dtype=torch.int64), *full, torch.empty(0))
+    return maker.finish(raw, device, channels_last)[0]
+
+
+def evaluate_checkpoints(
+    nets: list[Trained], data: Path, *, split: str | None = None, crops: int = 1,
+    batch: int = 50, workers: int = 0, progress: bool = True,
+) -> dict:  # fmt: skip
+    """Top-1 and top-5 error of the networks' averaged softmax outputs over ``crops`` views."""
+    images = eval_images(nets, data, split)
+    first = nets[0]
+    full = first.stored_size if first.from_store else first.input_size
+    if crops not in CROPS or (crops > 2 and not first.from_store):
+        raise ValueError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10 (the "
+                         "paper's, for networks trained from a store of larger images)")  # fmt: skip
+    views = CROPS[crops](full, first.input_size)
+    device = pick_device(0)
+    layout = pick_channels_last("auto")
+    amps = [pick_precision(n.recipe.train.precision, device) for n in nets]
+    models = [prepare_for_inference(n.model, device, a, layout) for n, a in zip(nets, amps, strict=True)]
+    scores = Scores(first.classes, first.names)
+    reads = DataLoader(_Reads(images, batch), batch_size=None, num_workers=workers)
+    from tqdm import tqdm
+
+    skipped = list(images.skipped)
+    for batch_images, labels, ok, failed in tqdm(reads, desc="eval", unit="batch", file=sys.stderr,
+                                                 disable=not progress, dynamic_ncols=True):  # fmt: skip
+        skipped += failed
+        probs = torch.zeros(len(labels), len(first.classes))
+        for net, model, amp in zip(nets, models, amps, strict=True):
+            for view in views:
+                x = view_inputs(net, batch_images, view, images, device, layout)
+                probs += infer(model, x, amp).softmax(1).cpu()
+        scores.add(probs[ok], labels[ok])
+    return {"checkpoints": [str(n.path) for n in nets], "data": str(images.source),
+            "crops": crops, **scores.summary(), "skipped": [list(s) for s in skipped]}  # fmt: skip
