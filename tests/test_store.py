@@ -204,7 +204,8 @@ def test_verify_finds_a_changed_byte_and_a_missing_chunk(tmp_path, cache):
     assert proc.returncode == 1, proc.stderr
     assert str(data) in proc.stdout and "damaged: 1 problem(s)" in proc.stdout
     (out / "train" / "chunk-00002.data").unlink()
-    assert verify_store(out)[1] == f"{out / 'train' / 'chunk-00002.data'}: missing"
+    assert verify_store(out)[1].startswith(f"{out / 'train' / 'chunk-00002.data'}: missing")
+    assert "run alexnet prepare again" in verify_store(out)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,3 +338,80 @@ def test_real_imagenet_sample_prepares_and_trains_the_paper_network(tmp_path, ca
     assert pre["images"] == 1000  # the whole prepared train split, not the 32 trained on
     assert torch.allclose(pre["mean_image"], open_store(store).stats().mean_image)
     assert 0 < float(pre["eigval"][0]) < 1 and bool((pre["eigval"][:-1] >= pre["eigval"][1:]).all())
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming safely, damage, locking and bad options
+
+
+def test_a_resume_redoes_chunks_of_other_files_and_damaged_ones(tmp_path):
+    src, out = make_tree(tmp_path / "src", per_class=4), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
+    assert open_store(out).meta["splits"]["train"]["images"] == 12
+    make_tree(src, classes=("a",), per_class=5)  # one more file: every later chunk shifts
+    (out / "train" / "chunk-00002.data").write_bytes(b"")  # and one chunk's data lost
+    prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
+    assert open_store(out).meta["splits"]["train"]["images"] == 13
+    assert verify_store(out) == []
+    fresh = tmp_path / "fresh"
+    prepare(src, fresh, plan=Plan(size=16, chunk=4), progress=False)
+    assert store_files(out) == store_files(fresh)
+
+
+def test_another_chunk_size_bad_options_and_a_busy_store_are_one_line_errors(tmp_path):
+    import fcntl
+
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
+    with pytest.raises(ValueError, match="chunk 4, not 5"):
+        prepare(src, out, plan=Plan(size=16, chunk=5), progress=False)
+    for plan, option in ((Plan(size=0), "--size"), (Plan(quality=200), "--quality"),
+                         (Plan(chunk=0), "--chunk")):  # fmt: skip
+        with pytest.raises(ValueError, match=option):
+            prepare(src, tmp_path / "never", plan=plan, progress=False)
+    assert not (tmp_path / "never").exists()
+    with open(out / ".lock", "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another alexnet prepare"):
+            prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
+
+
+def test_a_damaged_chunk_read_by_a_worker_is_one_clear_error(tmp_path):
+    from alexnet.data.batches import StoreBatches
+    from alexnet.data.loader import BatchLoader
+    from alexnet.data.store import StoreError
+
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
+    data = out / "train" / "chunk-00001.data"
+    data.write_bytes(data.read_bytes()[:100])
+    split = open_store(out).split("train")
+    loader = BatchLoader(split, 12, StoreBatches(split, 12, torch.zeros(3), torch.ones(3)),
+                         train=True, workers=2)  # fmt: skip
+    with pytest.raises(StoreError, match=r"chunk-00001\.data: image .* cut short") as caught:
+        list(loader)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_a_process_keeps_few_chunk_files_open(tmp_path, monkeypatch):
+    from alexnet.data import store
+
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=16, chunk=2), progress=False)
+    monkeypatch.setattr(store, "OPEN_CHUNKS", 2)
+    split = open_store(out).split("train")
+    for i in range(len(split)):
+        split.read_band(i, 0, 16)
+        assert len(split._files) <= 2
+
+
+@pytest.mark.parametrize("table, why", [
+    ({"0": "tench", "1": "goldfish"}, "expected"),
+    ({"0": ["n01", "a"], "1": ["n01", "b"]}, "more than once"),
+])  # fmt: skip
+def test_a_malformed_class_index_is_refused_before_decoding(tmp_path, table, why):
+    from alexnet.data.layouts import LayoutError, class_map
+
+    (tmp_path / "imagenet_class_index.json").write_text(json.dumps(table))
+    with pytest.raises(LayoutError, match=why):
+        class_map(tmp_path)

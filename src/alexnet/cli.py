@@ -121,7 +121,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         raise UserError("give the images and the store to write: alexnet prepare SRC OUT")
     src, out = map(Path, args.paths)
     plan = Plan(args.layout, args.size, 3, args.quality, int(args.max_megapixels * 1e6))
-    workers = os.cpu_count() or 1 if args.workers is None else args.workers
+    workers = len(os.sched_getaffinity(0)) if args.workers is None else args.workers
     meta = prepare(src, out, splits=args.split or None, plan=plan, workers=workers,
                    chunk=args.chunk, progress=not args.no_progress)  # fmt: skip
     for split, info in sorted(meta["splits"].items()):

@@ -86,7 +86,9 @@ def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSpli
             raise ValueError(f"--split {split}: networks trained in memory are evaluated on "
                              "their data's test (or val) split")  # fmt: skip
         d = first.recipe.data
-        request = Request(str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6))
+        request = Request(
+            str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6)
+        )
         test = load_source(d.source, request)[1]
         if test.classes != first.classes:
             raise ValueError(f"{data}: its classes differ from those {first.path} was trained on")
@@ -182,7 +184,9 @@ def evaluate_checkpoints(
     device = pick_device(0)
     layout = pick_channels_last("auto")
     amps = [pick_precision(n.recipe.train.precision, device) for n in nets]
-    models = [prepare_for_inference(n.model, device, a, layout) for n, a in zip(nets, amps, strict=True)]
+    models = [
+        prepare_for_inference(n.model, device, a, layout) for n, a in zip(nets, amps, strict=True)
+    ]
     scores = Scores(first.classes, first.names)
     reads = DataLoader(_Reads(images, batch), batch_size=None, num_workers=workers)
     from tqdm import tqdm

@@ -161,7 +161,7 @@ def loader_workers(recipe: Recipe, rt: Runtime, train_set) -> int:
         return 0
     if rt.device.type == "cuda":
         per_node = max(1, torch.cuda.device_count())
-        return max(1, min(8, (os.cpu_count() or 2) // per_node - 1))
+        return max(1, min(8, len(os.sched_getaffinity(0)) // per_node - 1))
     return 1
 
 

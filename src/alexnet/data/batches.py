@@ -136,14 +136,24 @@ class StoreBatches:
         if device.type == "cpu":
             x = self._finish_cpu(crops, ys, xs, flips, shift)
         else:
-            x = to_device(crops, device).float().mul_(self._scale(device))
+            x = to_device(crops, device).float().mul_(self._on(device, "scale"))
             x.add_(self._offsets(ys, xs, flips, device))
-            x.add_((shift.to(device) / self.std.to(device))[:, None, None, :])
+            x.add_((to_device(shift, device) / self._on(device, "std"))[:, None, None, :])
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W) in channels-last memory, as stored
         return (x if channels_last else x.contiguous()), to_device(labels, device)
 
     def _scale(self, device) -> torch.Tensor:
         return (1.0 / (255.0 * self.std)).to(device)
+
+    def _on(self, device, what: str) -> torch.Tensor:
+        """A constant of the batch arithmetic on ``device``, copied there once."""
+        cache = self.__dict__.setdefault("_device_copies", {})
+        key = (str(device), what)
+        if key not in cache:
+            value = {"scale": lambda: self._scale("cpu"), "std": lambda: self.std,
+                     "neg": lambda: self._scaled_mean()[0]}[what]()  # fmt: skip
+            cache[key] = value.to(device)
+        return cache[key]
 
     def _scaled_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-mean / std at every stored pixel (H, W, C), and its mirror image; a per-channel
@@ -179,7 +189,7 @@ class StoreBatches:
     def _offsets(self, ys, xs, flips, device) -> torch.Tensor:
         """-mean / std cut at each image's crop position and mirrored with it (the paper
         subtracts the mean image before cropping), as one gather: (N, size, size, C)."""
-        neg = self._scaled_mean()[0].to(device)
+        neg = self._on(device, "neg")
         steps = torch.arange(self.size, device=device)
         rows = ys.to(device)[:, None] + steps
         cols = xs.to(device)[:, None] + torch.where(flips.to(device)[:, None],

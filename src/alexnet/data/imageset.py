@@ -40,14 +40,18 @@ class ImageSet:
         )
 
     def skip_summary(self, listed_in: Path | None = None) -> str | None:
-        """One line naming the first few skipped files and why, or None if none were."""
-        if not self.skipped:
-            return None
-        shown = "; ".join(f"{Path(p).name} ({why})" for p, why in self.skipped[:SHOWN_SKIPS])
-        more = len(self.skipped) - SHOWN_SKIPS
-        tail = f"; and {more} more" if more > 0 else ""
-        where = f"; all listed in {listed_in}" if listed_in else ""
-        return f"{self.source}: skipped {len(self.skipped)} file(s): {shown}{tail}{where}"
+        return skip_line(f"{self.source}: skipped", self.skipped, listed_in)
+
+
+def skip_line(what: str, skipped: list[tuple[str, str]], listed_in: Path | None) -> str | None:
+    """One line naming the first few skipped files and why, or None if none were."""
+    if not skipped:
+        return None
+    shown = "; ".join(f"{Path(p).name} ({why})" for p, why in skipped[:SHOWN_SKIPS])
+    more = len(skipped) - SHOWN_SKIPS
+    tail = f"; and {more} more" if more > 0 else ""
+    where = f"; all listed in {listed_in}" if listed_in else ""
+    return f"{what} {len(skipped)} file(s): {shown}{tail}{where}"
 
 
 def write_skip_list(sets: list[ImageSet], path: Path) -> bool:

@@ -16,6 +16,7 @@ looked for up to three folders up, where Kaggle's archive keeps them.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from alexnet.data.images import class_files, class_folders, is_image_name
@@ -54,12 +55,19 @@ def class_map(src: Path) -> tuple[list[str], list[str]]:
     index_file = find_upward(src, CLASS_INDEX)
     if index_file is not None:
         table = _read_json(index_file)
+        shape = 'expected {"0": [wnid, name], ...} for every index from 0'
         try:
             rows = [table[str(i)] for i in range(len(table))]
-            return [str(r[0]) for r in rows], [str(r[1]) for r in rows]
-        except (KeyError, IndexError, TypeError):
-            raise LayoutError(f"{index_file}: expected {{\"0\": [wnid, name], ...}} for every "
-                              "index from 0") from None  # fmt: skip
+        except (KeyError, TypeError):
+            raise LayoutError(f"{index_file}: {shape}") from None
+        if not all(isinstance(r, list) and len(r) >= 2 and all(isinstance(v, str) for v in r[:2])
+                   for r in rows):  # fmt: skip
+            raise LayoutError(f"{index_file}: {shape}")
+        wnids = [r[0] for r in rows]
+        if len(set(wnids)) != len(wnids):
+            twice = next(w for w in wnids if wnids.count(w) > 1)
+            raise LayoutError(f"{index_file}: class {twice} is listed more than once")
+        return wnids, [r[1] for r in rows]
     mapping = find_upward(src, SYNSET_MAPPING)
     if mapping is not None:
         rows = [line.split(" ", 1) for line in mapping.read_text().splitlines() if line.strip()]
@@ -68,11 +76,16 @@ def class_map(src: Path) -> tuple[list[str], list[str]]:
         if (src / split).is_dir() and class_folders(src / split):
             names = class_folders(src / split)
             return names, names
-    wnids = sorted({p.name.split("_")[0] for p in src.iterdir() if is_image_name(p)})
+    wnids = sorted({p.name.split("_")[0] for p in src.iterdir() if is_flat_name(p)})
     if not wnids:
         raise LayoutError(f"{src}: no images; expected train/<class>/* and val/<class>/*, or "
                           "files named <wnid>_*.JPEG")  # fmt: skip
     return wnids, wnids
+
+
+def is_flat_name(path: Path) -> bool:
+    """An ILSVRC file name that says its class: ``n01440764_tench.JPEG``."""
+    return is_image_name(path) and re.match(r"n\d+_", path.name) is not None
 
 
 def is_flat(src: Path) -> bool:

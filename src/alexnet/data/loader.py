@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from alexnet.data.batches import Batches, to_device
+from alexnet.data.store import StoreError
 
 
 class _Length:
@@ -45,7 +46,18 @@ class _Reads(Dataset):
         epoch, b = key
         if epoch != self.epoch:
             self.indices, self.epoch = self.plan.order(epoch), epoch
-        return self.plan.read(self.indices, epoch, b)
+        try:
+            return self.plan.read(self.indices, epoch, b)
+        except StoreError as exc:  # raised again by the training process, as its own one line
+            return _Failed(str(exc))
+
+
+@dataclass
+class _Failed:
+    """A worker's read that failed, and why; DataLoader would wrap the error in the worker's
+    traceback, which is no message for a user."""
+
+    message: str
 
 
 @dataclass
@@ -172,6 +184,8 @@ class BatchLoader:
         else:
             reads = (self.plan.read(indices, self.epoch, b) for b in range(start, len(self)))
         for b, raw in enumerate(reads, start):
+            if isinstance(raw, _Failed):
+                raise StoreError(raw.message)
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
             x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
             yield x, y, valid.to(self.device)

@@ -15,6 +15,8 @@ the devkit's labels, flat ``<wnid>_*.JPEG`` files).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -22,7 +24,7 @@ import os
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from alexnet.data.store import (
     StoreError,
     chunk_name,
     load_tensors,
+    open_store,
     read_json,
 )
 
@@ -52,6 +55,18 @@ class Plan:
     channels: int = 3
     quality: int = 90  # jpeg layout
     max_pixels: int = MAX_PIXELS
+    chunk: int = 1000  # files per chunk
+
+    def check(self) -> None:
+        """Every value in range, before anything is written."""
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"--layout {self.layout}: valid: {', '.join(LAYOUTS)}")
+        for option, value, low, high in (("--size", self.size, 1, 65_536),
+                                         ("--quality", self.quality, 1, 100),
+                                         ("--chunk", self.chunk, 1, 1_000_000),
+                                         ("--max-megapixels", self.max_pixels, 1, 10**12)):  # fmt: skip
+            if not low <= value <= high:
+                raise ValueError(f"{option} {value}: must be from {low} to {high}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,25 @@ class ChunkJob:
     labels: tuple[int, ...]
     plan: Plan
 
+    @property
+    def key(self) -> str:
+        """Which files with which labels: a finished chunk of another list is not this one."""
+        listing = "".join(f"{f}\t{lab}\n" for f, lab in zip(self.files, self.labels, strict=True))
+        return hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def done(self) -> bool:
+        """Whether this chunk was finished: its record reads, is of these files, and its data
+        and sums are there in full. A chunk damaged or cut short is made again."""
+        folder, name = self.out / self.split, chunk_name(self.index)
+        try:
+            record = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+            data = folder / f"{name}.data"
+            size = data.stat().st_size if data.exists() else 0
+            return (record.get("job") == self.key and size == record["bytes"]
+                    and (folder / f"{name}.sums").is_file())  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
 
 def _saved(obj) -> bytes:
     buffer = io.BytesIO()
@@ -70,7 +104,7 @@ def _saved(obj) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | bytearray) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -113,12 +147,12 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
         data += blob
     name = chunk_name(job.index)
     if p.layout != "files":
-        _atomic_write(folder / f"{name}.data", bytes(data))
+        _atomic_write(folder / f"{name}.data", data)
     # Saved through memory: torch.save names the entries of its zip after the file written,
     # and a temporary file's name (with the writer's pid) would make the bytes differ.
     _atomic_write(folder / f"{name}.sums", _saved(sums.to_dict()))
-    record = {"files": len(job.files), "kept": kept, "skipped": skipped, "bytes": len(data),
-              "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    record = {"job": job.key, "files": len(job.files), "kept": kept, "skipped": skipped,
+              "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
     _atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
     return len(job.files), len(kept)
 
@@ -136,7 +170,7 @@ def begin_store(out: Path, plan: Plan, classes: list[str], names: list[str], src
     path = out / STORE_FILE
     wanted = {"format": STORE_FORMAT, "layout": plan.layout, "size": plan.size,
               "channels": plan.channels, "quality": plan.quality, "max_pixels": plan.max_pixels,
-              "classes": classes, "names": names}  # fmt: skip
+              "chunk": plan.chunk, "classes": classes, "names": names}  # fmt: skip
     if path.is_file():
         meta = read_json(path)
         differs = [f"{k} {meta.get(k)!r}, not {v!r}" for k, v in wanted.items()
@@ -160,13 +194,15 @@ def prepare(
     splits: list[str] | None = None,
     plan: Plan = Plan(),
     workers: int = 0,
-    chunk: int = 1000,
+    chunk: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Prepare the ``splits`` of ``src`` (default: every one it has) into the store ``out``;
-    returns the store's record."""
-    if plan.layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {plan.layout!r}; valid: {', '.join(LAYOUTS)}")
+    """Prepare the ``splits`` of ``src`` (default: every one with labels) into the store
+    ``out``; returns the store's record. ``chunk`` overrides ``plan.chunk``."""
+    plan = replace(plan, chunk=chunk) if chunk is not None else plan
+    plan.check()
+    if workers < 0:
+        raise ValueError(f"--workers {workers}: must be 0 or more")
     src, out = src.resolve(), out.resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder")
@@ -175,23 +211,44 @@ def prepare(
     classes, names = class_map(src)
     flat = is_flat(src)
     splits = splits or labelled_splits(src)
-    meta = begin_store(out, plan, classes, names, src)
-    for split in splits:
-        if not flat and not (src / split).is_dir():
-            raise FileNotFoundError(f"{src / split}: no such folder")
-        meta = prepare_split(src, out, split, meta, plan, workers, chunk, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    with _held(out):
+        meta = begin_store(out, plan, classes, names, src)
+        for split in splits:
+            if not flat and not (src / split).is_dir():
+                raise FileNotFoundError(f"{src / split}: no such folder")
+            meta = prepare_split(src, out, split, meta, plan, workers, progress)
     return meta
 
 
+@contextlib.contextmanager
+def _held(out: Path):
+    """The store to this process alone while it prepares: two at once would each write the
+    store's record from what they read at their start, and one split would be lost."""
+    with open(out / ".lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StoreError(f"{out}: another alexnet prepare is writing it; wait for it to "
+                             "finish (it prepares one split after the other)") from None  # fmt: skip
+        yield
+
+
 def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, workers: int,
-                  chunk: int, progress: bool) -> dict:  # fmt: skip
+                  progress: bool) -> dict:  # fmt: skip
     pairs, skipped = split_files(src, split, meta["classes"])
+    if not pairs:
+        first = f"; e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
+        raise StoreError(f"{src}: no images of the class list in its {split} split{first}")
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [ChunkJob(out, split, i, tuple(p for p, _ in pairs[s : s + chunk]),
-                     tuple(lab for _, lab in pairs[s : s + chunk]), plan)
-            for i, s in enumerate(range(0, len(pairs), chunk))]  # fmt: skip
-    todo = [j for j in jobs if not (folder / f"{chunk_name(j.index)}.json").is_file()]
+    for leftover in folder.glob(".*.tmp"):  # a killed run's half-written files
+        leftover.unlink(missing_ok=True)
+    step = plan.chunk
+    jobs = [ChunkJob(out, split, i, tuple(p for p, _ in pairs[s : s + step]),
+                     tuple(lab for _, lab in pairs[s : s + step]), plan)
+            for i, s in enumerate(range(0, len(pairs), step))]  # fmt: skip
+    todo = [j for j in jobs if not j.done()]
     done_files = sum(len(j.files) for j in jobs) - sum(len(j.files) for j in todo)
     from tqdm import tqdm
 
@@ -200,8 +257,13 @@ def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, work
     if workers > 0 and len(todo) > 1:
         context = get_context("spawn")  # a clean interpreter per worker: no forked threads
         with ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
-            for future in as_completed([pool.submit(prepare_chunk, j) for j in todo]):
-                bar.update(future.result()[0])
+            futures = [pool.submit(prepare_chunk, j) for j in todo]
+            try:
+                for future in as_completed(futures):
+                    bar.update(future.result()[0])
+            except BaseException:  # a chunk failed (a full disk...): stop the rest now
+                pool.shutdown(cancel_futures=True)
+                raise
     else:
         for job in todo:
             bar.update(prepare_chunk(job)[0])
@@ -247,20 +309,29 @@ def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) 
 
 
 def verify_store(out: Path) -> list[str]:
-    """Every chunk's data checked against its sha256; the problems found, one line each."""
-    meta, problems = read_json(out / STORE_FILE), []
+    """Every chunk's data checked against its sha256; the problems found, one line each, each
+    saying how to mend it."""
+    meta, problems = open_store(out).meta, []
     for split, info in sorted(meta["splits"].items()):
         for i in range(info["chunks"]):
-            record = read_json(out / split / f"{chunk_name(i)}.json")
-            data = out / split / f"{chunk_name(i)}.data"
+            name = out / split / chunk_name(i)
+            remedy = (f"delete {name.name}.json and run alexnet prepare again to make that "
+                      "chunk anew")  # fmt: skip
+            try:
+                record = read_json(name.with_suffix(".json"))
+            except StoreError:
+                problems.append(f"{name}.json: unreadable; run alexnet prepare again")
+                continue
+            data = name.with_suffix(".data")
             h = hashlib.sha256()
             if data.is_file():
                 with open(data, "rb") as f:
                     for block in iter(lambda f=f: f.read(1 << 22), b""):
                         h.update(block)
             elif meta["layout"] != "files":
-                problems.append(f"{data}: missing")
+                problems.append(f"{data}: missing; {remedy}")
                 continue
-            if h.hexdigest() != record["sha256"]:
-                problems.append(f"{data}: its sha256 differs from the one recorded when written")
+            if h.hexdigest() != record.get("sha256"):
+                problems.append(f"{data}: its sha256 differs from the one recorded when it was "
+                                f"written; {remedy}")  # fmt: skip
     return problems

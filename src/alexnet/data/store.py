@@ -17,7 +17,8 @@ Three layouts, one reader:
 - ``jpeg``: the same 256x256 images re-encoded as JPEG (quality 90; about a sixth of ``raw``),
   decoded at each use.
 - ``files``: no copies; the index names the original files, decoded and resized at each use.
-  Bad files were found and listed when the store was prepared, so training never meets one.
+  Bad files were found and listed when the store was prepared; a file that changes or breaks
+  after that stops training with a line naming it.
 
 Everything here is plain data (JSON, uint8 bytes, tensors loaded with ``weights_only``), so a
 store from someone else cannot run code. Checksums (sha256 per chunk) are written by prepare
@@ -26,6 +27,7 @@ and checked by ``alexnet prepare --verify``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.data.imageset import SHOWN_SKIPS
+from alexnet.data.imageset import skip_line
 from alexnet.data.source import DataSource, Request
 from alexnet.data.stats import PixelStats
 
 STORE_FORMAT = 1
+OPEN_CHUNKS = 64  # chunk files a process keeps open (StoreSplit._fd)
 LAYOUTS = ("raw", "jpeg", "files")
 STORE_FILE = "store.json"
 STATS_FILE = "stats.pt"
@@ -92,6 +95,7 @@ class StoreSplit:
     labels: torch.Tensor  # (N,) int64
     paths: list[str] = field(default_factory=list)  # files layout: the original files
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    max_pixels: int = 64_000_000  # files layout: the store's pixel limit
     _files: dict[int, int] = field(default_factory=dict, repr=False)  # chunk -> fd, per process
     _pid: int = field(default=0, repr=False)
 
@@ -106,30 +110,33 @@ class StoreSplit:
         keep = slice(0, count)
         return StoreSplit(self.root, self.name, self.layout, self.size, self.channels,
                           self.classes, self.chunk[keep], self.offset[keep], self.length[keep],
-                          self.labels[keep], self.paths, self.skipped)  # fmt: skip
+                          self.labels[keep], self.paths, self.skipped, self.max_pixels)  # fmt: skip
 
     def skip_summary(self, listed_in: Path | None = None) -> str | None:
-        if not self.skipped:
-            return None
-        shown = "; ".join(f"{Path(p).name} ({why})" for p, why in self.skipped[:SHOWN_SKIPS])
-        more = len(self.skipped) - SHOWN_SKIPS
-        where = f"; all listed in {listed_in}" if listed_in else ""
-        return (f"{self.source}: {len(self.skipped)} file(s) were left out when the store was "
-                f"prepared: {shown}{f'; and {more} more' if more > 0 else ''}{where}")  # fmt: skip
+        return skip_line(f"{self.source}: left out when the store was prepared", self.skipped,
+                         listed_in)  # fmt: skip
 
     # -- reading ------------------------------------------------------------------------------
 
     def _fd(self, chunk: int) -> int:
+        """An open descriptor of the chunk's data. At most ``OPEN_CHUNKS`` stay open per
+        process (ILSVRC-2012's training split is 1,282 chunks, more than the usual limit of
+        1,024 open files), the least recently used closed first."""
         if self._pid != os.getpid():  # a worker process opens its own descriptors
             self._files, self._pid = {}, os.getpid()
-        fd = self._files.get(chunk)
+        fd = self._files.pop(chunk, None)
         if fd is None:
+            if len(self._files) >= OPEN_CHUNKS:
+                os.close(self._files.pop(next(iter(self._files))))
             path = self.root / self.name / f"{chunk_name(chunk)}.data"
             try:
-                fd = self._files[chunk] = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except OSError as exc:
-                raise StoreError(f"{path}: cannot open ({exc.strerror}); the store is "
-                                 "incomplete: run alexnet prepare again") from None  # fmt: skip
+                hint = ("too many open files in this process: raise the limit (ulimit -n)"
+                        if exc.errno == errno.EMFILE else "the store is incomplete or damaged: "
+                        "check it with alexnet prepare --verify")  # fmt: skip
+                raise StoreError(f"{path}: cannot open ({exc.strerror}); {hint}") from None
+        self._files[chunk] = fd  # now the most recently used
         return fd
 
     def read_band(self, i: int, top: int, rows: int) -> torch.Tensor:
@@ -142,8 +149,7 @@ class StoreSplit:
             start = int(self.offset[i]) + top * row
             got = os.preadv(self._fd(int(self.chunk[i])), [out], start)
             if got != out.nbytes:
-                raise StoreError(f"{self.root / self.name}: image {i} is cut short; the store "
-                                 "is damaged: check it with alexnet prepare --verify")  # fmt: skip
+                raise self._damaged(i)
             return torch.from_numpy(out)
         return self.decode(i)[top : top + rows]
 
@@ -155,10 +161,15 @@ class StoreSplit:
             return self.read_band(i, 0, self.size)
         if self.layout == "jpeg":
             data = os.pread(self._fd(int(self.chunk[i])), int(self.length[i]), int(self.offset[i]))
-            image = decode_jpeg_bytes(data, self.channels)
+            try:
+                if len(data) != int(self.length[i]):
+                    raise ValueError("cut short")
+                image = decode_jpeg_bytes(data, self.channels)
+            except (RuntimeError, ValueError):
+                raise self._damaged(i) from None
         else:
             path = Path(self.paths[int(self.offset[i])])
-            image, why = decode_image(path, self.channels, self.size)
+            image, why = decode_image(path, self.channels, self.size, self.max_pixels)
             if image is None:
                 again = ("; it was readable when the store was prepared: run alexnet prepare "
                          "again") if is_store(self.root) else ""  # fmt: skip
@@ -166,10 +177,10 @@ class StoreSplit:
             image = resize_image(image, self.size)
         return image.permute(1, 2, 0)
 
-    def close(self) -> None:
-        for fd in self._files.values():
-            os.close(fd)
-        self._files = {}
+    def _damaged(self, i: int) -> StoreError:
+        path = self.root / self.name / f"{chunk_name(int(self.chunk[i]))}.data"
+        return StoreError(f"{path}: image {i} of the split is cut short or corrupt; check the "
+                          "store with alexnet prepare --verify")  # fmt: skip
 
     def __getstate__(self) -> dict:  # worker processes open their own descriptors
         return {**self.__dict__, "_files": {}, "_pid": 0}
@@ -221,7 +232,8 @@ class Store:
         skipped = [(str(p), str(why)) for p, why in info.get("skipped", [])]
         return StoreSplit(self.root, name, self.layout, self.size, int(self.meta["channels"]),
                           self.classes, index["chunk"], index["offset"], index["length"],
-                          index["label"], list(index.get("paths", [])), skipped)  # fmt: skip
+                          index["label"], list(index.get("paths", [])), skipped,
+                          int(self.meta.get("max_pixels", 64_000_000)))  # fmt: skip
 
     def stats(self) -> PixelStats:
         path = self.root / STATS_FILE
@@ -239,6 +251,10 @@ def open_store(root: Path | str) -> Store:
                 f"{root} STORE_DIR" if (root / "train").is_dir() else "no store.json there")  # fmt: skip
         raise StoreError(f"{root}: not a prepared image store ({hint})")
     meta = read_json(root / STORE_FILE)
+    missing = [k for k in ("layout", "size", "channels", "classes", "splits") if k not in meta]
+    if not isinstance(meta, dict) or missing:
+        raise StoreError(f"{root / STORE_FILE}: not a store's record (no {', '.join(missing)}); "
+                         "prepare the store again")  # fmt: skip
     if meta.get("format", 0) > STORE_FORMAT:
         raise StoreError(f"{root}: store format {meta.get('format')} is newer than this alexnet "
                          f"reads ({STORE_FORMAT}); upgrade alexnet")  # fmt: skip
@@ -254,7 +270,7 @@ def _load(request: Request) -> tuple[StoreSplit, StoreSplit]:
     channels = int(store.meta["channels"])
     if request.channels not in (0, channels):
         raise ValueError(f"data.channels: {request.root} holds {channels}-channel images")
-    test = "val" if "val" in store.splits else "test"
+    test = "test" if "test" in store.splits and "val" not in store.splits else "val"
     return store.split("train"), store.split(test)
 
 
