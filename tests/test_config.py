@@ -23,8 +23,11 @@ def test_the_defaults_are_the_papers_recipe():
     assert paper.schedule.max_reductions == 3 and paper.epochs == 90
     assert paper.model.arch == "alexnet" and paper.model.options == {}  # the network's defaults
     assert paper.augment.flip and paper.optim.label_smoothing == 0.0
-    # The file names the recipe and sets a checkpoint cadence; all else is the defaults.
+    # The file names the recipe, its data (a store, with the paper's mean image and colour
+    # noise) and a checkpoint cadence; all else is the defaults.
     assert (paper.name, paper.train.checkpoint_every) == ("imagenet-paper", 1000)
+    assert (paper.data.source, paper.data.normalise) == ("store", "mean-image")
+    assert paper.augment.pca_std == 0.1 and defaults.augment.pca_std == 0.0
 
 
 def _leaves(table: dict, prefix: str = "") -> dict:
@@ -139,7 +142,7 @@ def test_parse_value():
 
 def test_unknown_recipe_lists_the_shipped_ones(tmp_path):
     assert {"fashion-mnist", "cifar10", "imagenet-paper"} <= set(recipe_names())
-    with pytest.raises(ValueError, match="valid: cifar10, fashion-mnist, imagenet-paper"):
+    with pytest.raises(ValueError, match="valid: cifar10, fashion-mnist, imagenet-paper, photos"):
         load_recipe("mnist")
     with pytest.raises(ValueError, match="does not exist"):
         load_recipe(str(tmp_path / "none.toml"))

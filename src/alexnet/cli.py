@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError("--resume continues a run as it was; drop --recipe, --data and --name")
     if not (args.resume or args.recipe):
         raise UserError(
-            "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper) or --resume RUN_DIR"
+            "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper, photos) or --resume RUN_DIR"
         )
     progress = not args.no_progress
     try:
@@ -158,6 +158,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"skipped {path}: {why}")
 
 
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    from alexnet.config import apply_overrides, load_recipe
+    from alexnet.train import find_learning_rate
+
+    recipe = load_recipe(args.recipe)
+    if args.data is not None:
+        recipe.data.root = args.data
+    recipe = apply_overrides(recipe, args.overrides)
+    test = find_learning_rate(recipe, args.steps, Path(args.plot))
+    print(f"loss lowest at learning rate {test.minimum:.3g}; suggested {test.suggestion:.3g} "
+          f"(--set optim.lr={test.suggestion:.3g}); plot: {args.plot}")  # fmt: skip
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from alexnet.data.cache import PARTS, cache_dir, cache_usage, clear_cache
 
@@ -177,7 +190,8 @@ def cmd_cache(args: argparse.Namespace) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a network from a recipe, or resume a run")
     p.add_argument(
-        "--recipe", help="recipe name (fashion-mnist, cifar10, imagenet-paper) or .toml path"
+        "--recipe",
+        help="recipe name (fashion-mnist, cifar10, imagenet-paper, photos) or .toml path",
     )
     p.add_argument("--data", help="data folder or archive (sets data.root, stored absolute)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -263,6 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("lr-find", help="a learning-rate range test: plot and suggested rate",
+                       description="Train a few dozen steps while the learning rate grows "
+                       "geometrically, plot the loss, and suggest a rate (a tenth of the one "
+                       "where the loss is lowest). optim.lr_find = true does this at the start "
+                       "of a run.")  # fmt: skip
+    p.add_argument("--recipe", required=True, help="recipe name or .toml path")
+    p.add_argument("--data", help="data folder or archive (sets data.root)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe key")  # fmt: skip
+    p.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
+    p.add_argument("--plot", default="lr_find.png", help="where to write the plot")
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
     p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")

@@ -75,6 +75,7 @@ class OptimSettings:
     nesterov: bool = setting(False)
     weight_decay: float = setting(5e-4, min=0.0, max=1.0)
     label_smoothing: float = setting(0.0, min=0.0, below=1.0)
+    lr_find: bool = setting(False)  # a new run first finds its rate (lr_find.py), replacing lr
 
 
 @dataclass

@@ -35,6 +35,7 @@ from alexnet.data.stats import PixelStats, image_stats
 from alexnet.data.store import StoreSplit, open_store
 from alexnet.evaluate import evaluate
 from alexnet.logger import RunLogger
+from alexnet.lr_find import RangeTest, range_test
 from alexnet.models import build_model, network
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
@@ -403,6 +404,9 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     model, recipe = build_network(recipe, train_set.classes, rt)
     stats = preprocessing(recipe, train_set, resume_from)
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
+    logger = RunLogger(run_dir, rt.main, progress)
+    if recipe.optim.lr_find and resume_from is None:
+        recipe = find_rate(recipe, model, train_loader, rt, logger, run_dir)
     opt = build_optimizer(model, recipe.optim)
     saved = as_given if resume_from is not None else recipe.to_dict()
     state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), saved)
@@ -410,7 +414,6 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     if isinstance(train_set, StoreSplit):  # what evaluation needs to read images as training did
         state.data |= {"stored_size": train_set.size, "names": open_store(train_set.root).names}
     state.preprocessing = stats.to_dict() if stats else {}
-    logger = RunLogger(run_dir, rt.main, progress)
     if resume_from is not None:
         restore(state, resume_from, changes, logger, run_dir)
     else:
@@ -429,6 +432,40 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
         path = write_report(run_dir, unwrap(model), test_loader, recipe, rt, state.history)
         logger.say(f"report: {path}")
     return state.history[-1]
+
+
+def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime,
+              logger: RunLogger, run_dir: Path | None) -> Recipe:  # fmt: skip
+    """The recipe with ``optim.lr`` from a range test on rank 0 (lr_find.py), shared with the
+    other ranks; its plot saved as ``lr_find.png`` in the run folder."""
+    found = [0.0]
+    if rt.main:
+        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
+        test = range_test(model, loader, recipe.optim, rt, criterion)
+        found[0] = test.suggestion
+        if run_dir is not None:
+            test.plot(run_dir / "lr_find.png")
+            logger.say(f"learning-rate range test: loss lowest at {test.minimum:.3g}; training "
+                       f"at {test.suggestion:.3g} (plot: {run_dir / 'lr_find.png'})")  # fmt: skip
+    if rt.world_size > 1:
+        dist.broadcast_object_list(found, src=0)
+    recipe = copy.deepcopy(recipe)
+    recipe.optim.lr = float(found[0])
+    return recipe
+
+
+def find_learning_rate(recipe: Recipe, steps: int, plot: Path) -> RangeTest:
+    """``alexnet lr-find``: the range test alone, on the recipe's data and network."""
+    recipe = resolve(recipe)
+    rt = start_runtime(recipe.train)
+    train_set, test_set = load_data(recipe)
+    model, recipe = build_network(recipe, train_set.classes, rt)
+    stats = preprocessing(recipe, train_set, None)
+    loader = make_loaders(recipe, rt, train_set, test_set, stats)[0]
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
+    test = range_test(model, loader, recipe.optim, rt, criterion, steps=steps)
+    test.plot(plot)
+    return test
 
 
 def announce(

@@ -1,0 +1,39 @@
+"""The learning-rate range test: a plot and a suggestion, alone and at the start of a run."""
+
+from __future__ import annotations
+
+import tomllib
+
+from alexnet.train import find_learning_rate, fit
+
+from .conftest import tiny_recipe
+from .test_train import run_cli
+
+
+def test_the_range_test_suggests_a_tenth_of_the_rate_at_the_lowest_loss(
+    tiny_folder, cache, tmp_path
+):
+    test = find_learning_rate(tiny_recipe(tiny_folder), 40, tmp_path / "lr.png")
+    assert (tmp_path / "lr.png").stat().st_size > 10_000
+    assert 1e-4 <= test.minimum <= 2.0 and test.suggestion == test.minimum / 10
+    assert test.rates == sorted(test.rates) and len(test.rates) == len(test.losses) >= 3
+    lowest = min(range(len(test.losses)), key=test.losses.__getitem__)
+    assert test.rates[lowest] == test.minimum
+
+
+def test_a_run_with_lr_find_trains_at_the_suggested_rate(tiny_folder, cache, tmp_path):
+    recipe = tiny_recipe(tiny_folder, epochs=1, **{"optim.lr_find": True, "optim.lr": 123.0})
+    fit(recipe, tmp_path / "run", progress=False)
+    saved = tomllib.loads((tmp_path / "run" / "recipe.toml").read_text())
+    assert saved["optim"]["lr_find"] is True and 1e-5 <= saved["optim"]["lr"] <= 0.2
+    assert (tmp_path / "run" / "lr_find.png").is_file()
+    assert "learning-rate range test" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_lr_find_on_the_command_line(tiny_folder, cache, tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe(tiny_folder).to_toml())
+    result = run_cli(["lr-find", "--recipe", str(recipe), "--steps", "30", "--plot",
+                      str(tmp_path / "p.png")], cache)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "suggested" in result.stdout and (tmp_path / "p.png").is_file()
