@@ -92,3 +92,22 @@ def test_devkit_labels_without_scipy_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_scipy)
     with pytest.raises(LayoutError, match="needs scipy"):
         split_files(src, "val", ["n01"])
+
+
+def test_devkit_ground_truth_with_meta_mat(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io", reason="scipy reads the devkit's meta.mat")
+    src = tmp_path / "imagenet"
+    for k, wnid in enumerate(WNIDS):
+        image(src / "train" / wnid / "a.JPEG", k)
+    for i in range(4):
+        image(src / "val" / f"ILSVRC2012_val_{i + 1:08d}.JPEG", 50 + i)
+    devkit = tmp_path / "ILSVRC2012_devkit_t12" / "data"
+    devkit.mkdir(parents=True)
+    # The devkit numbers synsets in its own order (ILSVRC2012_ID), not by wnid.
+    synsets = np.array([(3, "n01", "one"), (1, "n03", "three"), (2, "n02", "two")],
+                       dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O")])  # fmt: skip
+    scipy_io.savemat(devkit / "meta.mat", {"synsets": synsets})
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n3\n2\n1\n")
+    classes = sorted(WNIDS)
+    pairs, skipped = split_files(src, "val", classes)
+    assert [classes[lab] for _, lab in pairs] == ["n03", "n01", "n02", "n03"] and skipped == []
