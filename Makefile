@@ -46,7 +46,7 @@ lint: $(BIN)/alexnet
 # Benchmarks, each writing bench/results/<name>-<cpu kind>.json, then one table of them all.
 # A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only
 # CPU's code paths, emulated) for the speed benchmarks. All of them take over 25 minutes.
-BENCH ?= lrn throughput inference loader ddp fashion_mnist cifar10
+BENCH ?= lrn throughput inference loader ddp fashion_mnist cifar10 caltech101
 ISA   ?= native
 CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 bench: setup

@@ -92,9 +92,17 @@ def _loader(r: dict) -> tuple[str, str, bool | None]:
     return text, goal, met
 
 
+def _caltech(r: dict) -> tuple[str, str, bool | None]:
+    text = (f"photos recipe: {100 * r['top1_acc']:.2f}% top-1 (mean per-class "
+            f"{100 * r['mean_class_top1_acc']:.2f}%) in {r['wall_seconds'] / 60:.1f} min of wall "
+            f"time, {r['epochs']} epochs")  # fmt: skip
+    goal = f"{100 * r['target_top1_acc']:.0f}% in {r['target_wall_seconds'] / 60:.0f} min"
+    return text, goal, r["met"]
+
+
 SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
     "lrn": _lrn, "throughput": _throughput, "inference": _inference, "loader": _loader,
-    "fashion_mnist": _accuracy, "cifar10": _accuracy, "ddp": _ddp,
+    "fashion_mnist": _accuracy, "cifar10": _accuracy, "caltech101": _caltech, "ddp": _ddp,
 }  # fmt: skip
 
 
