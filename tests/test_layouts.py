@@ -111,3 +111,17 @@ def test_devkit_ground_truth_with_meta_mat(tmp_path):
     classes = sorted(WNIDS)
     pairs, skipped = split_files(src, "val", classes)
     assert [classes[lab] for _, lab in pairs] == ["n03", "n01", "n02", "n03"] and skipped == []
+
+
+def test_prepare_reads_a_tar_gz_with_one_folder_inside(tmp_path, cache):
+    import tarfile
+
+    tree = tmp_path / "photos"
+    for k, wnid in enumerate(WNIDS):
+        image(tree / "train" / wnid / "a.png", 10 * k)
+        image(tree / "val" / wnid / "b.png", 10 * k + 5)
+    with tarfile.open(tmp_path / "photos.tar.gz", "w:gz") as tar:
+        tar.add(tree, arcname="photos")
+    prepare(tmp_path / "photos.tar.gz", tmp_path / "store", plan=Plan(size=8), progress=False)
+    store = open_store(tmp_path / "store")
+    assert store.splits == ["train", "val"] and len(store.split("val")) == 3

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from alexnet.crops import CROPS, View
 from alexnet.data import ImageSet, Request, load_source
 from alexnet.data.batches import MemoryBatches, StoreBatches
-from alexnet.data.layouts import split_files
+from alexnet.data.layouts import source_root, split_files
 from alexnet.data.store import StoreError, StoreSplit, is_store, open_store
 from alexnet.inference import infer, prepare_for_inference
 from alexnet.runtime import pick_channels_last, pick_device, pick_precision
@@ -102,14 +102,18 @@ def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSpli
                              f"classes; {first.path} was trained on {first.stored_size}-pixel "
                              f"images of {len(first.classes)} classes")  # fmt: skip
         return images
-    return folder_split(data, split or ("val" if (data / "val").is_dir() else "test"), first)
+    return folder_split(data, split, first)
 
 
-def folder_split(src: Path, split: str, net: Trained) -> StoreSplit:
+def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
     """An image folder's split as a store of the ``files`` layout, labelled by the network's
     classes (ImageFolder, ILSVRC's flat val/ with its labels, or <wnid>_*.JPEG files)."""
-    if not src.is_dir():
-        raise FileNotFoundError(f"--data {src}: not a store (no store.json) nor a folder")
+    if not src.is_dir() and not src.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise FileNotFoundError(
+            f"--data {src}: not a store (no store.json), a folder or an archive"
+        )
+    src = source_root(src)
+    split = split or ("val" if (src / "val").is_dir() else "test")
     pairs, skipped = split_files(src, split, net.classes)
     if not pairs:
         raise ValueError(f"{src}: no images of {net.path}'s classes in its {split} split")

@@ -19,6 +19,7 @@ import csv
 import re
 from pathlib import Path
 
+from alexnet.data.cache import unpacked
 from alexnet.data.images import class_files, class_folders, is_image_name
 
 CLASS_INDEX = "imagenet_class_index.json"
@@ -81,6 +82,16 @@ def class_map(src: Path) -> tuple[list[str], list[str]]:
         raise LayoutError(f"{src}: no images; expected train/<class>/* and val/<class>/*, or "
                           "files named <wnid>_*.JPEG")  # fmt: skip
     return wnids, wnids
+
+
+def source_root(src: Path) -> Path:
+    """Where the images of ``src`` are: the folder itself, the unpacked copy of a .tar(.gz)
+    (made once, in the cache), or its only subfolder where that holds the splits."""
+    root = unpacked(src, "expected train/<class>/* and val/<class>/*, or <wnid>_*.JPEG files")
+    inner = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if is_flat(root) and not any(map(is_flat_name, root.iterdir())) and len(inner) == 1:
+        return inner[0]
+    return root
 
 
 def is_flat_name(path: Path) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data.images import MAX_PIXELS, decode_image, resize_image
-from alexnet.data.layouts import class_map, is_flat, labelled_splits, split_files
+from alexnet.data.layouts import class_map, is_flat, labelled_splits, source_root, split_files
 from alexnet.data.stats import PixelSums
 from alexnet.data.store import (
     LAYOUTS,
@@ -203,9 +203,9 @@ def prepare(
     plan.check()
     if workers < 0:
         raise ValueError(f"--workers {workers}: must be 0 or more")
-    src, out = src.resolve(), out.resolve()
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: no such folder")
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such folder or archive")
+    src, out = source_root(src.resolve()), out.resolve()
     if out == src or src in out.parents:
         raise ValueError(f"{out}: the store must not be inside the images it is made from")
     classes, names = class_map(src)
