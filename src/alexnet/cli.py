@@ -212,9 +212,10 @@ def _add_prepare(sub) -> None:
                        description="Decode, rescale (short side 256) and centre-crop every image "
                        "once into a store that training reads without decoding, with the "
                        "training set's mean image and colour PCA. Resumes after a kill.")  # fmt: skip
-    p.add_argument("paths", nargs="+", metavar="SRC OUT",
-                   help="images (train/<class>/*, val/<class>/*, or flat <wnid>_*.JPEG files) "
-                        "and the store folder to write")  # fmt: skip
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="SRC OUT: the images (train/<class>/*, val/<class>/*, ILSVRC's flat val/ "
+                        "with its labels, or <wnid>_*.JPEG files; a folder or a .tar(.gz)) and "
+                        "the store folder to write; with --verify, the store alone")  # fmt: skip
     p.add_argument("--split", action="append", metavar="NAME",
                    help="prepare only this split (repeatable; a flat folder is one split, "
                         "train unless named)")  # fmt: skip
