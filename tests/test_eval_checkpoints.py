@@ -147,3 +147,21 @@ def test_eval_on_the_command_line(store_nets, tiny_folder, cache, tmp_path):
     assert "--crops 10" in wrong.stderr
     mixed = run_cli(["eval", str(runs[0]), str(tmp_path / "mem"), "--data", str(store)], cache)
     assert mixed.returncode == 2 and "ensemble" in mixed.stderr
+
+
+def test_eval_mistakes_name_the_option_or_the_kind_of_network(store_nets, tiny_folder, tmp_path):
+    store, runs = store_nets
+    net = load_trained(runs[0])
+    for kwargs, words in (({"batch": 0}, "--batch 0"), ({"workers": -1}, "--workers -1"),
+                          ({"split": "bogus"}, "no bogus/ folder")):  # fmt: skip
+        with pytest.raises((ValueError, FileNotFoundError), match=words):
+            evaluate_checkpoints([net], tiny_folder if "split" in kwargs else store, progress=False,
+                                 **kwargs)  # fmt: skip
+    fit(tiny_recipe(tiny_folder, epochs=1), tmp_path / "mem", progress=False)
+    memory = load_trained(tmp_path / "mem")
+    with pytest.raises(ValueError, match="is a store"):
+        evaluate_checkpoints([memory], store, progress=False)
+    with pytest.raises(ValueError, match="leave --split out"):
+        evaluate_checkpoints([memory], tiny_folder, split="val", progress=False)
+    with pytest.raises(ValueError, match="trained in memory"):
+        evaluate_checkpoints([net, memory], store, progress=False)

@@ -166,9 +166,19 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
     if args.data is not None:
         recipe.data.root = args.data
     recipe = apply_overrides(recipe, args.overrides)
-    test = find_learning_rate(recipe, args.steps, Path(args.plot))
+    plot = Path(args.plot)
+    if args.steps < 3:
+        raise UserError(f"--steps {args.steps}: the range test needs at least 3 (default 100)")
+    if not plot.parent.is_dir() or plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
+        raise UserError(f"--plot {plot}: needs an existing folder and a .png, .pdf, .svg or "
+                        ".jpg name")  # fmt: skip
+    test = find_learning_rate(recipe, args.steps, plot)
     print(f"loss lowest at learning rate {test.minimum:.3g}; suggested {test.suggestion:.3g} "
-          f"(--set optim.lr={test.suggestion:.3g}); plot: {args.plot}")  # fmt: skip
+          f"(--set optim.lr={test.suggestion:.3g}); plot: {plot}")  # fmt: skip
+    if test.at_edge:
+        print(f"warning: the lowest loss is at the {'first' if test.minimum == test.rates[0] else 'last'} "
+              "rate tried, so no real minimum was found: the suggestion is unreliable; try more "
+              "--steps, or look at the plot", file=sys.stderr)  # fmt: skip
 
 
 def cmd_cache(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from alexnet.crops import CROPS, View
 from alexnet.data import ImageSet, Request, load_source
 from alexnet.data.batches import MemoryBatches, StoreBatches
-from alexnet.data.layouts import source_root, split_files
+from alexnet.data.layouts import is_flat, source_root, split_files
 from alexnet.data.store import StoreError, StoreSplit, is_store, open_store
 from alexnet.inference import infer, prepare_for_inference
 from alexnet.runtime import pick_channels_last, pick_device, pick_precision
@@ -67,24 +67,39 @@ class Scores:
 # The images
 
 
+def _kind(net: Trained) -> str:
+    return (
+        "trained from a store"
+        if net.from_store
+        else f"trained in memory ({net.recipe.data.source})"
+    )
+
+
 def _same(nets: list[Trained], what: str, value) -> None:
-    differing = [str(n.path) for n in nets if value(n) != value(nets[0])]
+    differing = [n for n in nets if value(n) != value(nets[0])]
     if differing:
-        raise ValueError(f"{differing[0]}: its {what} differ from {nets[0].path}'s; an ensemble "
-                         "needs networks trained on the same classes and images")  # fmt: skip
+        other = differing[0]
+        said = f"{_kind(other)}, {nets[0].path} {_kind(nets[0])}" if what == "kind" else \
+            f"its {what} differ from {nets[0].path}'s"  # fmt: skip
+        raise ValueError(f"{other.path}: {said}; an ensemble needs networks trained on the same "
+                         "classes and images")  # fmt: skip
 
 
 def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSplit | ImageSet:
     """What the networks are evaluated on: a store's split, an image folder read as a store
     would hold it, or (networks trained in memory) their data source's test set."""
     first = nets[0]
-    for what, value in (("classes", lambda n: n.classes), ("data source", lambda n: n.from_store),
+    for what, value in (("kind", lambda n: n.from_store), ("classes", lambda n: n.classes),
                         ("stored image size", lambda n: n.stored_size)):  # fmt: skip
         _same(nets, what, value)
     if not first.from_store:
-        if split not in (None, "test", "val"):
-            raise ValueError(f"--split {split}: networks trained in memory are evaluated on "
-                             "their data's test (or val) split")  # fmt: skip
+        if split is not None:
+            raise ValueError(f"--split {split}: {first.path} was {_kind(first)} and is scored on "
+                             "the test split its data source gives (test/, else val/), as in "
+                             "training; leave --split out")  # fmt: skip
+        if is_store(data):
+            raise ValueError(f"--data {data} is a store (alexnet prepare), but {first.path} was "
+                             f"{_kind(first)}: give the data it was trained on")  # fmt: skip
         d = first.recipe.data
         request = Request(
             str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6)
@@ -114,6 +129,9 @@ def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
         )
     src = source_root(src)
     split = split or ("val" if (src / "val").is_dir() else "test")
+    if not is_flat(src) and not (src / split).is_dir():
+        have = ", ".join(sorted(p.name for p in src.iterdir() if p.is_dir())) or "none"
+        raise FileNotFoundError(f"{src}: no {split}/ folder (it has {have}); choose with --split")
     pairs, skipped = split_files(src, split, net.classes)
     if not pairs:
         raise ValueError(f"{src}: no images of {net.path}'s classes in its {split} split")
@@ -145,7 +163,8 @@ class _Reads(Dataset):
             except StoreError as exc:  # a file of a folder that cannot be read: counted
                 full.append(torch.zeros(self.images.size, self.images.size, 3, dtype=torch.uint8))
                 ok.append(False)
-                failed.append((self.images.paths[int(self.images.offset[i])], str(exc)))
+                path = self.images.paths[int(self.images.offset[i])]
+                failed.append((path, str(exc).removeprefix(f"{path}: ")))
         ok = torch.tensor(ok)
         return torch.stack(full), labels, ok, failed
 
@@ -178,6 +197,10 @@ def evaluate_checkpoints(
     batch: int = 50, workers: int = 0, progress: bool = True,
 ) -> dict:  # fmt: skip
     """Top-1 and top-5 error of the networks' averaged softmax outputs over ``crops`` views."""
+    for option, value in (("--batch", batch), ("--workers", workers + 1)):
+        if value < 1:
+            raise ValueError(f"{option} {value if option == '--batch' else workers}: must be "
+                             f"{'1 or more' if option == '--batch' else '0 or more'}")  # fmt: skip
     images = eval_images(nets, data, split)
     first = nets[0]
     full = first.stored_size if first.from_store else first.input_size

@@ -32,6 +32,7 @@ class RangeTest:
     losses: list[float]  # smoothed
     suggestion: float
     minimum: float  # the rate at the smoothed loss's minimum
+    at_edge: bool = False  # the minimum is the first or last rate tried: no real minimum found
 
     def plot(self, path: Path) -> None:
         import matplotlib
@@ -59,6 +60,8 @@ def range_test(
 ) -> RangeTest:  # fmt: skip
     """Rates from ``start`` to ``end`` over at most ``steps`` batches of ``loader`` (its first
     epoch, repeated if short), stopping once the loss is four times its best."""
+    if steps < 3:
+        raise ValueError(f"--steps {steps}: the range test needs at least 3 (default 100)")
     saved = copy.deepcopy(model.state_dict())
     opt = build_optimizer(model, optim)
     factor = (end / start) ** (1 / max(steps - 1, 1))
@@ -87,9 +90,12 @@ def range_test(
             break
     model.load_state_dict(saved)
     if len(losses) < 3:
-        raise ValueError("the range test diverged at once; lower optim.lr or check the data")
-    lowest = rates[min(range(len(losses)), key=losses.__getitem__)]
-    return RangeTest(rates, losses, lowest / 10, lowest)
+        raise ValueError(f"the loss became {value} in the range test's first steps, at rate "
+                         f"{rate:.3g}; check the data and the recipe's network")  # fmt: skip
+    at = min(range(len(losses)), key=losses.__getitem__)
+    # The first rate, or the last of a test that never saw the loss rise: no real minimum.
+    edge = at == 0 or (at == len(losses) - 1 and len(losses) == steps)
+    return RangeTest(rates, losses, rates[at] / 10, rates[at], edge)
 
 
 def _cycle(loader):

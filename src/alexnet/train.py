@@ -445,8 +445,9 @@ def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime
         found[0] = test.suggestion
         if run_dir is not None:
             test.plot(run_dir / "lr_find.png")
+            doubt = "; no real minimum in the range tried, see the plot" if test.at_edge else ""
             logger.say(f"learning-rate range test: loss lowest at {test.minimum:.3g}; training "
-                       f"at {test.suggestion:.3g} (plot: {run_dir / 'lr_find.png'})")  # fmt: skip
+                       f"at {test.suggestion:.3g} (plot: {run_dir / 'lr_find.png'}){doubt}")  # fmt: skip
     if rt.world_size > 1:
         dist.broadcast_object_list(found, src=0)
     recipe = copy.deepcopy(recipe)
