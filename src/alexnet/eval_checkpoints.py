@@ -173,20 +173,26 @@ class _Reads(Dataset):
 # Views and networks
 
 
-def view_inputs(net: Trained, images, view: View, data, device, channels_last: bool):
+def batch_maker(net: Trained, data) -> MemoryBatches | StoreBatches:
+    """How ``net``'s inputs are normalised, made once per network: a store maker computes its
+    scaled mean image on first use and keeps it."""
+    mean = net.mean()
+    if net.from_store:
+        return StoreBatches(data, net.input_size, mean, net.std())
+    return MemoryBatches(data, mean.permute(2, 0, 1) if mean.dim() == 3 else mean, net.std())
+
+
+def view_inputs(net: Trained, maker, images, view: View, device, channels_last: bool):
     """Network ``net``'s input for one view of a batch, normalised as it was trained."""
     y, x, mirrored = view
     n = len(images)
     if not net.from_store:  # in memory: the images are the network's size; the view mirrors
         batch = images.flip(-1) if mirrored else images
-        maker = MemoryBatches(data, net.mean().permute(2, 0, 1) if net.mean().dim() == 3
-                              else net.mean(), net.std())  # fmt: skip
         return maker.finish((batch, torch.zeros(n, dtype=torch.int64), torch.empty(0)), device,
                             channels_last)[0]  # fmt: skip
     s = net.input_size
     crops = images[:, y : y + s, x : x + s]
     crops = (crops.flip(2) if mirrored else crops).contiguous()
-    maker = StoreBatches(data, s, net.mean(), net.std())
     full = (torch.full((n,), y), torch.full((n,), x), torch.full((n,), mirrored))
     raw = (crops, torch.zeros(n, dtype=torch.int64), *full, torch.empty(0))
     return maker.finish(raw, device, channels_last)[0]
@@ -214,6 +220,7 @@ def evaluate_checkpoints(
     models = [
         prepare_for_inference(n.model, device, a, layout) for n, a in zip(nets, amps, strict=True)
     ]
+    makers = [batch_maker(n, images) for n in nets]
     scores = Scores(first.classes, first.names)
     reads = DataLoader(_Reads(images, batch), batch_size=None, num_workers=workers)
     from tqdm import tqdm
@@ -223,9 +230,9 @@ def evaluate_checkpoints(
                                                  disable=not progress, dynamic_ncols=True):  # fmt: skip
         skipped += failed
         probs = torch.zeros(len(labels), len(first.classes))
-        for net, model, amp in zip(nets, models, amps, strict=True):
+        for net, maker, model, amp in zip(nets, makers, models, amps, strict=True):
             for view in views:
-                x = view_inputs(net, batch_images, view, images, device, layout)
+                x = view_inputs(net, maker, batch_images, view, device, layout)
                 probs += infer(model, x, amp).softmax(1).cpu()
         scores.add(probs[ok], labels[ok])
     return {"checkpoints": [str(n.path) for n in nets], "data": str(images.source),
