@@ -244,6 +244,42 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="top-1 and top-5 error of a network or an ensemble",
+                       description="Top-1 and top-5 error, overall and per class, of one trained "
+                       "network or of several whose softmax outputs are averaged, over the "
+                       "centre crop or the paper's ten crops.")  # fmt: skip
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="checkpoint files or run folders (their best.pt); several: an ensemble")  # fmt: skip
+    p.add_argument("--data", required=True,
+                   help="a store (alexnet prepare) or an image folder, or the data of a network "
+                        "trained in memory (as its recipe's --data)")  # fmt: skip
+    p.add_argument("--split", help="which split (default: val, else test)")
+    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
+                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
+                        "centre, each mirrored too")  # fmt: skip
+    p.add_argument("--batch", type=int, default=50, help="images per batch (default 50)")
+    p.add_argument("--workers", type=int, default=0, help="processes reading images (default 0)")
+    p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_lr_find(sub) -> None:
+    p = sub.add_parser("lr-find", help="a learning-rate range test: plot and suggested rate",
+                       description="Train a few dozen steps while the learning rate grows "
+                       "geometrically, plot the loss, and suggest a rate (a tenth of the one "
+                       "where the loss is lowest). optim.lr_find = true does this at the start "
+                       "of a run.")  # fmt: skip
+    p.add_argument("--recipe", required=True, help="recipe name or .toml path")
+    p.add_argument("--data", help="data folder or archive (sets data.root)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe key")  # fmt: skip
+    p.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
+    p.add_argument("--plot", default="lr_find.png", help="where to write the plot")
+    p.set_defaults(func=cmd_lr_find)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from alexnet.models import NETWORKS
 
@@ -267,40 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     _add_train(sub)
-
     _add_prepare(sub)
+    _add_eval(sub)
 
-    p = sub.add_parser("eval", help="top-1 and top-5 error of a network or an ensemble",
-                       description="Top-1 and top-5 error, overall and per class, of one trained "
-                       "network or of several whose softmax outputs are averaged, over the "
-                       "centre crop or the paper's ten crops.")  # fmt: skip
-    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                   help="checkpoint files or run folders (their best.pt); several: an ensemble")  # fmt: skip
-    p.add_argument("--data", required=True,
-                   help="a store (alexnet prepare) or an image folder, or the data of a network "
-                        "trained in memory (as its recipe's --data)")  # fmt: skip
-    p.add_argument("--split", help="which split (default: val, else test)")
-    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
-                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
-                        "centre, each mirrored too")  # fmt: skip
-    p.add_argument("--batch", type=int, default=50, help="images per batch (default 50)")
-    p.add_argument("--workers", type=int, default=0, help="processes reading images (default 0)")
-    p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("lr-find", help="a learning-rate range test: plot and suggested rate",
-                       description="Train a few dozen steps while the learning rate grows "
-                       "geometrically, plot the loss, and suggest a rate (a tenth of the one "
-                       "where the loss is lowest). optim.lr_find = true does this at the start "
-                       "of a run.")  # fmt: skip
-    p.add_argument("--recipe", required=True, help="recipe name or .toml path")
-    p.add_argument("--data", help="data folder or archive (sets data.root)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a recipe key")  # fmt: skip
-    p.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
-    p.add_argument("--plot", default="lr_find.png", help="where to write the plot")
-    p.set_defaults(func=cmd_lr_find)
+    _add_lr_find(sub)
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
     p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
