@@ -12,7 +12,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 $(BIN)/alexnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
 	touch $@
 
 setup: $(BIN)/alexnet data compiler

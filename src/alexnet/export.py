@@ -1,0 +1,454 @@
+"""A trained network in files that other tools read: ONNX, safetensors, or a torch.export
+program (``.pt2``). ``alexnet export CHECKPOINT OUT --format onnx|safetensors|pt2``.
+
+* ``onnx``: the network as an ONNX graph (dynamic batch), for ONNX Runtime and the many tools
+  that read ONNX. Its metadata says how to preprocess an image (classes, input size, mean and
+  std). After writing, the file is run in ONNX Runtime and compared with PyTorch.
+* ``safetensors``: the weights, the training set's pixel statistics and, in the metadata, the
+  recipe, classes and names: everything :func:`alexnet.trained.load_trained` needs, in a format
+  that cannot run code when read (:func:`read_safetensors` reads it back).
+* ``pt2``: the network as a ``torch.export`` program (dynamic batch), saved with
+  ``torch.export.save``. It needs only PyTorch to run, not this package: every operation in it
+  is one of PyTorch's own, so ``torch.export.load(path).module()(x)`` answers wherever a PyTorch
+  that reads the saved program (the same version or a newer one) is installed.
+
+The local response normalisation (section 3.3 of the paper) has its own fast kernels here
+(:mod:`alexnet.lrn`), which neither ONNX nor a saved program knows. While exporting, each
+:class:`~alexnet.lrn.LocalResponseNorm` is replaced by an export-time module that computes the
+same values:
+
+* for ONNX, a custom operator ``alexnet::lrn`` that the exporter translates into ONNX's own
+  ``LRN`` (preceded by a ``Relu`` where the LRN applies the ReLU itself), so runtimes use their
+  LRN kernel instead of a dozen unrolled operations;
+* for ``pt2``, and for an even window size in ONNX, the formula in plain PyTorch arithmetic.
+
+ONNX's LRN divides alpha by the window size: y = x / (bias + alpha / size * square_sum) ** beta,
+as ``torch.nn.LocalResponseNorm`` and cuda-convnet do. The paper's formula (``formula="paper"``,
+which the networks use) multiplies the plain sum by alpha, so the ONNX alpha is the paper's alpha
+times n: 1e-4 * 5 = 5e-4 for the paper's layer; with ``formula="torch"`` it is the module's alpha
+unchanged. ONNX's window for an even size sits one channel to the other side of PyTorch's, and
+ONNX Runtime refuses even sizes, which is why those are exported as plain arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet.lrn import LocalResponseNorm
+from alexnet.trained import Trained
+
+FORMATS: dict[str, str] = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
+INSTALL = "pip install 'alexnet[export]'"
+SAFETENSORS_FORMAT = 1  # the version of the layout below; read_safetensors reads this or older
+STATS_PREFIX = "preprocessing."
+MIN_OPSET = 18  # torch's exporter translates into opset 18 or newer (converting down can fail)
+EXAMPLE_BATCH = 2  # traced at 2: torch.export would take a dimension of size 1 for a constant
+TOLERANCE = 1e-4  # relative to the largest logit, float32
+
+
+class ExportError(ValueError):
+    """A problem the user can fix (a missing package, an opset, a file): one line."""
+
+
+@dataclass
+class Check:
+    """How far the exported network's outputs are from PyTorch's, on random inputs."""
+
+    against: str  # what ran the exported file
+    batches: tuple[int, ...]
+    max_diff: float  # the largest absolute difference of a logit
+    scale: float  # the largest absolute logit PyTorch gave
+
+    @property
+    def relative(self) -> float:
+        return self.max_diff / max(self.scale, 1e-30)
+
+    @property
+    def ok(self) -> bool:
+        return self.relative <= TOLERANCE
+
+    def line(self) -> str:
+        sizes = " and ".join(str(b) for b in self.batches)
+        return (f"{self.against} vs PyTorch, batch {sizes}: max |difference| "
+                f"{self.max_diff:.3g} (largest |logit| {self.scale:.3g})")  # fmt: skip
+
+
+@dataclass
+class Exported:
+    path: Path
+    format: str
+    input_shape: tuple[int, int, int]  # (C, H, W); the batch is dynamic
+    check: Check | None  # None: nothing could check it (a package is missing)
+    note: str = ""  # why there is no check
+
+
+# --------------------------------------------------------------------------------------------
+# LRN while exporting
+
+
+def lrn_math(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+             relu: bool) -> torch.Tensor:  # fmt: skip
+    """LRN in plain PyTorch operations, with ONNX's (and torch's) alpha: divided by ``size``.
+    The window is torch's: ``size // 2`` channels before, ``(size - 1) // 2`` after."""
+    if relu:
+        x = torch.relu(x)
+    channels = x.shape[1]
+    pad = [0, 0] * (x.dim() - 2) + [size // 2, (size - 1) // 2]  # the last dims first
+    squares = F.pad(x * x, pad)
+    window = squares[:, 0:channels]
+    for shift in range(1, size):
+        window = window + squares[:, shift : shift + channels]
+    return x * torch.pow(window * (alpha / size) + k, -beta)
+
+
+@torch.library.custom_op("alexnet::lrn", mutates_args=())
+def _lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+            relu: bool) -> torch.Tensor:  # fmt: skip
+    """ONNX's LRN as one operator, which the ONNX exporter translates into ``LRN``."""
+    return lrn_math(x, size, alpha, beta, k, relu)
+
+
+@_lrn_op.register_fake
+def _lrn_op_shape(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                  relu: bool) -> torch.Tensor:  # fmt: skip
+    return torch.empty_like(x)
+
+
+def onnx_alpha(m: LocalResponseNorm) -> float:
+    """The alpha of ONNX's LRN for ``m``: ONNX divides it by the window size, the paper does not."""
+    return m.alpha * m.size if m.formula == "paper" else m.alpha
+
+
+class ExportLRN(nn.Module):
+    """A :class:`LocalResponseNorm` as the exporters see it: the same values, computed by the
+    ``alexnet::lrn`` operator (``onnx``, odd sizes) or by :func:`lrn_math`."""
+
+    def __init__(self, m: LocalResponseNorm, onnx: bool) -> None:
+        super().__init__()
+        self.params = (m.size, onnx_alpha(m), m.beta, m.k, m.relu)
+        self.as_operator = onnx and m.size % 2 == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.as_operator:
+            return torch.ops.alexnet.lrn(x, *self.params)
+        return lrn_math(x, *self.params)
+
+
+@contextlib.contextmanager
+def exportable(model: nn.Module, onnx: bool) -> Iterator[nn.Module]:
+    """``model`` with each LocalResponseNorm replaced by an :class:`ExportLRN`, put back after."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, LocalResponseNorm):
+                swapped.append((parent, name, child))
+                setattr(parent, name, ExportLRN(child, onnx))
+    try:
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
+def _onnx_translations() -> dict[Callable, Callable]:
+    from onnxscript import opset18 as op
+
+    def lrn(x, size: int, alpha: float, beta: float, k: float, relu: bool):
+        if relu:
+            x = op.Relu(x)
+        return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=k)
+
+    return {torch.ops.alexnet.lrn.default: lrn}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def need(module: str) -> Any:
+    """Import an optional package, or a one-line error that says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"{module.split('.')[0]} is not installed: {INSTALL}") from None
+
+
+def input_shape(trained: Trained) -> tuple[int, int, int]:
+    """(channels, height, width) of one input of ``trained``'s network."""
+    conv = next(m for m in trained.model.modules() if isinstance(m, nn.Conv2d))
+    size = trained.input_size or getattr(trained.model, "input_size", None)
+    if not size:
+        raise ExportError(f"{trained.path}: its recipe gives no input size (data.image_size)")
+    return conv.in_channels, size, size
+
+
+def inputs(shape: tuple[int, int, int], batch: int) -> torch.Tensor:
+    """A normalised input of ``batch`` images, the same each time (a seeded generator)."""
+    generator = torch.Generator().manual_seed(batch)
+    return torch.randn(batch, *shape, generator=generator)
+
+
+def compare(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+            shape: tuple[int, int, int], batches: tuple[int, ...], against: str) -> Check:  # fmt: skip
+    """``run``'s outputs against ``model``'s for random inputs of each batch size."""
+    worst, scale = 0.0, 0.0
+    with torch.inference_mode():
+        for batch in batches:
+            x = inputs(shape, batch)
+            expected = model(x).float()
+            got = torch.as_tensor(run(x)).float()
+            if got.shape != expected.shape:
+                raise RuntimeError(f"{against} gave shape {tuple(got.shape)}, PyTorch "
+                                   f"{tuple(expected.shape)}")  # fmt: skip
+            worst = max(worst, float((got - expected).abs().max()))
+            scale = max(scale, float(expected.abs().max()))
+    return Check(against, batches, worst, scale)
+
+
+@contextlib.contextmanager
+def _written(out: Path) -> Iterator[Path]:
+    """A temporary name beside ``out`` to write to, renamed to ``out`` once complete, so a
+    failure never leaves half a file (the suffix is kept: some writers choose by it)."""
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def metadata(trained: Trained) -> dict[str, str]:
+    """What a user of an exported network needs to feed it: strings, for ONNX's metadata_props
+    and the ``alexnet.json`` inside a ``.pt2``."""
+    channels, size, _ = input_shape(trained)
+    d = trained.recipe.data
+    meta = {"arch": trained.recipe.model.arch, "classes": json.dumps(trained.classes),
+            "names": json.dumps(trained.names), "input_size": str(size),
+            "channels": str(channels), "normalise": d.normalise, "std": json.dumps(list(d.std)),
+            "stored_size": json.dumps(trained.stored_size),
+            "recipe": json.dumps(trained.recipe.to_dict())}  # fmt: skip
+    scaled = "pixels / 255 (RGB)" if channels == 3 else "pixels / 255 (grey)"
+    if d.normalise == "mean-image":
+        meta["mean"] = ("the training set's mean image (stored_size x stored_size x channels, "
+                        "in alexnet export --format safetensors as preprocessing.mean_image, "
+                        "pixel units), cropped where the input is cropped")  # fmt: skip
+        how = f"x = (pixels - mean image) / 255 / std per channel, {size}x{size}"
+    else:
+        meta["mean"] = json.dumps(list(d.mean))
+        how = f"x = ({scaled} - mean) / std per channel, {size}x{size}"
+    if trained.stored_size:
+        how += (f", the centre of an image whose short side is scaled to {trained.stored_size} "
+                f"and centre-cropped square")  # fmt: skip
+    meta["preprocessing"] = f"input float32 (batch, {channels}, {size}, {size}) NCHW: {how}"
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# The formats
+
+
+def _check_opset(opset: int | None) -> None:
+    if opset is None:
+        return
+    newest = need("onnx").defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(f"--opset {opset}: torch's ONNX exporter writes opsets {MIN_OPSET} to "
+                          f"{newest} here; leave it out for the exporter's own")  # fmt: skip
+
+
+def export_onnx(trained: Trained, out: Path, opset: int | None = None) -> None:
+    """Write ``trained``'s network to ``out`` as ONNX: input ``image`` (batch, C, H, W) with a
+    dynamic batch, output ``logits``, the preprocessing in the metadata."""
+    _check_opset(opset)
+    shape = input_shape(trained)
+    batch = torch.export.Dim("batch", min=1)
+    with exportable(trained.model, onnx=True) as model:
+        program = torch.onnx.export(
+            model, (inputs(shape, EXAMPLE_BATCH),), dynamo=True, external_data=False,
+            opset_version=opset, input_names=["image"], output_names=["logits"],
+            dynamic_shapes=({0: batch},), custom_translation_table=_onnx_translations(),
+            verbose=False,
+        )  # fmt: skip
+    program.model.metadata_props.update(metadata(trained))
+    program.model.doc_string = (f"alexnet {trained.recipe.model.arch} from {trained.path.name}; "
+                                "metadata_props say how to preprocess an image")  # fmt: skip
+    with _written(out) as tmp:
+        program.save(str(tmp), external_data=False)
+
+
+def check_onnx(path: Path, model: nn.Module, shape: tuple[int, int, int],
+               batches: tuple[int, ...]) -> Check:  # fmt: skip
+    """Run the ONNX file in ONNX Runtime (on the CPU) and compare with ``model``."""
+    ort = need("onnxruntime")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own classes, none exported for catching
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ExportError(f"{path}: written, but onnxruntime {ort.__version__} cannot load it "
+                          f"({first}); try a lower --opset") from None  # fmt: skip
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
+
+    return compare(run, model, shape, batches, f"onnxruntime {ort.__version__}")
+
+
+def export_pt2(trained: Trained, out: Path) -> None:
+    """Write ``trained``'s network to ``out`` as a ``torch.export`` program with a dynamic
+    batch; :func:`metadata` goes in as the extra file ``alexnet.json``."""
+    shape = input_shape(trained)
+    batch = torch.export.Dim("batch", min=1)
+    with exportable(trained.model, onnx=False) as model:
+        program = torch.export.export(model, (inputs(shape, EXAMPLE_BATCH),),
+                                      dynamic_shapes=({0: batch},))  # fmt: skip
+    with _written(out) as tmp:
+        torch.export.save(program, tmp, extra_files={"alexnet.json": json.dumps(metadata(trained))})
+
+
+def check_pt2(path: Path, model: nn.Module, shape: tuple[int, int, int],
+              batches: tuple[int, ...]) -> Check:  # fmt: skip
+    loaded = torch.export.load(path).module()
+    return compare(loaded, model, shape, batches, "torch.export.load")
+
+
+def export_safetensors(trained: Trained, out: Path) -> None:
+    """Write the weights, the pixel statistics (tensors named ``preprocessing.*``) and, as
+    metadata, the recipe, classes, names and stored size."""
+    st = need("safetensors.torch")
+    tensors = {k: v.detach().contiguous() for k, v in trained.model.state_dict().items()}
+    other: dict[str, Any] = {}  # the statistics that are no tensors (the image count)
+    for key, value in (trained.stats.to_dict() if trained.stats else {}).items():
+        if isinstance(value, torch.Tensor):
+            tensors[STATS_PREFIX + key] = value.detach().contiguous()
+        else:
+            other[key] = value
+    meta = {"format": "alexnet", "format_version": str(SAFETENSORS_FORMAT),
+            "recipe": json.dumps(trained.recipe.to_dict()), "classes": json.dumps(trained.classes),
+            "names": json.dumps(trained.names), "stored_size": json.dumps(trained.stored_size),
+            "preprocessing": json.dumps(other)}  # fmt: skip
+    with _written(out) as tmp:
+        st.save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """A file of :func:`export_safetensors` as a checkpoint-shaped dict: ``model`` (the state
+    dict), ``recipe``, ``data`` (classes, names, stored_size) and ``preprocessing``."""
+    safetensors = need("safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except safetensors.SafetensorError as exc:
+        raise ExportError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != "alexnet" or "recipe" not in meta:
+        raise ExportError(f"{path}: safetensors without alexnet's metadata (a recipe); write it "
+                          "with alexnet export --format safetensors")  # fmt: skip
+    if int(meta.get("format_version", "0")) > SAFETENSORS_FORMAT:
+        raise ExportError(f"{path}: written by a newer alexnet (format "
+                          f"{meta['format_version']}); upgrade alexnet to read it")  # fmt: skip
+    stats = {k.removeprefix(STATS_PREFIX): v for k, v in tensors.items()
+             if k.startswith(STATS_PREFIX)}  # fmt: skip
+    if stats:
+        stats.update(json.loads(meta.get("preprocessing", "{}")))
+    data = {key: json.loads(meta[key]) for key in ("classes", "names", "stored_size")}
+    return {"model": {k: v for k, v in tensors.items() if not k.startswith(STATS_PREFIX)},
+            "recipe": json.loads(meta["recipe"]), "data": data, "preprocessing": stats}  # fmt: skip
+
+
+def check_safetensors(path: Path, model: nn.Module, shape: tuple[int, int, int],
+                      batches: tuple[int, ...]) -> Check:  # fmt: skip
+    """The weights read back into a network built afresh from the file's recipe, compared."""
+    from alexnet.config import recipe_from_dict
+    from alexnet.models import build_model
+
+    state = read_safetensors(path)
+    recipe = recipe_from_dict(state["recipe"], f"{path}: its recipe", saved=True)
+    fresh = build_model(recipe.model.arch, **recipe.model.options)
+    fresh.load_state_dict(state["model"])
+    return compare(fresh.eval(), model, shape, batches, "the weights in a new network")
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def format_of(out: Path, fmt: str | None) -> str:
+    """The format asked for, or the one ``out``'s suffix names."""
+    if fmt is None:
+        fmt = next((f for f, suffix in FORMATS.items() if out.suffix.lower() == suffix), None)
+        if fmt is None:
+            raise ExportError(f"{out}: give --format ({', '.join(FORMATS)}), or a file name "
+                              f"ending in {', '.join(FORMATS.values())}")  # fmt: skip
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return fmt
+
+
+def check_request(out: Path, fmt: str | None, *, batch: int = 7, opset: int | None = None) -> str:
+    """The format of an export that can be done (checked before any work); one-line errors
+    for what cannot: an unknown format, a missing folder, a missing package, a bad option."""
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: a folder; give the name of the file to write")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such folder; create it first (mkdir -p "
+                                f"{out.parent}) or write elsewhere")  # fmt: skip
+    fmt = format_of(out, fmt)
+    if opset is not None and fmt != "onnx":
+        raise ExportError(f"--opset {opset}: applies to --format onnx only")
+    if batch < 1:
+        raise ExportError(f"--batch {batch}: must be at least 1")
+    if fmt == "onnx":
+        if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 6):
+            raise ExportError(f"ONNX export needs torch 2.6 or newer (this is {torch.__version__})")
+        need("onnx")
+        need("onnxscript")
+        _check_opset(opset)
+    elif fmt == "safetensors":
+        need("safetensors")
+    return fmt
+
+
+CHECKS = {"onnx": check_onnx, "pt2": check_pt2, "safetensors": check_safetensors}
+
+
+def export(trained: Trained, out: Path, fmt: str | None = None, *, batch: int = 7,
+           opset: int | None = None, check: bool = True) -> Exported:  # fmt: skip
+    """Write ``trained`` to ``out`` in ``fmt`` (default: from ``out``'s suffix), then read the
+    file back and compare its outputs with PyTorch's at batch 1 and ``batch`` (``check``).
+    ``opset``: ONNX's (default: the exporter's own). A missing onnxruntime skips ONNX's check."""
+    fmt = check_request(out, fmt, batch=batch, opset=opset)
+    shape = input_shape(trained)
+    if fmt == "onnx":
+        export_onnx(trained, out, opset)
+    elif fmt == "pt2":
+        export_pt2(trained, out)
+    else:
+        export_safetensors(trained, out)
+    result = Exported(out, fmt, shape, None)
+    if not check:
+        return result
+    if fmt == "onnx" and not _installed("onnxruntime"):
+        result.note = f"onnxruntime is not installed, so the file was not run ({INSTALL})"
+        return result
+    result.check = CHECKS[fmt](out, trained.model, shape, tuple(sorted({1, batch})))
+    return result
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
