@@ -88,26 +88,21 @@ def _same(nets: list[Trained], what: str, value) -> None:
 def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSplit | ImageSet:
     """What the networks are evaluated on: a store's split, an image folder read as a store
     would hold it, or (networks trained in memory) their data source's test set."""
+    return split_images(nets, data, split)[0]
+
+
+def split_images(
+    nets: list[Trained], data: Path, split: str | None, *, training: bool = False
+) -> tuple[StoreSplit | ImageSet, StoreSplit | ImageSet | None]:
+    """The evaluation images of ``eval_images`` and, with ``training``, the training images
+    read the same way (the recipe's ``data.limit_train`` of an in-memory source; a store's or
+    folder's train split), or None where the data has no other training split."""
     first = nets[0]
     for what, value in (("kind", lambda n: n.from_store), ("classes", lambda n: n.classes),
                         ("stored image size", lambda n: n.stored_size)):  # fmt: skip
         _same(nets, what, value)
     if not first.from_store:
-        if split is not None:
-            raise ValueError(f"--split {split}: {first.path} was {_kind(first)} and is scored on "
-                             "the test split its data source gives (test/, else val/), as in "
-                             "training; leave --split out")  # fmt: skip
-        if is_store(data):
-            raise ValueError(f"--data {data} is a store (alexnet prepare), but {first.path} was "
-                             f"{_kind(first)}: give the data it was trained on")  # fmt: skip
-        d = first.recipe.data
-        request = Request(
-            str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6)
-        )
-        test = load_source(d.source, request)[1]
-        if test.classes != first.classes:
-            raise ValueError(f"{data}: its classes differ from those {first.path} was trained on")
-        return test
+        return _source_images(first, data, split)
     if is_store(data):
         store = open_store(data)
         chosen = split or ("val" if "val" in store.splits else "test")
@@ -116,8 +111,28 @@ def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSpli
             raise ValueError(f"{data}: holds {images.size}-pixel images of {len(images.classes)} "
                              f"classes; {first.path} was trained on {first.stored_size}-pixel "
                              f"images of {len(first.classes)} classes")  # fmt: skip
-        return images
-    return folder_split(data, split, first)
+        other = training and chosen != "train" and "train" in store.splits
+        return images, store.split("train") if other else None
+    images = folder_split(data, split, first)
+    other = training and images.name != "train" and (images.root / "train").is_dir()
+    return images, folder_split(data, "train", first) if other else None
+
+
+def _source_images(net: Trained, data: Path, split: str | None) -> tuple[ImageSet, ImageSet]:
+    """A network trained in memory: its data source's test and training sets."""
+    if split is not None:
+        raise ValueError(f"--split {split}: {net.path} was {_kind(net)} and is scored on "
+                         "the test split its data source gives (test/, else val/), as in "
+                         "training; leave --split out")  # fmt: skip
+    if is_store(data):
+        raise ValueError(f"--data {data} is a store (alexnet prepare), but {net.path} was "
+                         f"{_kind(net)}: give the data it was trained on")  # fmt: skip
+    d = net.recipe.data
+    request = Request(str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6))
+    train, test = load_source(d.source, request)
+    if test.classes != net.classes:
+        raise ValueError(f"{data}: its classes differ from those {net.path} was trained on")
+    return test, train.subset(d.limit_train) if d.limit_train else train
 
 
 def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
@@ -142,16 +157,24 @@ def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
 
 
 class _Reads(Dataset):
-    """Batch b of ``images`` (uint8, as stored), its labels, and which images could be read."""
+    """Batch b of ``images`` (uint8, as stored), its labels, and which images could be read;
+    with ``indices``, of those images only, in their order."""
 
-    def __init__(self, images: StoreSplit | ImageSet, batch: int) -> None:
+    def __init__(
+        self, images: StoreSplit | ImageSet, batch: int, indices: torch.Tensor | None = None
+    ) -> None:
         self.images, self.batch = images, batch
+        self.indices = torch.arange(len(images.labels)) if indices is None else indices
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images.labels) / self.batch)
+        return math.ceil(len(self.indices) / self.batch)
+
+    def chosen(self, b: int) -> torch.Tensor:
+        """The positions in ``images`` of batch b."""
+        return self.indices[b * self.batch : (b + 1) * self.batch]
 
     def __getitem__(self, b: int):
-        chosen = torch.arange(b * self.batch, min((b + 1) * self.batch, len(self.images.labels)))
+        chosen = self.chosen(b)
         labels = self.images.labels[chosen]
         if isinstance(self.images, ImageSet):
             return self.images.images[chosen], labels, torch.ones(len(chosen), dtype=torch.bool), []

@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-SCALARS = ("train_loss", "train_top1_err", "val_loss", "val_top1_err", "val_top5_err", "lr",
-           "images_per_s")  # fmt: skip
+SCALARS = ("train_loss", "train_top1_err", "train_top5_err", "val_loss", "val_top1_err",
+           "val_top5_err", "lr", "images_per_s")  # fmt: skip
 
 
 def format_epoch(m: dict[str, float]) -> str:
@@ -69,9 +69,11 @@ class RunLogger:
             group, _, name = key.partition("_")
             self.writer.add_scalar(f"{group}/{name}" if group in ("train", "val") else key, m[key],
                                    m["epoch"])  # fmt: skip
-        from alexnet.report import first_layer_grid
+        from alexnet.figure_data import first_layer
+        from alexnet.figures import kernel_grid
 
-        self.writer.add_image("conv1_kernels", first_layer_grid(model), m["epoch"])
+        grid = kernel_grid(*first_layer(model))[0]  # as Figure 3 draws them, tower by tower
+        self.writer.add_image("conv1_kernels", grid, m["epoch"])
         self.writer.flush()
 
     def close(self) -> None:

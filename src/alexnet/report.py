@@ -1,104 +1,79 @@
-"""``report.md`` for a finished run: test accuracy, training curves, the first layer's kernels
-(the paper's Figure 3) and test images with their top predictions (the paper's Figure 4, left)."""
+"""``report.md`` for a finished run: test accuracy, the training curves, the paper's figures
+(Figure 3: conv1's kernels tower by tower; Figure 4: test images with their top-5 predictions,
+and beside their nearest training images), the test set's confusion matrix, and every epoch.
+
+The figures are those of ``alexnet figures`` (figure_data.py), drawn from the network the run
+has just trained, left as it was: evaluation mode without gradients on the run's device, its
+weights, precision and layout untouched."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from alexnet.data.stats import PixelStats
+from alexnet.data.store import StoreSplit
+from alexnet.trained import Trained
 
-def first_layer_grid(model: nn.Module) -> torch.Tensor:
-    """conv1's kernels as one image (3, H, W), each kernel scaled to [0, 1] on its own."""
-    from torchvision.utils import make_grid
-
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    w = conv.weight.detach().float().cpu()
-    if w.shape[1] not in (1, 3):
-        w = w[:, :1]
-    lo = w.amin(dim=(1, 2, 3), keepdim=True)
-    hi = w.amax(dim=(1, 2, 3), keepdim=True)
-    w = (w - lo) / (hi - lo).clamp_min(1e-12)
-    nrow = 16 if w.shape[0] >= 64 else 8
-    return make_grid(w, nrow=nrow, padding=1, pad_value=1.0)
+# Training images searched for Figure 4 right in a run's report (evenly spaced where a set has
+# more): all of Fashion-MNIST's 60,000, whose features took 18 s of the figures' 24 s on a
+# 2-core CPU (alexnet-small, bfloat16); a store's are read from disk, hence fewer.
+MEMORY_NEIGHBOURS = 60_000
 
 
-def _plot_curves(metrics: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [m["epoch"] for m in metrics]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train")
-    ax1.plot(epochs, [m["val_loss"] for m in metrics], "o-", label="test")
-    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax2.plot(epochs, [100 * m["train_top1_err"] for m in metrics], "o-", label="train top-1")
-    ax2.plot(epochs, [100 * m["val_top1_err"] for m in metrics], "o-", label="test top-1")
-    ax2.plot(epochs, [100 * m["val_top5_err"] for m in metrics], "o-", label="test top-5")
-    ax2.set(xlabel="epoch", ylabel="error (%)", title="error rate")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def run_network(run_dir: Path, model: nn.Module, recipe, state) -> Trained:
+    """The network a run has trained, described as a checkpoint of it would be (trained.py),
+    so the report sees the images as ``alexnet figures`` and ``alexnet eval`` do."""
+    data = state.data
+    stats = PixelStats.from_dict(state.preprocessing) if state.preprocessing else None
+    return Trained(run_dir / "last.pt", model, recipe, list(data["classes"]),
+                   list(data.get("names") or data["classes"]), stats,
+                   data.get("stored_size"))  # fmt: skip
 
 
-def _plot_predictions(model, loader, chosen, classes, recipe, rt, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from alexnet.evaluate import predict_logits
-
-    model.eval()
-    images, x, labels = loader.examples(chosen)  # preprocessed as the test set is evaluated
-    labels = labels.tolist()
-    with torch.no_grad():  # the inference path of the reported accuracy: autocast, flip TTA
-        probs = predict_logits(model, x, rt.amp, recipe.eval.tta_flip).softmax(1).cpu()
-    top = probs.topk(min(3, probs.shape[1]), dim=1)
-    n = len(images)
-    cols = 4
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 4.2, rows * 1.7))
-    for i in range(rows * cols):
-        ax_img, ax_bar = axes.flat[2 * i], axes.flat[2 * i + 1]
-        ax_img.axis("off")
-        if i >= n:
-            ax_bar.axis("off")
-            continue
-        img = images[i].permute(1, 2, 0).squeeze(-1).numpy()
-        ax_img.imshow(img, cmap="gray" if img.ndim == 2 else None)
-        ax_img.set_title(classes[labels[i]], fontsize=8)
-        names = [classes[j] for j in top.indices[i].tolist()][::-1]
-        values = top.values[i].tolist()[::-1]
-        colours = ["tab:green" if classes[labels[i]] == nm else "tab:gray" for nm in names]
-        ax_bar.barh(range(len(names)), values, color=colours)
-        ax_bar.set_yticks(range(len(names)), names, fontsize=7)
-        ax_bar.set_xlim(0, 1)
-        ax_bar.tick_params(axis="x", labelsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def figure_sections(written: dict[str, Path], neighbours_note: str) -> list[str]:
+    """The report's figure sections, each linking the file written for it."""
+    sections = [
+        ("curves", "Training curves", "", "curves"),
+        ("kernels", "First-layer kernels (cf. the paper's Figure 3)",
+         "Each kernel scaled to its largest weight, zero at grey; with two towers, the kernels "
+         "of each tower (GPU) in a block of their own.", "conv1 kernels"),
+        ("predictions", "Test images and their top-5 predictions (cf. the paper's Figure 4, "
+         "left)", "Green: the true class.", "predictions"),
+        ("neighbours", "Test images and their nearest training images (cf. the paper's Figure "
+         "4, right)", neighbours_note, "neighbours"),
+        ("confusion", "Confusion matrix of the test set", "Rows: the true class, each divided "
+         "by its images.", "confusion matrix"),
+    ]  # fmt: skip
+    lines: list[str] = []
+    for key, heading, note, alt in sections:
+        if key in written:
+            lines += [f"## {heading}"] + ([note, ""] if note else [])
+            lines += [f"![{alt}]({written[key].name})", ""]
+    return lines
 
 
-def write_report(
-    run_dir: Path, model: nn.Module, test_loader, recipe, rt, metrics: list[dict]
-) -> Path:
-    """Write the figures and ``report.md`` into ``run_dir``; returns the report's path."""
-    from torchvision.utils import save_image
+def _pct(m: dict, key: str) -> str:
+    return f"{100 * m[key]:.2f}%" if key in m else "-"
 
-    recipe_text = recipe.to_toml()
-    _plot_curves(metrics, run_dir / "curves.png")
-    save_image(first_layer_grid(model), run_dir / "conv1_kernels.png")
-    g = torch.Generator().manual_seed(0)
-    pick = torch.randperm(len(test_loader.data), generator=g)[:16]
-    _plot_predictions(model, test_loader, pick, test_loader.data.classes, recipe, rt,
-                      run_dir / "predictions.png")  # fmt: skip
+
+def write_report(run_dir: Path, model: nn.Module, recipe, rt, state, train_set, test_set,
+                 writer=None) -> Path:  # fmt: skip
+    """Write the figures (also to TensorBoard, given the run's ``SummaryWriter``) and
+    ``report.md`` into ``run_dir``; returns the report's path. ``model`` is the trained
+    network (unwrapped), ``state`` the run's ``TrainingState``."""
+    from alexnet import figure_data as fd
+
+    metrics = state.history
+    net = run_network(run_dir, model, recipe, state)
+    look = fd.Looker(net, model, rt.device, rt.amp, rt.channels_last, fd.views_for(net),
+                  recipe.data.eval_batch_size)  # fmt: skip
+    limit = fd.STORE_NEIGHBOURS if isinstance(train_set, StoreSplit) else MEMORY_NEIGHBOURS
+    with fd.evaluation(model):
+        data = fd.collect(look, test_set, train_set, limit)
+    written = fd.write_figures(data, metrics, run_dir, writer, metrics[-1]["epoch"])
+    note = f"{fd.neighbours_caption(data)}." if data.neighbours is not None else ""
     last = metrics[-1]
     best = min(metrics, key=lambda m: m["val_top1_err"])
     lines = [
@@ -110,27 +85,19 @@ def write_report(
         f"({last['images_per_s']:.0f} images/s in the last epoch).",
         f"Best epoch: {best['epoch']} ({100 * (1 - best['val_top1_err']):.2f}%).",
         "",
-        "## Training curves",
-        "![curves](curves.png)",
-        "",
-        "## First-layer kernels (cf. the paper's Figure 3)",
-        "![conv1 kernels](conv1_kernels.png)",
-        "",
-        "## Test images and their top predictions (cf. the paper's Figure 4, left)",
-        "Green: the true class.",
-        "",
-        "![predictions](predictions.png)",
-        "",
+        *figure_sections(written, note),
         "## Epochs",
-        "| epoch | train loss | train top-1 err | test loss | test top-1 err | test top-5 err | lr | s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| epoch | train loss | train top-1 err | train top-5 err | test loss | test top-1 err "
+        "| test top-5 err | lr | s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in metrics:
         lines.append(
-            f"| {m['epoch']} | {m['train_loss']:.4f} | {100 * m['train_top1_err']:.2f}% | {m['val_loss']:.4f} "
-            f"| {100 * m['val_top1_err']:.2f}% | {100 * m['val_top5_err']:.2f}% | {m['lr']:.4g} | {m['epoch_seconds']:.1f} |"
+            f"| {m['epoch']} | {m['train_loss']:.4f} | {_pct(m, 'train_top1_err')} "
+            f"| {_pct(m, 'train_top5_err')} | {m['val_loss']:.4f} | {_pct(m, 'val_top1_err')} "
+            f"| {_pct(m, 'val_top5_err')} | {m['lr']:.4g} | {m['epoch_seconds']:.1f} |"
         )
-    lines += ["", "## Recipe", "```toml", recipe_text.strip(), "```", ""]
+    lines += ["", "## Recipe", "```toml", recipe.to_toml().strip(), "```", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -28,6 +28,7 @@ class EpochSums:
     correct: float = 0.0
     seen: float = 0.0
     seconds: float = 0.0
+    correct5: float = 0.0  # top-5 hits; checkpoints from before it was counted load with 0
 
 
 @dataclass
