@@ -50,6 +50,11 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint as a dict in the current format, or a one-line CheckpointError."""
+    return migrate(load_file(path), path)
+
+
+def load_file(path: Path) -> Any:
+    """What ``path`` holds (tensors and plain data only), or a one-line CheckpointError."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no checkpoint there (was the run started with this folder?)"
@@ -68,7 +73,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable checkpoint (truncated or corrupt: "
                               f"{type(exc).__name__})") from None  # fmt: skip
-    return migrate(state, path)
+    return state
 
 
 def _asks_for_objects(path: Path) -> bool:

@@ -41,6 +41,9 @@ def _start_run(args: argparse.Namespace):
         if not Path(args.data).exists():
             raise FileNotFoundError(f"--data {args.data}: no such file or folder")
         recipe.data.root = args.data  # made absolute with the rest of the recipe (train.resolve)
+    if args.weights is not None:
+        recipe.model.weights = args.weights
+    recipe.model.freeze_features |= args.freeze_features
     recipe = apply_overrides(recipe, args.overrides)
     rank, world, _ = init_distributed()
     made = [None]
@@ -70,8 +73,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from alexnet.runtime import StopFlag, Stopped
     from alexnet.train import TrainingError, fit
 
-    if args.resume and (args.recipe or args.data or args.name):
-        raise UserError("--resume continues a run as it was; drop --recipe, --data and --name")
+    if args.resume and (args.recipe or args.data or args.name or args.weights
+                        or args.freeze_features):  # fmt: skip
+        raise UserError("--resume continues a run as it was; drop --recipe, --data, --name, "
+                        "--weights and --freeze-features")  # fmt: skip
     if not (args.resume or args.recipe):
         raise UserError(
             "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper, photos) or --resume RUN_DIR"
@@ -158,6 +163,67 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"skipped {path}: {why}")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    import json
+
+    from alexnet.predict import predict_files
+    from alexnet.trained import load_trained
+
+    net = load_trained(args.checkpoint)
+    answers = predict_files(net, [Path(p) for p in args.images], top=args.top, crops=args.crops)
+    if args.json:
+        print(json.dumps([a.to_dict() for a in answers], indent=1))
+    for a in answers:
+        if a.error:
+            print(f"alexnet predict: {a.image}: {a.error}", file=sys.stderr)
+        elif not args.json:
+            print(a.image)
+            for cls, name, p in a.top:
+                print(f"  {100 * p:6.2f}%  {name}" + (f" ({cls})" if cls != name else ""))
+    sys.exit(1 if any(a.error for a in answers) else 0)
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    from alexnet.figure_data import figures_of_checkpoint
+
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"--data {args.data}: no such file or folder")
+    if args.neighbours_limit is not None and args.neighbours_limit < 0:
+        raise UserError(f"--neighbours-limit {args.neighbours_limit}: must be 0 (all) or more")
+    written, data, tb = figures_of_checkpoint(
+        args.run, Path(args.data), Path(args.out) if args.out else None, args.split,
+        args.neighbours_limit, progress=sys.stderr.isatty() and not args.no_progress)  # fmt: skip
+    for path in written.values():
+        print(path)
+    if data.neighbours is None:
+        print(f"{args.data}: no training images apart from the ones shown; Figure 4 right "
+              "(nearest training images) left out")  # fmt: skip
+    else:
+        print(f"neighbours searched among {data.searched} of {data.training} training images")
+    print(f"TensorBoard: {tb} (tensorboard --logdir {tb})")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from alexnet.export import check_request, export
+    from alexnet.trained import load_trained
+
+    out = Path(args.out)
+    check_request(out, args.format, batch=args.batch, opset=args.opset)  # before any loading
+    net = load_trained(args.checkpoint)
+    result = export(net, out, args.format, batch=args.batch, opset=args.opset)
+    c, h, w = result.input_shape
+    print(f"wrote {out} ({result.format}, {out.stat().st_size / 1e6:.1f} MB): input "
+          f"(batch, {c}, {h}, {w}), any batch size")  # fmt: skip
+    if result.note:
+        print(result.note)
+    if result.check is not None:
+        print(result.check.line())
+        if not result.check.ok:
+            print(f"alexnet export: warning: {out} differs from PyTorch by "
+                  f"{result.check.relative:.2g} of the largest logit", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+
+
 def cmd_lr_find(args: argparse.Namespace) -> None:
     from alexnet.config import apply_overrides, load_recipe
     from alexnet.train import find_learning_rate
@@ -204,6 +270,15 @@ def _add_train(sub) -> None:
         help="recipe name (fashion-mnist, cifar10, imagenet-paper, photos) or .toml path",
     )
     p.add_argument("--data", help="data folder or archive (sets data.root, stored absolute)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="fine-tune: start from these weights (a checkpoint, run folder, "
+                        ".safetensors or .pth file, or 'torchvision'); an output layer of "
+                        "another class count is replaced (sets model.weights)")  # fmt: skip
+    p.add_argument(
+        "--freeze-features",
+        action="store_true",
+        help="fine-tune the classifier only (sets model.freeze_features)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe key, e.g. --set optim.lr=0.02; with --resume only "
                         "optim.lr and epochs")  # fmt: skip
@@ -250,7 +325,8 @@ def _add_eval(sub) -> None:
                        "network or of several whose softmax outputs are averaged, over the "
                        "centre crop or the paper's ten crops.")  # fmt: skip
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                   help="checkpoint files or run folders (their best.pt); several: an ensemble")  # fmt: skip
+                   help="checkpoint files or run folders (their best.pt), .safetensors or .pth "
+                        "weights files, or 'torchvision'; several: an ensemble")  # fmt: skip
     p.add_argument("--data", required=True,
                    help="a store (alexnet prepare) or an image folder, or the data of a network "
                         "trained in memory (as its recipe's --data)")  # fmt: skip
@@ -263,6 +339,63 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top classes of image files, with probabilities",
+                       description="The top classes of each image, with their names and "
+                       "probabilities, preprocessed as the network's training images were. A file "
+                       "that cannot be read is reported and the others answered; the exit status "
+                       "is 1 when any failed.")  # fmt: skip
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint, a run folder (its best.pt), a .safetensors or .pth weights "
+                        "file, or 'torchvision' for torchvision's ImageNet weights")  # fmt: skip
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode")
+    p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
+                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
+                        "centre, each mirrored too")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the answers as JSON")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_figures(sub) -> None:
+    p = sub.add_parser("figures", help="the paper's figures of a trained network, as PNG files",
+                       description="Figure 3 (conv1's kernels, tower by tower), Figure 4 (test "
+                       "images with their top-5 predictions, and beside their nearest training "
+                       "images by the last hidden layer's features), the training curves and "
+                       "the test set's confusion matrix, as PNG files and in TensorBoard.")  # fmt: skip
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
+                   help="a run folder (its best.pt) or a checkpoint file")  # fmt: skip
+    p.add_argument("--data", required=True,
+                   help="a store (alexnet prepare) or an image folder, or the data of a network "
+                        "trained in memory (as its recipe's --data)")  # fmt: skip
+    p.add_argument("--out", help="folder for the PNG files (default: figures/ in the checkpoint's "
+                                 "folder)")  # fmt: skip
+    p.add_argument("--split", help="which split to show (default: val, else test)")
+    p.add_argument("--neighbours-limit", type=int, metavar="N",
+                   help="search N evenly spaced training images for the nearest ones (default: "
+                        "all of an in-memory set, 10000 of a store's or folder's; 0: all)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_figures)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a network as ONNX, safetensors or a .pt2 program",
+                       description="Write a trained network for use elsewhere: ONNX (any batch "
+                       "size, preprocessing in its metadata), safetensors (weights, statistics "
+                       "and recipe; no code runs when read) or .pt2 (torch.export, needs only "
+                       "PyTorch). The written file is read back and its outputs compared with "
+                       "PyTorch's (ONNX: in onnxruntime, where installed).")  # fmt: skip
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint, a run folder (its best.pt) or a weights file")  # fmt: skip
+    p.add_argument("out", metavar="OUT", help="the file to write (its folder must exist)")
+    p.add_argument("--format", metavar="{onnx,safetensors,pt2}",
+                   help="default: from OUT's suffix (.onnx, .safetensors, .pt2)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=7,
+                   help="the check compares outputs at batch 1 and this (default 7)")  # fmt: skip
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's own)")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_lr_find(sub) -> None:
@@ -305,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_prepare(sub)
     _add_eval(sub)
+    _add_export(sub)
+    _add_figures(sub)
+    _add_predict(sub)
 
     _add_lr_find(sub)
 

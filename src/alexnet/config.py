@@ -34,6 +34,10 @@ SCHEDULES = ("plateau", "onecycle", "step", "constant")
 class ModelSettings:
     arch: str = setting("alexnet", choices=tuple(NETWORKS))
     options: dict[str, Any] = setting({})  # checked against the network's own options
+    # Fine-tuning: a new run starts from these weights (a checkpoint, run folder, weights file,
+    # or "torchvision"); a classifier head of another class count is replaced (finetune.py).
+    weights: str = setting("")
+    freeze_features: bool = setting(False)  # train only the classifier (fc6-fc8)
 
 
 @dataclass

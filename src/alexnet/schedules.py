@@ -22,7 +22,7 @@ def build_optimizer(model: nn.Module, optim) -> torch.optim.Optimizer:
     step in one pass over the weights, its gradient and its momentum) where the default makes
     separate passes over all 61 million weights."""
     return torch.optim.SGD(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],  # frozen layers: no state, no work
         lr=optim.lr,
         momentum=optim.momentum,
         nesterov=optim.nesterov,

@@ -34,6 +34,7 @@ from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats, image_stats
 from alexnet.data.store import StoreSplit, open_store
 from alexnet.evaluate import evaluate
+from alexnet.finetune import freeze_features, is_published, load_start_weights
 from alexnet.logger import RunLogger
 from alexnet.lr_find import RangeTest, range_test
 from alexnet.models import build_model, network
@@ -70,6 +71,8 @@ def resolve(recipe: Recipe) -> Recipe:
             raise ValueError(f"{key} needs one value per channel ({d.channels}), got {values}")
     if d.root:
         d.root = str(Path(d.root).expanduser().resolve())
+    if r.model.weights and not is_published(r.model.weights):
+        r.model.weights = str(Path(r.model.weights).expanduser().resolve())
     return r
 
 
@@ -118,6 +121,8 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
         raise ValueError(f"model {recipe.model.arch} cannot take the data's {d.channels}x"
                          f"{d.image_size}x{d.image_size} images: {exc}") from None  # fmt: skip
     model.train()
+    if recipe.model.freeze_features:
+        freeze_features(model)
     model = model.to(rt.device)
     return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), recipe
 
@@ -287,7 +292,10 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
         s.global_step += 1
         s.batch += 1
         s.sums.loss += loss_value * y.shape[0]
-        s.sums.correct += (logits.argmax(1) == y).sum().item()
+        hits = logits.detach().topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
+        top1, top5 = torch.stack([hits[:, 0].sum(), hits.any(1).sum()]).tolist()  # one sync
+        s.sums.correct += top1
+        s.sums.correct5 += top5
         s.sums.seen += y.shape[0]
         now = time.perf_counter()
         s.sums.seconds, tick = s.sums.seconds + now - tick, now
@@ -317,8 +325,8 @@ def end_epoch(loop: Loop, test_loader: BatchLoader, tta_flip: bool) -> dict[str,
     """Evaluate, step the per-epoch schedule, checkpoint, then log: a kill between the
     checkpoint and the log line cannot log an epoch twice (the log is rebuilt on resume)."""
     s, rt = loop.state, loop.rt
-    totals = torch.tensor([s.sums.loss, s.sums.correct, s.sums.seen, s.sums.seconds],
-                          dtype=torch.float64)  # fmt: skip
+    totals = torch.tensor([s.sums.loss, s.sums.correct, s.sums.seen, s.sums.seconds,
+                           s.sums.correct5], dtype=torch.float64)  # fmt: skip
     if rt.world_size > 1:
         dist.all_reduce(totals)
         totals[3] /= rt.world_size
@@ -331,8 +339,9 @@ def end_epoch(loop: Loop, test_loader: BatchLoader, tta_flip: bool) -> dict[str,
         s.schedule.step(val["top1_err"])
     elif not per_step(s.schedule):
         s.schedule.step()
-    loss, correct, seen, seconds = totals.tolist()
+    loss, correct, seen, seconds, correct5 = totals.tolist()
     m = {"epoch": s.epoch + 1, "train_loss": loss / seen, "train_top1_err": 1 - correct / seen,
+         "train_top5_err": 1 - correct5 / seen,
          "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
          "lr": s.optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
          "images_per_s": seen / max(seconds, 1e-9),
@@ -405,6 +414,8 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     stats = preprocessing(recipe, train_set, resume_from)
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
     logger = RunLogger(run_dir, rt.main, progress)
+    if recipe.model.weights and resume_from is None:  # fine-tuning (finetune.py)
+        logger.say(load_start_weights(model, recipe.model.arch, recipe.model.weights))
     if recipe.optim.lr_find and resume_from is None:
         recipe = find_rate(recipe, model, train_loader, rt, logger, run_dir)
     opt = build_optimizer(model, recipe.optim)
@@ -425,12 +436,13 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     while state.epoch < recipe.epochs:
         train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
         end_epoch(loop, test_loader, recipe.eval.tta_flip)
-    logger.close()
     if rt.main:
         from alexnet.report import write_report
 
-        path = write_report(run_dir, unwrap(model), test_loader, recipe, rt, state.history)
+        path = write_report(run_dir, unwrap(model), recipe, rt, state, train_set, test_set,
+                            logger.writer)  # fmt: skip
         logger.say(f"report: {path}")
+    logger.close()
     return state.history[-1]
 
 

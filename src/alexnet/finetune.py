@@ -1,0 +1,66 @@
+"""Starting a run from trained weights: the common way an ImageNet network is used on one's
+own images (fine-tuning).
+
+``model.weights`` names the start: an alexnet checkpoint or run folder, exported safetensors,
+or published weights (a torchvision-layout file, or ``torchvision`` for its copy in torch.hub's
+folder, downloaded and checked once). Every layer whose shape matches is copied; the output
+layer (fc8), when the new data has another number of classes, keeps the new network's own
+initialisation, so the run learns a new head on the old features. ``model.freeze_features``
+trains the classifier alone: the convolutional layers keep the weights they were given, and no
+gradient is computed below fc6, so each step costs about a third of a full one.
+
+Only a new run loads the weights; a resumed run continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from alexnet.models.weights import PUBLISHED
+from alexnet.trained import load_trained
+
+
+def output_layer(model: nn.Module) -> str:
+    """The name of the last linear layer (fc8), the one a new class count replaces."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
+def load_start_weights(model: nn.Module, arch: str, source: str) -> str:
+    """Copy the weights of ``source`` into ``model`` (a network of kind ``arch``); returns a
+    line saying what was loaded and what was replaced. A layer that does not fit, other than
+    the output layer, is a one-line error naming it."""
+    start = load_trained(source)
+    if start.recipe.model.arch != arch:
+        raise ValueError(f"model.weights {source}: weights of {start.recipe.model.arch}, but "
+                         f"the recipe trains {arch}; set model.arch = "
+                         f'"{start.recipe.model.arch}"')  # fmt: skip
+    given, own = start.model.state_dict(), model.state_dict()
+    head = output_layer(model)
+    replaced = [k for k in own if k.startswith(f"{head}.") and given[k].shape != own[k].shape]
+    for key, value in own.items():
+        if key in replaced:
+            continue
+        if key not in given or given[key].shape != value.shape:
+            have = "missing" if key not in given else "x".join(map(str, given[key].shape))
+            raise ValueError(f"model.weights {source}: its {key} is {have}, this run's network "
+                             f"needs {'x'.join(map(str, value.shape))}; the model options "
+                             "(channels, widths, towers) must match the weights'")  # fmt: skip
+    model.load_state_dict({k: v for k, v in given.items() if k not in replaced}, strict=False)
+    said = f"started from the weights of {start.path}"
+    if replaced:
+        old, new = given[f"{head}.weight"].shape[0], own[f"{head}.weight"].shape[0]
+        said += f"; the output layer is new ({old} -> {new} classes)"
+    if start.published:
+        said += (f"; they expect inputs normalised by mean {list(start.published.mean)} and "
+                 f"std {list(start.published.std)}")  # fmt: skip
+    return said
+
+
+def freeze_features(model: nn.Module) -> int:
+    """Stop training the convolutional layers; returns how many weights were frozen."""
+    model.features.requires_grad_(False)
+    return sum(p.numel() for p in model.features.parameters())
+
+
+def is_published(source: str) -> bool:
+    return source in PUBLISHED

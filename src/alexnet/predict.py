@@ -1,0 +1,101 @@
+"""``alexnet predict``: a trained network's top classes for image files, with their names and
+probabilities.
+
+Each image is prepared as the network's own images were: for a network trained from a store
+(or published weights), the short side rescaled to the stored side and the centre kept, then
+the network's crop (or the paper's ten) normalised as training normalised it; for a network
+trained in memory, rescaled to its input size in its number of channels. Files of any size and
+mode are read (grey, CMYK, palette, 16-bit); one that cannot be read is answered with why, and
+the others are still answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from alexnet.crops import CROPS
+from alexnet.data.images import decode_image, resize_image
+from alexnet.eval_checkpoints import batch_maker, view_inputs
+from alexnet.inference import infer, prepare_for_inference
+from alexnet.runtime import pick_channels_last, pick_device, pick_precision
+from alexnet.trained import Trained
+
+
+@dataclass
+class Answer:
+    """One file's answer: its top classes as (class, name, probability), or why it failed."""
+
+    image: str
+    top: list[tuple[str, str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "error": self.error,
+                "predictions": [{"class": c, "name": n, "probability": p}
+                                for c, n, p in self.top]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What a store's batch maker reads of its split: the stored side and the channels."""
+
+    size: int
+    channels: int
+
+
+def read_image(net: Trained, path: Path) -> torch.Tensor:
+    """``path`` as the network's views are cut from it: (S, S, C) at the stored side for a
+    network trained from a store, (C, H, W) at its input size otherwise; ValueError says why
+    it cannot be read. Published weights are decoded at full size, as their own preprocessing
+    does; alexnet's stores decode large JPEGs at a reduced scale first (images.py)."""
+    channels = 3 if net.from_store else net.recipe.data.channels
+    side = net.stored_size if net.from_store else net.input_size
+    limit = int(net.recipe.data.max_megapixels * 1e6)
+    image, why = decode_image(path, channels, None if net.published else side, limit)
+    if image is None:
+        raise ValueError(why)
+    image = net.published.rescale(image) if net.published else resize_image(image, side)
+    return image.permute(1, 2, 0).contiguous() if net.from_store else image
+
+
+def check_crops(net: Trained, crops: int) -> None:
+    if crops not in CROPS or (crops > 2 and not net.from_store):
+        raise ValueError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10 (the "
+                         "paper's, for networks trained from a store of larger images)")  # fmt: skip
+
+
+def predict_files(
+    net: Trained, paths: list[Path], *, top: int = 5, crops: int = 1, batch: int = 32
+) -> list[Answer]:
+    """The ``top`` classes of every file, its softmax averaged over ``crops`` views."""
+    check_crops(net, crops)
+    if top < 1:
+        raise ValueError(f"--top {top}: must be 1 or more")
+    device, layout = pick_device(0), pick_channels_last("auto")
+    amp = pick_precision(net.recipe.train.precision, device)
+    model = prepare_for_inference(net.model, device, amp, layout)
+    full = net.stored_size if net.from_store else net.input_size
+    views = CROPS[crops](full, net.input_size)
+    maker = batch_maker(net, _Stored(full, 3) if net.from_store else None)
+    answers = [Answer(str(p)) for p in paths]
+    for start in range(0, len(paths), batch):
+        images, rows = [], []
+        for i in range(start, min(start + batch, len(paths))):
+            try:
+                images.append(read_image(net, paths[i]))
+                rows.append(i)
+            except ValueError as exc:
+                answers[i].error = str(exc)
+        if not images:
+            continue
+        stack = torch.stack(images)
+        probs = sum(infer(model, view_inputs(net, maker, stack, v, device, layout), amp)
+                    .softmax(1).cpu() for v in views) / len(views)  # fmt: skip
+        best = probs.topk(min(top, probs.shape[1]), dim=1)
+        for row, values, indices in zip(rows, best.values, best.indices, strict=True):
+            answers[row].top = [(net.classes[j], net.names[j], float(v))
+                                for v, j in zip(values.tolist(), indices.tolist(), strict=True)]  # fmt: skip
+    return answers
