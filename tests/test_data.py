@@ -358,3 +358,15 @@ def test_eval_loader_counts_every_image_once_across_ranks(tiny_folder, cache):
         loader = BatchLoader(val.subset(35), 8, plain, train=False, rank=r, world_size=2)
         seen += sum(int(v.sum()) for _, _, v in loader)
     assert seen == 35
+
+
+def test_a_limited_set_stored_class_by_class_keeps_every_class():
+    from alexnet.data.imageset import ImageSet
+
+    sorted_labels = torch.arange(4).repeat_interleave(25)
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
+    grouped = ImageSet(images, sorted_labels, list("abcd"), "grouped").subset(8)
+    assert grouped.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert grouped.images.flatten().tolist() == [0, 14, 28, 42, 57, 71, 85, 99]
+    mixed = ImageSet(images, sorted_labels.flip(0).roll(3), list("abcd"), "mixed").subset(8)
+    assert mixed.images.flatten().tolist() == list(range(8))  # the first ones, as before

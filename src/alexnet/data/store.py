@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.data.imageset import skip_line
+from alexnet.data.imageset import skip_line, subset_indices
 from alexnet.data.source import DataSource, Request
 from alexnet.data.stats import PixelStats
 
@@ -107,7 +107,7 @@ class StoreSplit:
         return len(self.labels)
 
     def subset(self, count: int) -> StoreSplit:
-        keep = slice(0, count)
+        keep = subset_indices(self.labels, count)
         return StoreSplit(self.root, self.name, self.layout, self.size, self.channels,
                           self.classes, self.chunk[keep], self.offset[keep], self.length[keep],
                           self.labels[keep], self.paths, self.skipped, self.max_pixels)  # fmt: skip
