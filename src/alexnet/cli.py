@@ -319,6 +319,18 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def _crops_option(p) -> None:
+    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
+                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
+                        "centre, each mirrored too")  # fmt: skip
+
+
+def _eval_data_option(p) -> None:
+    p.add_argument("--data", required=True,
+                   help="a store (alexnet prepare) or an image folder, or the data of a network "
+                        "trained in memory (as its recipe's --data)")  # fmt: skip
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="top-1 and top-5 error of a network or an ensemble",
                        description="Top-1 and top-5 error, overall and per class, of one trained "
@@ -327,13 +339,9 @@ def _add_eval(sub) -> None:
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                    help="checkpoint files or run folders (their best.pt), .safetensors or .pth "
                         "weights files, or 'torchvision'; several: an ensemble")  # fmt: skip
-    p.add_argument("--data", required=True,
-                   help="a store (alexnet prepare) or an image folder, or the data of a network "
-                        "trained in memory (as its recipe's --data)")  # fmt: skip
+    _eval_data_option(p)
     p.add_argument("--split", help="which split (default: val, else test)")
-    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
-                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
-                        "centre, each mirrored too")  # fmt: skip
+    _crops_option(p)
     p.add_argument("--batch", type=int, default=50, help="images per batch (default 50)")
     p.add_argument("--workers", type=int, default=0, help="processes reading images (default 0)")
     p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
@@ -352,9 +360,7 @@ def _add_predict(sub) -> None:
                         "file, or 'torchvision' for torchvision's ImageNet weights")  # fmt: skip
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode")
     p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
-                   help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
-                        "centre, each mirrored too")  # fmt: skip
+    _crops_option(p)
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
     p.set_defaults(func=cmd_predict)
 
@@ -367,9 +373,7 @@ def _add_figures(sub) -> None:
                        "the test set's confusion matrix, as PNG files and in TensorBoard.")  # fmt: skip
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                    help="a run folder (its best.pt) or a checkpoint file")  # fmt: skip
-    p.add_argument("--data", required=True,
-                   help="a store (alexnet prepare) or an image folder, or the data of a network "
-                        "trained in memory (as its recipe's --data)")  # fmt: skip
+    _eval_data_option(p)
     p.add_argument("--out", help="folder for the PNG files (default: figures/ in the checkpoint's "
                                  "folder)")  # fmt: skip
     p.add_argument("--split", help="which split to show (default: val, else test)")

@@ -38,26 +38,25 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from alexnet.lrn import LocalResponseNorm
+from alexnet.safetensors_file import (
+    INSTALL,
+    ExportError,
+    need,
+    read_safetensors,
+    write_safetensors,
+)
 from alexnet.trained import Trained
 
 FORMATS: dict[str, str] = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
-INSTALL = "pip install 'alexnet[export]'"
-SAFETENSORS_FORMAT = 1  # the version of the layout below; read_safetensors reads this or older
-STATS_PREFIX = "preprocessing."
 MIN_OPSET = 18  # torch's exporter translates into opset 18 or newer (converting down can fail)
 EXAMPLE_BATCH = 2  # traced at 2: torch.export would take a dimension of size 1 for a constant
 TOLERANCE = 1e-4  # relative to the largest logit, float32
-
-
-class ExportError(ValueError):
-    """A problem the user can fix (a missing package, an opset, a file): one line."""
 
 
 @dataclass
@@ -173,16 +172,6 @@ def _onnx_translations() -> dict[Callable, Callable]:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def need(module: str) -> Any:
-    """Import an optional package, or a one-line error that says how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ExportError(f"{module.split('.')[0]} is not installed: {INSTALL}") from None
 
 
 def input_shape(trained: Trained) -> tuple[int, int, int]:
@@ -324,49 +313,12 @@ def check_pt2(path: Path, model: nn.Module, shape: tuple[int, int, int],
 
 
 def export_safetensors(trained: Trained, out: Path) -> None:
-    """Write the weights, the pixel statistics (tensors named ``preprocessing.*``) and, as
-    metadata, the recipe, classes, names and stored size."""
-    st = need("safetensors.torch")
-    tensors = {k: v.detach().contiguous() for k, v in trained.model.state_dict().items()}
-    other: dict[str, Any] = {}  # the statistics that are no tensors (the image count)
-    for key, value in (trained.stats.to_dict() if trained.stats else {}).items():
-        if isinstance(value, torch.Tensor):
-            tensors[STATS_PREFIX + key] = value.detach().contiguous()
-        else:
-            other[key] = value
-    meta = {"format": "alexnet", "format_version": str(SAFETENSORS_FORMAT),
-            "recipe": json.dumps(trained.recipe.to_dict()), "classes": json.dumps(trained.classes),
-            "names": json.dumps(trained.names), "stored_size": json.dumps(trained.stored_size),
-            "preprocessing": json.dumps(other)}  # fmt: skip
+    """Write the weights, the pixel statistics and the recipe, classes, names and stored size
+    (safetensors_file.py)."""
+    need("safetensors")
     with _written(out) as tmp:
-        st.save_file(tensors, str(tmp), metadata=meta)
-
-
-def read_safetensors(path: Path) -> dict[str, Any]:
-    """A file of :func:`export_safetensors` as a checkpoint-shaped dict: ``model`` (the state
-    dict), ``recipe``, ``data`` (classes, names, stored_size) and ``preprocessing``."""
-    safetensors = need("safetensors")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-    except safetensors.SafetensorError as exc:
-        raise ExportError(f"{path}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != "alexnet" or "recipe" not in meta:
-        raise ExportError(f"{path}: safetensors without alexnet's metadata (a recipe); write it "
-                          "with alexnet export --format safetensors")  # fmt: skip
-    if int(meta.get("format_version", "0")) > SAFETENSORS_FORMAT:
-        raise ExportError(f"{path}: written by a newer alexnet (format "
-                          f"{meta['format_version']}); upgrade alexnet to read it")  # fmt: skip
-    stats = {k.removeprefix(STATS_PREFIX): v for k, v in tensors.items()
-             if k.startswith(STATS_PREFIX)}  # fmt: skip
-    if stats:
-        stats.update(json.loads(meta.get("preprocessing", "{}")))
-    data = {key: json.loads(meta[key]) for key in ("classes", "names", "stored_size")}
-    return {"model": {k: v for k, v in tensors.items() if not k.startswith(STATS_PREFIX)},
-            "recipe": json.loads(meta["recipe"]), "data": data, "preprocessing": stats}  # fmt: skip
+        write_safetensors(tmp, trained.model.state_dict(), trained.stats, trained.recipe.to_dict(),
+                          trained.classes, trained.names, trained.stored_size)  # fmt: skip
 
 
 def check_safetensors(path: Path, model: nn.Module, shape: tuple[int, int, int],

@@ -22,6 +22,7 @@ from alexnet.config import Recipe, recipe_from_dict
 from alexnet.data.stats import PixelStats
 from alexnet.models import build_model
 from alexnet.models.weights import PUBLISHED, PublishedWeights, imagenet_classes
+from alexnet.safetensors_file import read_safetensors
 
 
 @dataclass
@@ -97,8 +98,6 @@ def read_weights(path: Path) -> dict[str, Any]:
     """``path`` as a checkpoint-shaped dict (``model``, and where the file has them ``recipe``,
     ``data`` and ``preprocessing``); bare weights give ``model`` alone."""
     if path.suffix == ".safetensors":
-        from alexnet.export import read_safetensors
-
         return read_safetensors(path)
     raw = load_file(path)
     if is_state_dict(raw):
