@@ -142,7 +142,9 @@ def test_parse_value():
 
 def test_unknown_recipe_lists_the_shipped_ones(tmp_path):
     assert {"fashion-mnist", "cifar10", "imagenet-paper"} <= set(recipe_names())
-    with pytest.raises(ValueError, match="valid: cifar10, fashion-mnist, imagenet-paper, photos"):
+    with pytest.raises(
+        ValueError, match="valid: cifar10, fashion-mnist, finetune, imagenet-paper, photos"
+    ):
         load_recipe("mnist")
     with pytest.raises(ValueError, match="does not exist"):
         load_recipe(str(tmp_path / "none.toml"))

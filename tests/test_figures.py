@@ -71,7 +71,7 @@ def test_training_top5_error_is_tracked(run_dir):
     assert EpochSums(**{"loss": 1.0, "correct": 2.0, "seen": 3.0, "seconds": 4.0}).correct5 == 0
     old = [{k: v for k, v in m.items() if k != "train_top5_err"} for m in metrics]
     top5 = curves_figure(old).axes[2]
-    assert [line.get_label() for line in top5.get_lines()] == ["validation"]
+    assert [line.get_label() for line in top5.get_lines()] == ["held-out set"]
 
 
 @pytest.mark.parametrize(("options", "blocks", "per_block"), [

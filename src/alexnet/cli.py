@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                         "--weights and --freeze-features")  # fmt: skip
     if not (args.resume or args.recipe):
         raise UserError(
-            "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper, photos) or --resume RUN_DIR"
+            "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper, photos, finetune) or --resume RUN_DIR"
         )
     progress = not args.no_progress
     try:
@@ -142,16 +142,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from alexnet.trained import load_trained
 
     nets = [load_trained(Path(c)) for c in args.checkpoints]
-    if not Path(args.data).exists():
-        raise FileNotFoundError(f"--data {args.data}: no such file or folder")
-    result = evaluate_checkpoints(nets, Path(args.data), split=args.split, crops=args.crops,
+    data = _existing_data(args.data)
+    result = evaluate_checkpoints(nets, data, split=args.split, crops=args.crops,
+                                  precision=args.precision,
                                   batch=args.batch, workers=args.workers,
                                   progress=not args.no_progress)  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=1))
         return
     what = f"{len(nets)} networks averaged" if len(nets) > 1 else str(nets[0].path)
-    print(f"{what}, {args.crops} crop(s), {result['images']} images of {result['data']}"
+    print(f"{what}, {result['crops']} crop(s), {result['images']} images of {result['data']}"
           f" ({len(result['skipped'])} skipped)")  # fmt: skip
     print(f"top-1 error {100 * result['top1_err']:.2f}%  top-5 error {100 * result['top5_err']:.2f}%"
           f"  (mean per-class top-1 accuracy {100 * result['mean_class_top1_acc']:.2f}%)")  # fmt: skip
@@ -170,7 +170,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from alexnet.trained import load_trained
 
     net = load_trained(args.checkpoint)
-    answers = predict_files(net, [Path(p) for p in args.images], top=args.top, crops=args.crops)
+    answers = predict_files(
+        net,
+        [Path(p) for p in args.images],
+        top=args.top,
+        crops=args.crops,
+        precision=args.precision,
+        max_megapixels=args.max_megapixels,
+    )
     if args.json:
         print(json.dumps([a.to_dict() for a in answers], indent=1))
     for a in answers:
@@ -186,12 +193,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_figures(args: argparse.Namespace) -> None:
     from alexnet.figure_data import figures_of_checkpoint
 
-    if not Path(args.data).exists():
-        raise FileNotFoundError(f"--data {args.data}: no such file or folder")
+    data = _existing_data(args.data)
     if args.neighbours_limit is not None and args.neighbours_limit < 0:
         raise UserError(f"--neighbours-limit {args.neighbours_limit}: must be 0 (all) or more")
     written, data, tb = figures_of_checkpoint(
-        args.run, Path(args.data), Path(args.out) if args.out else None, args.split,
+        args.run, data, Path(args.out) if args.out else None, args.split,
         args.neighbours_limit, progress=sys.stderr.isatty() and not args.no_progress)  # fmt: skip
     for path in written.values():
         print(path)
@@ -267,7 +273,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a network from a recipe, or resume a run")
     p.add_argument(
         "--recipe",
-        help="recipe name (fashion-mnist, cifar10, imagenet-paper, photos) or .toml path",
+        help="recipe name (fashion-mnist, cifar10, imagenet-paper, photos, finetune) or .toml path",
     )
     p.add_argument("--data", help="data folder or archive (sets data.root, stored absolute)")
     p.add_argument("--weights", metavar="FILE",
@@ -319,16 +325,32 @@ def _add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def _existing_data(data: str | None) -> Path | None:
+    if data is not None and not Path(data).exists():
+        raise FileNotFoundError(f"--data {data}: no such file or folder")
+    return Path(data) if data is not None else None
+
+
 def _crops_option(p) -> None:
-    p.add_argument("--crops", type=int, default=1, choices=(1, 2, 10),
+    p.add_argument("--crops", type=int, choices=(1, 2, 10),
                    help="1: the centre; 2: and its mirror image; 10: the paper's corners and "
-                        "centre, each mirrored too")  # fmt: skip
+                        "centre, each mirrored too (default: as the run evaluated, 2 with "
+                        "eval.tta_flip, else 1)")  # fmt: skip
+
+
+def _precision_option(p, default: str | None) -> None:
+    said = (
+        default or "the recipe's train.precision (auto: bfloat16 where the hardware is fast at it)"
+    )
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=default,
+                   help=f"arithmetic of the network (default: {said})")  # fmt: skip
 
 
 def _eval_data_option(p) -> None:
-    p.add_argument("--data", required=True,
+    p.add_argument("--data",
                    help="a store (alexnet prepare) or an image folder, or the data of a network "
-                        "trained in memory (as its recipe's --data)")  # fmt: skip
+                        "trained in memory (as its recipe's --data); default: the data it was "
+                        "trained on")  # fmt: skip
 
 
 def _add_eval(sub) -> None:
@@ -342,6 +364,7 @@ def _add_eval(sub) -> None:
     _eval_data_option(p)
     p.add_argument("--split", help="which split (default: val, else test)")
     _crops_option(p)
+    _precision_option(p, None)
     p.add_argument("--batch", type=int, default=50, help="images per batch (default 50)")
     p.add_argument("--workers", type=int, default=0, help="processes reading images (default 0)")
     p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
@@ -361,6 +384,10 @@ def _add_predict(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode")
     p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     _crops_option(p)
+    _precision_option(p, "fp32")
+    p.add_argument("--max-megapixels", type=float,
+                   help="larger images are refused (default: the network's data.max_megapixels, "
+                        "64 unless its recipe said otherwise)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
     p.set_defaults(func=cmd_predict)
 

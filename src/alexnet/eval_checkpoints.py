@@ -85,14 +85,29 @@ def _same(nets: list[Trained], what: str, value) -> None:
                          "classes and images")  # fmt: skip
 
 
-def eval_images(nets: list[Trained], data: Path, split: str | None) -> StoreSplit | ImageSet:
+def trained_data(net: Trained, data: Path | None) -> Path | None:
+    """``--data``, else the data the network was trained on (its recipe's ``data.root``; None
+    for a source that finds its own files, as Fashion-MNIST's finds Debian's package)."""
+    if data is not None:
+        return data
+    root = net.recipe.data.root
+    if root and not Path(root).exists():
+        raise FileNotFoundError(f"{net.path}: was trained on {root}, which is not here; give "
+                                "--data")  # fmt: skip
+    if not root and net.from_store:
+        raise ValueError(f"{net.path}: records no data it was trained on; give --data (a store "
+                         "or an image folder)")  # fmt: skip
+    return Path(root) if root else None
+
+
+def eval_images(nets: list[Trained], data: Path | None, split: str | None) -> StoreSplit | ImageSet:
     """What the networks are evaluated on: a store's split, an image folder read as a store
     would hold it, or (networks trained in memory) their data source's test set."""
     return split_images(nets, data, split)[0]
 
 
 def split_images(
-    nets: list[Trained], data: Path, split: str | None, *, training: bool = False
+    nets: list[Trained], data: Path | None, split: str | None, *, training: bool = False
 ) -> tuple[StoreSplit | ImageSet, StoreSplit | ImageSet | None]:
     """The evaluation images of ``eval_images`` and, with ``training``, the training images
     read the same way (the recipe's ``data.limit_train`` of an in-memory source; a store's or
@@ -101,6 +116,7 @@ def split_images(
     for what, value in (("kind", lambda n: n.from_store), ("classes", lambda n: n.classes),
                         ("stored image size", lambda n: n.stored_size)):  # fmt: skip
         _same(nets, what, value)
+    data = trained_data(first, data)
     if not first.from_store:
         return _source_images(first, data, split)
     if is_store(data):
@@ -118,20 +134,24 @@ def split_images(
     return images, folder_split(data, "train", first) if other else None
 
 
-def _source_images(net: Trained, data: Path, split: str | None) -> tuple[ImageSet, ImageSet]:
+def _source_images(net: Trained, data: Path | None, split: str | None) -> tuple[ImageSet, ImageSet]:
     """A network trained in memory: its data source's test and training sets."""
     if split is not None:
         raise ValueError(f"--split {split}: {net.path} was {_kind(net)} and is scored on "
                          "the test split its data source gives (test/, else val/), as in "
                          "training; leave --split out")  # fmt: skip
-    if is_store(data):
+    if data is not None and is_store(data):
         raise ValueError(f"--data {data} is a store (alexnet prepare), but {net.path} was "
                          f"{_kind(net)}: give the data it was trained on")  # fmt: skip
     d = net.recipe.data
-    request = Request(str(data), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6))
+    request = Request(
+        str(data or ""), d.image_size, d.channels, d.verify, int(d.max_megapixels * 1e6)
+    )
     train, test = load_source(d.source, request)
     if test.classes != net.classes:
-        raise ValueError(f"{data}: its classes differ from those {net.path} was trained on")
+        raise ValueError(f"{data or d.source}: its classes ({', '.join(test.classes[:4])}...) "
+                         f"differ from those {net.path} was trained on "
+                         f"({', '.join(net.classes[:4])}...)")  # fmt: skip
     return test, train.subset(d.limit_train) if d.limit_train else train
 
 
@@ -149,7 +169,9 @@ def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
         raise FileNotFoundError(f"{src}: no {split}/ folder (it has {have}); choose with --split")
     pairs, skipped = split_files(src, split, net.classes)
     if not pairs:
-        raise ValueError(f"{src}: no images of {net.path}'s classes in its {split} split")
+        raise ValueError(f"{src}: no images of {net.path}'s classes in its {split} split "
+                         f"(expected {src}/{split}/<class>/<images>, with class folders named as "
+                         f"{', '.join(net.classes[:2])}..., or <class>_*.JPEG files)")  # fmt: skip
     n = len(pairs)
     return StoreSplit(src, split, "files", int(net.stored_size), 3, net.classes,
                       torch.zeros(n, dtype=torch.int32), torch.arange(n), torch.zeros(n, dtype=torch.int64),
@@ -221,25 +243,43 @@ def view_inputs(net: Trained, maker, images, view: View, device, channels_last: 
     return maker.finish(raw, device, channels_last)[0]
 
 
+def chosen_crops(net: Trained, crops: int | None) -> int:
+    """``--crops``, or by default the views the run evaluated with (2 with ``eval.tta_flip``);
+    ten only for networks trained from a store of larger images."""
+    crops = crops or (2 if net.recipe.eval.tta_flip else 1)
+    if crops not in CROPS:
+        raise ValueError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10")
+    if crops > 2 and not net.from_store:
+        raise ValueError(f"--crops {crops}: {net.path} was trained in memory on "
+                         f"{net.input_size}x{net.input_size} images, so only 1 or 2 (with its "
+                         "mirror image) apply; 10 crops need a network trained from a store "
+                         "of larger images")  # fmt: skip
+    return crops
+
+
+def precision_of(net: Trained, precision: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast type: ``precision`` (auto, fp32, bf16) or, by default, the recipe's."""
+    return pick_precision(precision or net.recipe.train.precision, device)
+
+
 def evaluate_checkpoints(
-    nets: list[Trained], data: Path, *, split: str | None = None, crops: int = 1,
-    batch: int = 50, workers: int = 0, progress: bool = True,
+    nets: list[Trained], data: Path | None, *, split: str | None = None,
+    crops: int | None = None, batch: int = 50, workers: int = 0, progress: bool = True,
+    precision: str | None = None,
 ) -> dict:  # fmt: skip
     """Top-1 and top-5 error of the networks' averaged softmax outputs over ``crops`` views."""
     for option, value in (("--batch", batch), ("--workers", workers + 1)):
         if value < 1:
             raise ValueError(f"{option} {value if option == '--batch' else workers}: must be "
                              f"{'1 or more' if option == '--batch' else '0 or more'}")  # fmt: skip
-    images = eval_images(nets, data, split)
     first = nets[0]
+    crops = chosen_crops(first, crops)
+    images = eval_images(nets, data, split)
     full = first.stored_size if first.from_store else first.input_size
-    if crops not in CROPS or (crops > 2 and not first.from_store):
-        raise ValueError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10 (the "
-                         "paper's, for networks trained from a store of larger images)")  # fmt: skip
     views = CROPS[crops](full, first.input_size)
     device = pick_device(0)
     layout = pick_channels_last("auto")
-    amps = [pick_precision(n.recipe.train.precision, device) for n in nets]
+    amps = [precision_of(n, precision, device) for n in nets]
     models = [
         prepare_for_inference(n.model, device, a, layout) for n, a in zip(nets, amps, strict=True)
     ]

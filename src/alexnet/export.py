@@ -213,6 +213,9 @@ def _written(out: Path) -> Iterator[Path]:
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
     try:
         yield tmp
+        mask = os.umask(0)  # some writers make a private file (0600): give it the usual mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -302,8 +305,10 @@ def export_pt2(trained: Trained, out: Path) -> None:
     with exportable(trained.model, onnx=False) as model:
         program = torch.export.export(model, (inputs(shape, EXAMPLE_BATCH),),
                                       dynamic_shapes=({0: batch},))  # fmt: skip
-    with _written(out) as tmp:
-        torch.export.save(program, tmp, extra_files={"alexnet.json": json.dumps(metadata(trained))})
+    # Written through a file object: given a path, the archive's inner folder takes its name,
+    # which would be the temporary one.
+    with _written(out) as tmp, open(tmp, "wb") as f:
+        torch.export.save(program, f, extra_files={"alexnet.json": json.dumps(metadata(trained))})
 
 
 def check_pt2(path: Path, model: nn.Module, shape: tuple[int, int, int],

@@ -125,7 +125,8 @@ def predictions_figure(images: torch.Tensor, probs: torch.Tensor, labels: Sequen
     grid = fig.add_gridspec(2 * rows, cols, height_ratios=[1.6, 1] * rows, hspace=0.45,
                             wspace=0.75, left=0.1, right=0.98, top=1 - 0.75 / height,
                             bottom=0.03)  # fmt: skip
-    title = title or ("Test images and the network's five most probable classes (cf. the "
+    most = "five" if top == 5 else str(top)
+    title = title or (f"Test images and the network's {most} most probable classes (cf. the "
                       "paper's Figure 4, left; green: the true class)")  # fmt: skip
     fig.suptitle(title, fontsize=10)
     for i in range(n):
@@ -178,7 +179,7 @@ CURVES = (("loss", "loss", 1.0), ("top-1 error (%)", "top1_err", 100.0),
 
 
 def curves_figure(metrics: Sequence[dict]) -> Figure:
-    """Loss, top-1 and top-5 error per epoch, training against validation; a metric the run
+    """Loss, top-1 and top-5 error per epoch, training against the held-out set; a metric the run
     did not record (training top-5 error before it was tracked) is left out."""
     from matplotlib.ticker import MaxNLocator
 
@@ -186,12 +187,16 @@ def curves_figure(metrics: Sequence[dict]) -> Figure:
     fig = Figure(figsize=(12, 3.6), dpi=DPI)
     axes = fig.subplots(1, len(CURVES))
     for ax, (title, key, factor) in zip(axes, CURVES, strict=True):
-        for split, name in (("train", "training"), ("val", "validation")):
+        # "held out": the split each run evaluates on (ImageNet's val, Fashion-MNIST's test)
+        for split, name in (("train", "training"), ("val", "held-out set")):
             values = [m.get(f"{split}_{key}") for m in metrics]
             if all(v is not None for v in values):
                 ax.plot(epochs, [factor * v for v in values], "o-", markersize=3, label=name)
         ax.set(xlabel="epoch", title=title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) < 8:  # the locator alone puts fractional ticks around a single epoch
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

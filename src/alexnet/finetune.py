@@ -14,6 +14,8 @@ Only a new run loads the weights; a resumed run continues from its checkpoint.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from alexnet.models.weights import PUBLISHED
@@ -29,6 +31,9 @@ def load_start_weights(model: nn.Module, arch: str, source: str) -> str:
     """Copy the weights of ``source`` into ``model`` (a network of kind ``arch``); returns a
     line saying what was loaded and what was replaced. A layer that does not fit, other than
     the output layer, is a one-line error naming it."""
+    if not is_published(source) and not Path(source).exists():
+        raise FileNotFoundError(f"model.weights {source}: no such file or folder (a checkpoint, "
+                                "run folder, .safetensors or .pth file, or 'torchvision')")  # fmt: skip
     start = load_trained(source)
     if start.recipe.model.arch != arch:
         raise ValueError(f"model.weights {source}: weights of {start.recipe.model.arch}, but "

@@ -18,9 +18,9 @@ import torch
 
 from alexnet.crops import CROPS
 from alexnet.data.images import decode_image, resize_image
-from alexnet.eval_checkpoints import batch_maker, view_inputs
+from alexnet.eval_checkpoints import batch_maker, chosen_crops, precision_of, view_inputs
 from alexnet.inference import infer, prepare_for_inference
-from alexnet.runtime import pick_channels_last, pick_device, pick_precision
+from alexnet.runtime import pick_channels_last, pick_device
 from alexnet.trained import Trained
 
 
@@ -46,14 +46,14 @@ class _Stored:
     channels: int
 
 
-def read_image(net: Trained, path: Path) -> torch.Tensor:
+def read_image(net: Trained, path: Path, max_megapixels: float | None = None) -> torch.Tensor:
     """``path`` as the network's views are cut from it: (S, S, C) at the stored side for a
     network trained from a store, (C, H, W) at its input size otherwise; ValueError says why
-    it cannot be read. Published weights are decoded at full size, as their own preprocessing
+    it cannot be read (``max_megapixels``: by default the recipe's limit). Published weights are decoded at full size, as their own preprocessing
     does; alexnet's stores decode large JPEGs at a reduced scale first (images.py)."""
     channels = 3 if net.from_store else net.recipe.data.channels
     side = net.stored_size if net.from_store else net.input_size
-    limit = int(net.recipe.data.max_megapixels * 1e6)
+    limit = int((max_megapixels or net.recipe.data.max_megapixels) * 1e6)
     image, why = decode_image(path, channels, None if net.published else side, limit)
     if image is None:
         raise ValueError(why)
@@ -61,21 +61,19 @@ def read_image(net: Trained, path: Path) -> torch.Tensor:
     return image.permute(1, 2, 0).contiguous() if net.from_store else image
 
 
-def check_crops(net: Trained, crops: int) -> None:
-    if crops not in CROPS or (crops > 2 and not net.from_store):
-        raise ValueError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10 (the "
-                         "paper's, for networks trained from a store of larger images)")  # fmt: skip
-
-
 def predict_files(
-    net: Trained, paths: list[Path], *, top: int = 5, crops: int = 1, batch: int = 32
-) -> list[Answer]:
-    """The ``top`` classes of every file, its softmax averaged over ``crops`` views."""
-    check_crops(net, crops)
+    net: Trained, paths: list[Path], *, top: int = 5, crops: int | None = None, batch: int = 32,
+    precision: str = "fp32", max_megapixels: float | None = None,
+) -> list[Answer]:  # fmt: skip
+    """The ``top`` classes of every file, its softmax averaged over ``crops`` views (by default
+    those the run evaluated with). In float32 by default: a few images take no time, and the
+    answer is the same on every machine (bfloat16, where the CPU is fast at it, moves
+    probabilities by about 1e-3, enough to swap two close classes)."""
+    crops = chosen_crops(net, crops)
     if top < 1:
         raise ValueError(f"--top {top}: must be 1 or more")
     device, layout = pick_device(0), pick_channels_last("auto")
-    amp = pick_precision(net.recipe.train.precision, device)
+    amp = precision_of(net, precision, device)
     model = prepare_for_inference(net.model, device, amp, layout)
     full = net.stored_size if net.from_store else net.input_size
     views = CROPS[crops](full, net.input_size)
@@ -85,7 +83,7 @@ def predict_files(
         images, rows = [], []
         for i in range(start, min(start + batch, len(paths))):
             try:
-                images.append(read_image(net, paths[i]))
+                images.append(read_image(net, paths[i], max_megapixels))
                 rows.append(i)
             except ValueError as exc:
                 answers[i].error = str(exc)

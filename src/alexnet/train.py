@@ -416,6 +416,9 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     logger = RunLogger(run_dir, rt.main, progress)
     if recipe.model.weights and resume_from is None:  # fine-tuning (finetune.py)
         logger.say(load_start_weights(model, recipe.model.arch, recipe.model.weights))
+    elif recipe.model.freeze_features and resume_from is None:
+        logger.say("note: model.freeze_features without model.weights: the convolutional "
+                   "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip
     if recipe.optim.lr_find and resume_from is None:
         recipe = find_rate(recipe, model, train_loader, rt, logger, run_dir)
     opt = build_optimizer(model, recipe.optim)

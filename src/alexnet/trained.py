@@ -55,6 +55,9 @@ class Trained:
         return torch.tensor(self.recipe.data.std)
 
 
+READABLE = "checkpoints (.pt), run folders, .safetensors exports and torchvision .pth weights"
+
+
 def checkpoint_path(path: Path) -> Path:
     """A checkpoint file, or a run folder's best checkpoint (its last where it has no best)."""
     if path.is_dir():
@@ -99,7 +102,13 @@ def read_weights(path: Path) -> dict[str, Any]:
     ``data`` and ``preprocessing``); bare weights give ``model`` alone."""
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    raw = load_file(path)
+    if path.suffix.lower() in (".onnx", ".pt2"):
+        raise CheckpointError(f"{path}: an exported program, for other runtimes; alexnet reads "
+                              f"{READABLE} (export those with --format safetensors)")  # fmt: skip
+    try:
+        raw = load_file(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; alexnet reads {READABLE}") from None
     if is_state_dict(raw):
         return {"model": raw}
     return migrate(raw, path)

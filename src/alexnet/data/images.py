@@ -99,10 +99,16 @@ def _decode_torchvision(data: bytes, channels: int) -> torch.Tensor:
             from PIL import Image
 
             return _decode_pil(Image.open(io.BytesIO(data)), channels)
-        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        # The WebP decoder cannot convert to grey (it warns and returns RGB): converted below.
+        grey = channels == 1 and data[8:12] != b"WEBP"
+        mode = ImageReadMode.GRAY if grey else ImageReadMode.RGB
         image = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = to_dtype(image, torch.uint8, scale=True)
+    if image.shape[0] != channels:
+        from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+        image = rgb_to_grayscale(image) if channels == 1 else image.expand(3, -1, -1).clone()
     return image
 
 
