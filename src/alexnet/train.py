@@ -392,18 +392,21 @@ def fit(
     changes: dict[str, tuple[Any, Any]] | None = None,
     progress: bool = True,
     stop: StopFlag | None = None,
+    report: bool = True,
 ) -> dict[str, float]:
     """Train ``recipe`` into ``run_dir``; returns the last epoch's metrics.
 
     ``resume_from`` is the run's loaded ``last.pt``; ``changes`` the keys changed on resuming
     (``--set``), as key -> (old, new); ``stop`` the caller's signal handling, if it has
-    installed it already.
+    installed it already; ``report``: write report.md and its figures at the end (sweeps of
+    many runs leave them out).
     """
     with contextlib.nullcontext(stop) if stop else StopFlag() as flag:
-        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag)
+        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag, report)
 
 
-def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dict[str, float]:
+def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
+         report: bool = True) -> dict[str, float]:  # fmt: skip
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, "recipe")
     as_given = recipe.to_dict()  # a resumed run keeps its recipe exactly as its checkpoint has it
@@ -439,7 +442,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag) -> dic
     while state.epoch < recipe.epochs:
         train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
         end_epoch(loop, test_loader, recipe.eval.tta_flip)
-    if rt.main:
+    if rt.main and report:
         from alexnet.report import write_report
 
         path = write_report(run_dir, unwrap(model), recipe, rt, state, train_set, test_set,

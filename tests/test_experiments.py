@@ -1,0 +1,78 @@
+"""The experiments: a one-epoch smoke run of each gives its table and plot, and a sweep
+started again continues with the runs it has not finished."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from alexnet.experiments.ablations import BY_NAME, run_ablations, variant_recipe
+from alexnet.experiments.relu_vs_tanh import crossing, run_relu_vs_tanh, summarise
+
+from .conftest import tiny_recipe
+from .test_train import run_cli
+
+
+def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path):
+    out = tmp_path / "fig1"
+    results = run_relu_vs_tanh(tiny_recipe(tiny_folder), out, budget_minutes=0.01,
+                               activations=("relu", "tanh"), rates=(0.01, 0.1), progress=False,
+                               say=lambda _: None)  # fmt: skip
+    assert results["epochs"] == 1 and set(results["rows"]) == {"relu", "tanh"}
+    assert "| relu |" in (out / "results.md").read_text() and (out / "figure1.png").stat().st_size
+    plan = json.loads((out / "plan.json").read_text())
+    assert set(plan["sweep_errors"]) == {f"sweep-{a}-lr{r:g}" for a in ("relu", "tanh")
+                                         for r in (0.01, 0.1)}  # fmt: skip
+    best = plan["rates"]["relu"]
+    errors = plan["sweep_errors"]
+    assert errors[f"sweep-relu-lr{best:g}"] == min(
+        errors["sweep-relu-lr0.01"], errors["sweep-relu-lr0.1"]
+    )
+
+
+def test_the_factor_is_interpolated_and_a_bound_where_a_curve_does_not_cross():
+    def curve(*errors):
+        return [{"epoch": i + 1, "train_top1_err": e, "train_seconds": 10.0 * (i + 1),
+                 "epoch_seconds": 10.0} for i, e in enumerate(errors)]  # fmt: skip
+
+    assert crossing(curve(0.5, 0.3, 0.2)) == pytest.approx(2.5)
+    plan = {"rates": {"relu": 0.1, "tanh": 0.01, "sigmoid": 0.1}, "budget_seconds": 60,
+            "epochs": 4, "sweep_errors": {}}  # fmt: skip
+    rows = summarise({"relu": curve(0.5, 0.2, 0.1, 0.1), "tanh": curve(0.6, 0.5, 0.4, 0.2),
+                      "sigmoid": curve(0.9, 0.9, 0.9, 0.9)}, plan)["rows"]  # fmt: skip
+    relu = 1 + (0.5 - 0.25) / 0.3
+    assert rows["relu"]["epochs_to_25"] == pytest.approx(relu)
+    assert rows["relu"]["seconds_to_25"] == pytest.approx(10 * relu)
+    assert rows["tanh"]["factor"] == pytest.approx((3 + 0.15 / 0.2) / relu)
+    assert rows["tanh"]["bound"] == "exact"
+    assert rows["sigmoid"]["bound"] == "lower" and rows["sigmoid"]["factor"] == pytest.approx(
+        4 / relu
+    )
+
+
+def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, tmp_path, cache):
+    out = tmp_path / "abl"
+    base = tiny_recipe(tiny_folder)
+    results = run_ablations(base, out, seeds=1, epochs=1, progress=False, say=lambda _: None)
+    assert list(results["rows"]) == list(BY_NAME)
+    assert "| local response normalisation |" in (out / "results.md").read_text()
+    assert (out / "ablations.png").stat().st_size
+    kept = (out / "no-lrn-seed0" / "last.pt").stat().st_mtime_ns
+    shutil.rmtree(out / "no-pca-seed0")  # as if killed before its first checkpoint
+    (tmp_path / "base.toml").write_text(base.to_toml())
+    again = run_cli(["experiment", "ablations", "--recipe", str(tmp_path / "base.toml"), "--out",
+                     str(out), "--seeds", "1", "--epochs", "1", "--no-progress"], cache)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (out / "no-lrn-seed0" / "last.pt").stat().st_mtime_ns == kept
+    assert (out / "no-pca-seed0" / "last.pt").is_file()
+    assert "[5/6] no-pca-seed0: training" in again.stdout + again.stderr
+
+
+def test_the_one_tower_variant_halves_conv1_to_conv4_as_the_paper_did(tiny_folder):
+    base = tiny_recipe(tiny_folder)  # widths 8, 8, 16, 16, 8
+    one = variant_recipe(base, BY_NAME["one-tower"], 0, 1).model.options
+    assert one["widths"] == [4, 4, 8, 8, 8] and one["two_towers"] is False
+    full = variant_recipe(base, BY_NAME["full"], 0, 1)
+    assert full.augment.pca_std == 0.1 and full.model.options["widths"] == [8, 8, 16, 16, 8]
