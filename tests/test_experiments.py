@@ -9,13 +9,13 @@ import shutil
 import pytest
 
 from alexnet.experiments.ablations import BY_NAME, run_ablations, variant_recipe
-from alexnet.experiments.relu_vs_tanh import crossing, run_relu_vs_tanh, summarise
+from alexnet.experiments.relu_vs_tanh import crossing, results_table, run_relu_vs_tanh, summarise
 
 from .conftest import tiny_recipe
 from .test_train import run_cli
 
 
-def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path):
+def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path, cache):
     out = tmp_path / "fig1"
     results = run_relu_vs_tanh(tiny_recipe(tiny_folder), out, budget_minutes=0.01,
                                activations=("relu", "tanh"), rates=(0.01, 0.1), progress=False,
@@ -31,27 +31,50 @@ def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path):
         assert errors[f"sweep-{a}-lr{best:.2g}"] == min(
             errors[f"sweep-{a}-lr{r:.2g}"] for r in tried
         )
-        assert best not in (tried[0], tried[-1]) or len(tried) == 2 + 3
+        assert best not in (tried[0], tried[-1]) or a in plan["at_edge"]
+    (tmp_path / "b.toml").write_text(tiny_recipe(tiny_folder).to_toml())
+    again = run_cli(["experiment", "relu-vs-tanh", "--recipe", str(tmp_path / "b.toml"), "--out",
+                     str(out), "--budget", "0.02", "--rates", "0.01,0.1"], cache)  # fmt: skip
+    assert (
+        again.returncode == 2
+        and f"{out}: planned with other activations, budget_minutes;" in again.stderr
+    )
 
 
 def test_the_factor_is_interpolated_and_a_bound_where_a_curve_does_not_cross():
+    """Each epoch's running error stands at the epoch's middle; the untrained network at
+    chance (90% for ten classes)."""
+
     def curve(*errors):
         return [{"epoch": i + 1, "train_top1_err": e, "train_seconds": 10.0 * (i + 1),
                  "epoch_seconds": 10.0} for i, e in enumerate(errors)]  # fmt: skip
 
-    assert crossing(curve(0.5, 0.3, 0.2)) == pytest.approx(2.5)
-    plan = {"rates": {"relu": 0.1, "tanh": 0.01, "sigmoid": 0.1}, "budget_seconds": 60,
-            "epochs": 4, "sweep_errors": {}}  # fmt: skip
-    rows = summarise({"relu": curve(0.5, 0.2, 0.1, 0.1), "tanh": curve(0.6, 0.5, 0.4, 0.2),
-                      "sigmoid": curve(0.9, 0.9, 0.9, 0.9)}, plan)["rows"]  # fmt: skip
-    relu = 1 + (0.5 - 0.25) / 0.3
+    assert crossing(curve(0.5, 0.3, 0.2), 0.9) == pytest.approx(2.0)  # 1.5 + 0.5 * (0.05 / 0.1)
+    assert crossing(curve(0.2), 0.9) == pytest.approx(0.5 * 0.65 / 0.7)  # within the first
+    plan = {"rates": {"relu": 0.1, "tanh": 0.01, "sigmoid": 0.1}, "epochs": 4,
+            "inputs": {"budget_minutes": 1}, "sweep_errors": {"sweep-relu-lr0.1": 0.5,
+            "sweep-tanh-lr0.01": 0.6, "sweep-sigmoid-lr0.1": 0.9}}  # fmt: skip
+    results = summarise({"relu": curve(0.5, 0.2, 0.1, 0.1), "tanh": curve(0.6, 0.5, 0.4, 0.2),
+                         "sigmoid": curve(0.9, 0.9, 0.9, 0.9)}, plan, 0.9)  # fmt: skip
+    rows = results["rows"]
+    relu = 0.5 + (0.5 - 0.25) / 0.3
     assert rows["relu"]["epochs_to_25"] == pytest.approx(relu)
     assert rows["relu"]["seconds_to_25"] == pytest.approx(10 * relu)
-    assert rows["tanh"]["factor"] == pytest.approx((3 + 0.15 / 0.2) / relu)
+    assert rows["tanh"]["factor"] == pytest.approx((2.5 + 0.15 / 0.2) / relu)
     assert rows["tanh"]["bound"] == "exact"
     assert rows["sigmoid"]["bound"] == "lower" and rows["sigmoid"]["factor"] == pytest.approx(
-        4 / relu
+        3.5 / relu
     )
+    assert results["no_learning_in_sweep"] == ["sigmoid"]
+
+
+def test_a_diverged_run_is_said_and_keeps_no_factor():
+    plan = {"rates": {"relu": 0.1, "tanh": 0.3}, "epochs": 2, "inputs": {"budget_minutes": 1},
+            "sweep_errors": {"sweep-relu-lr0.1": 0.5, "sweep-tanh-lr0.3": 0.5}}  # fmt: skip
+    relu = [{"epoch": 1, "train_top1_err": 0.2, "train_seconds": 1.0, "epoch_seconds": 1.0}]
+    rows = summarise({"relu": relu, "tanh": []}, plan, 0.9, {"tanh"})["rows"]
+    assert rows["tanh"]["diverged"] and rows["tanh"]["factor"] is None
+    assert "not reached (diverged)" in results_table({"rows": rows})
 
 
 def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, tmp_path, cache):
@@ -70,6 +93,11 @@ def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, 
     assert (out / "no-lrn-seed0" / "last.pt").stat().st_mtime_ns == kept
     assert (out / "no-pca-seed0" / "last.pt").is_file()
     assert "[5/6] no-pca-seed0: training" in again.stdout + again.stderr
+    longer = run_cli(["experiment", "ablations", "--recipe", str(tmp_path / "base.toml"), "--out",
+                      str(out), "--seeds", "1", "--epochs", "2", "--no-progress"], cache)  # fmt: skip
+    assert longer.returncode == 2 and "made by this experiment with other settings" in longer.stderr
+    wrong = run_cli(["experiment", "ablations", "--budget", "5"], cache)
+    assert wrong.returncode == 2 and "--budget: not for ablations" in wrong.stderr
 
 
 def test_the_one_tower_variant_halves_conv1_to_conv4_as_the_paper_did(tiny_folder):

@@ -260,21 +260,31 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe)
     if args.data is not None:
         recipe.data.root = str(_existing_data(args.data).resolve())
-    out = Path(args.out or Path("runs") / "experiments" / args.experiment)
+    out = Path(args.out or Path("runs") / "experiments" / f"{args.experiment}-{recipe.name}")
     progress = not args.no_progress and sys.stderr.isatty()
+    given = {o for o, v in (("--budget", args.budget), ("--rates", args.rates),
+                            ("--seeds", args.seeds), ("--epochs", args.epochs),
+                            ("--variants", args.variants)) if v is not None}  # fmt: skip
+    given |= {"--full"} if args.full else set()
+    other = given - ({"--budget", "--rates"} if args.experiment == "relu-vs-tanh" else
+                     {"--seeds", "--epochs", "--variants", "--full"})  # fmt: skip
+    if other or {"--full", "--seeds"} <= given or {"--full", "--epochs"} <= given:
+        wrong = ", ".join(sorted(other)) or "--full with --seeds or --epochs"
+        raise UserError(f"{wrong}: not for {args.experiment} (see --help)")
     if args.experiment == "relu-vs-tanh":
-        if args.budget <= 0:
-            raise UserError(f"--budget {args.budget}: minutes, more than 0")
+        budget = 15.0 if args.budget is None else args.budget
         rates = [float(r) for r in args.rates.split(",")] if args.rates else None
-        run_relu_vs_tanh(recipe, out, budget_minutes=args.budget, progress=progress,
+        if budget <= 0 or (rates is not None and min(rates) <= 0):
+            raise UserError("--budget (minutes) and --rates must be more than 0")
+        run_relu_vs_tanh(recipe, out, budget_minutes=budget, progress=progress,
                          **({"rates": rates} if rates else {}))  # fmt: skip
     else:
-        seeds, epochs = (3, None) if args.full else (args.seeds, args.epochs)
+        seeds, epochs = (3, None) if args.full else (args.seeds or 2, args.epochs or 3)
         if seeds < 1 or (epochs is not None and epochs < 1):
             raise UserError("--seeds and --epochs: 1 or more")
         variants = args.variants.split(",") if args.variants else None
         run_ablations(recipe, out, seeds=seeds, epochs=epochs, progress=progress,
-                                **({"variants": variants} if variants else {}))  # fmt: skip
+                      **({"variants": variants} if variants else {}))  # fmt: skip
     print((out / "results.md").read_text())
     print(f"written: {out / 'results.md'}, {out / 'results.json'} and the plot beside them")
 
@@ -468,17 +478,16 @@ def _add_experiment(sub) -> None:
                    help="the base recipe: its data and hardware settings (relu-vs-tanh) or the "
                         "whole network and training (ablations); default cifar10")  # fmt: skip
     p.add_argument("--data", help="data folder or archive (sets data.root)")
-    p.add_argument("--out", help="the experiment's folder (default runs/experiments/NAME)")
+    p.add_argument("--out", help="the experiment's folder (default runs/experiments/NAME-RECIPE)")
     p.add_argument(
         "--budget",
         type=float,
-        default=15.0,
         help="relu-vs-tanh: minutes of wall time, sweep included (default 15)",
     )
     p.add_argument("--rates", help="relu-vs-tanh: the learning rates tried for each activation, "
                                    "comma-separated (default 0.003,0.01,0.03,0.1,0.3)")  # fmt: skip
-    p.add_argument("--seeds", type=int, default=2, help="ablations: seeds per variant (default 2)")
-    p.add_argument("--epochs", type=int, default=3,
+    p.add_argument("--seeds", type=int, help="ablations: seeds per variant (default 2)")
+    p.add_argument("--epochs", type=int,
                    help="ablations: epochs per run (default 3)")  # fmt: skip
     p.add_argument("--full", action="store_true",
                    help="ablations: 3 seeds of the recipe's own epochs (CIFAR-10: over 3 hours "

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, recipe_from_dict
 from alexnet.experiments.sweep import Planned, train_all
 
@@ -49,20 +50,20 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant("full", "nothing", lambda t: None, ""),
     Variant("no-lrn", "local response normalisation", lambda t: _options(t).update(lrn=False),
-            "LRN lowers top-1/top-5 error by 1.4/1.2 points (ImageNet); on CIFAR-10 a four-layer "
-            "network's test error from 13% to 11%"),
+            "+1.4 / +1.2 (ImageNet); CIFAR-10's four-layer network 11% -> 13%"),
     Variant("no-overlap", "overlapping pooling (3x3, stride 2)",
             lambda t: _options(t).update(pooling="non-overlapping"),
-            "overlapping pooling lowers top-1/top-5 error by 0.4/0.3 points",
+            "+0.4 / +0.3 (against 2x2/2 pooling of the same output size)",
             "2x2/2 pooling: the last map is 4x4 instead of 3x3, so fc6 has 16/9 as many inputs"),
     Variant("no-dropout", "dropout", lambda t: _options(t).update(dropout=0.0),
-            "without dropout the network overfits substantially"),
+            "substantial overfitting"),
     Variant("no-pca", "PCA colour augmentation",
             lambda t: t.setdefault("augment", {}).update(pca_std=0.0),
-            "PCA colour noise lowers top-1 error by over 1 point"),
+            "more than +1 top-1"),
     Variant("one-tower", "two towers", _one_tower,
-            "two towers lower top-1/top-5 error by 1.7/1.2 points against one with half the "
-            "kernels", "one tower with half the kernels of conv1-4, conv5 and fc layers kept"),
+            "+1.7 / +1.2 against one tower with half the kernels (about as many parameters)",
+            "one tower with half the kernels of conv1-4, conv5 and fc layers kept: here 21% "
+            "fewer parameters, as fc6 is not most of a small network's"),
 )  # fmt: skip
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -91,7 +92,9 @@ def run_ablations(base: Recipe, out: Path, *, seeds: int = 2, epochs: int | None
     runs = [Planned(f"{v}-seed{s}", variant_recipe(base, BY_NAME[v], s, epochs))
             for v in chosen for s in range(seeds)]  # fmt: skip
     metrics = train_all(runs, out, progress, say)
-    results = summarise(metrics, chosen, seeds, runs[0].recipe.epochs)
+    done = next((out / run.name / "last.pt" for run in runs if metrics[run.name]), None)
+    test_images = int(load_checkpoint(done)["data"]["test"]) if done else 1
+    results = summarise(metrics, chosen, seeds, runs[0].recipe.epochs, test_images)
     write_results(results, out)
     return results
 
@@ -100,30 +103,60 @@ def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(metrics: dict[str, list[dict]], chosen: list[str], seeds: int, epochs: int) -> dict:
-    """Mean and spread of the test errors per variant, and each difference from the full
-    network with whether it is more than seed noise."""
-    rows = {}
+# Two-sided 95% points of Student's t for 1 to 10 degrees of freedom (beyond: about 2).
+T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23)
+
+
+def beyond_noise(row: dict, full: dict, test_images: int) -> bool:
+    """Whether a variant's mean top-1 error differs from the full network's by more than the
+    95% point of Welch's t for the seeds each finished; each seed's error also carries the test
+    set's own sampling error, p(1 - p) / N, which keeps two equal-looking seeds from making
+    any difference count."""
+    n, m = len(row["top1"]), len(full["top1"])
+    if n < 2 or m < 2:
+        return False
+    p = full["top1_mean"] / 100
+
+    def var(r: dict) -> float:
+        return (r["top1_sd"] / 100) ** 2 + p * (1 - p) / test_images
+
+    se = (var(row) / n + var(full) / m) ** 0.5
+    df = n + m - 2
+    return abs(row["delta_top1"] / 100) > (T95[df - 1] if df <= len(T95) else 2.0) * se
+
+
+def summarise(metrics: dict[str, list[dict]], chosen: list[str], seeds: int, epochs: int,
+              test_images: int) -> dict:  # fmt: skip
+    """Mean and spread of the final test errors per variant (over the seeds that finished; a
+    variant none of whose seeds finished is left out, and listed), and each difference from
+    the full network with whether it is more than seed noise."""
+    rows, missing = {}, []
     for v in chosen:
-        finals = [metrics[f"{v}-seed{s}"][-1] for s in range(seeds) if metrics[f"{v}-seed{s}"]]
+        finals = [metrics[f"{v}-seed{s}"][-1] for s in range(seeds)
+                  if len(metrics[f"{v}-seed{s}"]) == epochs]  # fmt: skip
+        if not finals:
+            missing.append(v)
+            continue
         top1 = [100 * m["val_top1_err"] for m in finals]
         top5 = [100 * m["val_top5_err"] for m in finals]
         rows[v] = {"top1": top1, "top5": top5, "top1_mean": statistics.fmean(top1),
                    "top1_sd": _spread(top1), "top5_mean": statistics.fmean(top5),
                    "top5_sd": _spread(top5)}  # fmt: skip
+    if "full" not in rows:
+        raise ValueError("ablations: no run of the full network finished (diverged?); nothing "
+                         "to compare with")  # fmt: skip
     full = rows["full"]
     for row in rows.values():
-        n = max(1, len(row["top1"]))
-        error = ((row["top1_sd"] ** 2 + full["top1_sd"] ** 2) / n) ** 0.5
         row["delta_top1"] = row["top1_mean"] - full["top1_mean"]
         row["delta_top5"] = row["top5_mean"] - full["top5_mean"]
-        row["beyond_noise"] = seeds > 1 and abs(row["delta_top1"]) > 2 * error
-    return {"seeds": seeds, "epochs": epochs, "rows": rows}
+        row["beyond_noise"] = beyond_noise(row, full, test_images)
+    return {"seeds": seeds, "epochs": epochs, "rows": rows, "missing": missing}
 
 
 def results_table(results: dict) -> str:
     lines = ["| without | top-1 error (mean ± sd) | top-5 error | change in top-1 / top-5 | "
-             "beyond seed noise | the paper | note |", "|---|---:|---:|---:|---|---|---|"]  # fmt: skip
+             "beyond seed noise (95%) | the paper (removing it) | note |",
+             "|---|---:|---:|---:|---|---|---|"]  # fmt: skip
     for name, r in results["rows"].items():
         v = BY_NAME[name]
         change = "-" if name == "full" else f"{r['delta_top1']:+.2f} / {r['delta_top5']:+.2f}"
@@ -141,8 +174,10 @@ def write_results(results: dict, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     head = (f"# Ablations: {results['seeds']} seed(s) of {results['epochs']} epoch(s) each\n\n"
             "Test error in percent; a change is positive when removing the feature raises the "
-            "error. Beyond seed noise: more than twice the standard error of the difference "
-            "(a rough guide with few seeds).\n\n")  # fmt: skip
+            "error. Beyond seed noise: Welch's t at 95% over the seeds, with the test set's own "
+            "sampling error (ablations.py); with two or three seeds only large effects pass."
+            + (f" No run finished for: {', '.join(results['missing'])}." if results["missing"]
+               else "") + "\n\n")  # fmt: skip
     (out / "results.md").write_text(head + results_table(results) +
                                     "\n\n![ablations](ablations.png)\n")  # fmt: skip
     figures.save(ablation_figure(results), out / "ablations.png")

@@ -6,11 +6,17 @@ same command, skips the runs that finished, resumes the one that was interrupted
 checkpoint, and starts the others. The plan itself is saved (``plan.json``) when it depends on
 measurements (chosen learning rates, epochs that fit a time budget), so the second start follows
 the first one's plan rather than measuring again.
+
+A folder is only ever continued by the experiment that made it: each run keeps the recipe it
+was planned with (``planned.toml``) and the plan keeps the inputs it was made from, and a start
+with other settings (another budget, recipe, data or number of epochs) is refused with a line
+naming the folder, instead of reporting the old results as new ones.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ from pathlib import Path
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
-from alexnet.runs import lock_run, open_run, remove_failed_start
+from alexnet.runs import lock_run, open_run
 from alexnet.train import TrainingError, fit
 
 
@@ -30,25 +36,39 @@ class Planned:
     recipe: Recipe
 
 
+def history(run_dir: Path) -> list[dict]:
+    """The epochs a run has finished (from its last checkpoint), or none."""
+    if not (run_dir / "last.pt").is_file():
+        return []
+    return list(load_checkpoint(run_dir / "last.pt")["history"])
+
+
 def finished(run_dir: Path, epochs: int) -> list[dict] | None:
     """The metrics of a run that has trained all ``epochs``, else None."""
-    if not (run_dir / "last.pt").is_file():
-        return None
-    state = load_checkpoint(run_dir / "last.pt")
-    if state["epoch"] >= epochs and state["batch"] == 0:
-        return list(state["history"])
-    return None
+    done = history(run_dir)
+    return done if len(done) >= epochs else None
+
+
+def check_planned(run: Planned, run_dir: Path) -> None:
+    """``run_dir`` holds this run as planned now, or nothing yet."""
+    planned, wanted = run_dir / "planned.toml", run.recipe.to_toml()
+    if planned.is_file() and planned.read_text() != wanted:
+        raise ValueError(f"{run_dir}: made by this experiment with other settings (recipe, data "
+                         "or epochs); give another --out, or remove the folder to start it "
+                         "again")  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    planned.write_text(wanted)
 
 
 def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
     """Train, resume or skip ``run`` in ``out/<name>``; its metrics per epoch. A run that
     diverges (a learning rate too high for its network, in a sweep) leaves ``<name>.diverged``
-    with the reason and gives no metrics, then and on every restart."""
+    with the reason and keeps the epochs it finished, then and on every restart."""
     run_dir, diverged = out / run.name, out / f"{run.name}.diverged"
+    check_planned(run, run_dir)
     done = finished(run_dir, run.recipe.epochs)
     if done is not None or diverged.is_file():
-        return done or []
-    run_dir.mkdir(parents=True, exist_ok=True)
+        return done or history(run_dir)
     _lock = lock_run(run_dir)  # held while this run trains
     try:
         if (run_dir / "last.pt").is_file():
@@ -56,13 +76,13 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
             fit(resume.recipe, run_dir, resume_from=resume.checkpoint, progress=progress,
                 report=False)  # fmt: skip
         else:
+            for stale in ("log.txt", "metrics.jsonl"):  # a start killed before its checkpoint
+                (run_dir / stale).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "tb", ignore_errors=True)
             fit(run.recipe, run_dir, progress=progress, report=False)
     except TrainingError as exc:
         diverged.write_text(f"{exc}\n")
-        return []
-    finally:
-        remove_failed_start(run_dir)
-    return finished(run_dir, run.recipe.epochs) or []
+    return history(run_dir)
 
 
 def train_all(runs: list[Planned], out: Path, progress: bool,
@@ -79,14 +99,27 @@ def train_all(runs: list[Planned], out: Path, progress: bool,
     return results
 
 
-def saved_plan(out: Path, make: Callable[[], dict]) -> dict:
-    """``out/plan.json``, made by ``make`` (and saved) the first time."""
+def saved_plan(out: Path, inputs: dict, make: Callable[[], dict]) -> dict:
+    """``out/plan.json``, made by ``make`` (and saved with ``inputs``) the first time; a plan
+    made from other inputs is refused."""
     path = out / "plan.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    plan = make()
+        plan = json.loads(path.read_text())
+        if "inputs" not in plan:  # planned before plans kept their inputs: taken as these
+            plan = {"inputs": inputs, **plan}
+            _write_json(path, plan)
+        if plan["inputs"] != inputs:
+            changed = sorted(k for k in inputs if plan["inputs"].get(k) != inputs[k])
+            raise ValueError(f"{out}: planned with other {', '.join(changed)}; give another "
+                             "--out, or remove the folder to start again")  # fmt: skip
+        return plan
+    plan = {"inputs": inputs, **make()}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan, indent=1))
-    tmp.replace(path)
+    _write_json(path, plan)
     return plan
+
+
+def _write_json(path: Path, table: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    tmp.replace(path)
