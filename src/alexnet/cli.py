@@ -15,6 +15,10 @@ from pathlib import Path
 from alexnet import __version__
 from alexnet.config import split_assignment
 
+# What every command that uses a trained network accepts (trained.load_trained reads them all).
+TRAINED = ("a checkpoint, a run folder (its best.pt), a .safetensors or .pth weights file, or "
+           "'torchvision' for torchvision's ImageNet weights")  # fmt: skip
+
 
 class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
@@ -394,9 +398,9 @@ def _add_eval(sub) -> None:
                        description="Top-1 and top-5 error, overall and per class, of one trained "
                        "network or of several whose softmax outputs are averaged, over the "
                        "centre crop or the paper's ten crops.")  # fmt: skip
-    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
-                   help="checkpoint files or run folders (their best.pt), .safetensors or .pth "
-                        "weights files, or 'torchvision'; several: an ensemble")  # fmt: skip
+    p.add_argument(
+        "checkpoints", nargs="+", metavar="CHECKPOINT", help=f"{TRAINED}; several: an ensemble"
+    )
     _eval_data_option(p)
     p.add_argument("--split", help="which split (default: val, else test)")
     _crops_option(p)
@@ -414,9 +418,7 @@ def _add_predict(sub) -> None:
                        "probabilities, preprocessed as the network's training images were. A file "
                        "that cannot be read is reported and the others answered; the exit status "
                        "is 1 when any failed.")  # fmt: skip
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint, a run folder (its best.pt), a .safetensors or .pth weights "
-                        "file, or 'torchvision' for torchvision's ImageNet weights")  # fmt: skip
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=TRAINED)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode")
     p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     _crops_option(p)
@@ -434,8 +436,7 @@ def _add_figures(sub) -> None:
                        "images with their top-5 predictions, and beside their nearest training "
                        "images by the last hidden layer's features), the training curves and "
                        "the test set's confusion matrix, as PNG files and in TensorBoard.")  # fmt: skip
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT",
-                   help="a run folder (its best.pt) or a checkpoint file")  # fmt: skip
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help=TRAINED)
     _eval_data_option(p)
     p.add_argument("--out", help="folder for the PNG files (default: figures/ in the checkpoint's "
                                  "folder)")  # fmt: skip
@@ -454,8 +455,7 @@ def _add_export(sub) -> None:
                        "and recipe; no code runs when read) or .pt2 (torch.export, needs only "
                        "PyTorch). The written file is read back and its outputs compared with "
                        "PyTorch's (ONNX: in onnxruntime, where installed).")  # fmt: skip
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint, a run folder (its best.pt) or a weights file")  # fmt: skip
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=TRAINED)
     p.add_argument("out", metavar="OUT", help="the file to write (its folder must exist)")
     p.add_argument("--format", metavar="{onnx,safetensors,pt2}",
                    help="default: from OUT's suffix (.onnx, .safetensors, .pt2)")  # fmt: skip

@@ -257,9 +257,28 @@ def chosen_crops(net: Trained, crops: int | None) -> int:
     return crops
 
 
+def full_side(net: Trained) -> int:
+    """The side of the images a network's views are cut from: the stored images' for a
+    network trained from a store, else its own input's."""
+    return net.stored_size if net.from_store else net.input_size
+
+
+def views_of(net: Trained, crops: int) -> list[View]:
+    """The views of ``crops`` (see :func:`chosen_crops`) for ``net``'s images."""
+    return CROPS[crops](full_side(net), net.input_size)
+
+
 def precision_of(net: Trained, precision: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast type: ``precision`` (auto, fp32, bf16) or, by default, the recipe's."""
     return pick_precision(precision or net.recipe.train.precision, device)
+
+
+def prepared(net: Trained, precision: str | None = None):
+    """``net``'s network ready to answer on the fastest device here (changed in place: it was
+    loaded for this), with that device, its autocast type and whether it is channels-last."""
+    device, layout = pick_device(0), pick_channels_last("auto")
+    amp = precision_of(net, precision, device)
+    return prepare_for_inference(net.model, device, amp, layout), device, amp, layout
 
 
 def evaluate_checkpoints(
@@ -275,14 +294,9 @@ def evaluate_checkpoints(
     first = nets[0]
     crops = chosen_crops(first, crops)
     images = eval_images(nets, data, split)
-    full = first.stored_size if first.from_store else first.input_size
-    views = CROPS[crops](full, first.input_size)
-    device = pick_device(0)
-    layout = pick_channels_last("auto")
-    amps = [precision_of(n, precision, device) for n in nets]
-    models = [
-        prepare_for_inference(n.model, device, a, layout) for n, a in zip(nets, amps, strict=True)
-    ]
+    views = views_of(first, crops)
+    models, devices, amps, layouts = zip(*(prepared(n, precision) for n in nets), strict=True)
+    device, layout = devices[0], layouts[0]
     makers = [batch_maker(n, images) for n in nets]
     scores = Scores(first.classes, first.names)
     reads = DataLoader(_Reads(images, batch), batch_size=None, num_workers=workers)

@@ -98,16 +98,10 @@ class Exported:
 def lrn_math(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
              relu: bool) -> torch.Tensor:  # fmt: skip
     """LRN in plain PyTorch operations, with ONNX's (and torch's) alpha: divided by ``size``.
-    The window is torch's: ``size // 2`` channels before, ``(size - 1) // 2`` after."""
-    if relu:
-        x = torch.relu(x)
-    channels = x.shape[1]
-    pad = [0, 0] * (x.dim() - 2) + [size // 2, (size - 1) // 2]  # the last dims first
-    squares = F.pad(x * x, pad)
-    window = squares[:, 0:channels]
-    for shift in range(1, size):
-        window = window + squares[:, shift : shift + channels]
-    return x * torch.pow(window * (alpha / size) + k, -beta)
+    ``torch.nn.functional.local_response_norm`` is exactly that (its window: ``size // 2``
+    channels before, ``(size - 1) // 2`` after), made of padding, pooling and powers that every
+    exporter knows; its slowness on the CPU (lrn.py) does not matter to a traced graph."""
+    return F.local_response_norm(torch.relu(x) if relu else x, size, alpha, beta, k)
 
 
 @torch.library.custom_op("alexnet::lrn", mutates_args=())

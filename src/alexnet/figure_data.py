@@ -30,12 +30,20 @@ import torch
 from torch import nn
 
 from alexnet import figures
-from alexnet.crops import CROPS, View
+from alexnet.crops import View
 from alexnet.data import ImageSet
 from alexnet.data.store import StoreSplit
-from alexnet.eval_checkpoints import _Reads, batch_maker, split_images, view_inputs
-from alexnet.inference import infer, prepare_for_inference
-from alexnet.runtime import pick_channels_last, pick_device, pick_precision
+from alexnet.eval_checkpoints import (
+    _Reads,
+    batch_maker,
+    chosen_crops,
+    prepared,
+    split_images,
+    view_inputs,
+    views_of,
+)
+from alexnet.inference import infer
+from alexnet.models import output_layer
 from alexnet.trained import Trained
 
 Images = StoreSplit | ImageSet
@@ -66,17 +74,12 @@ class Looker:
 def views_for(net: Trained) -> list[View]:
     """The centre, and its mirror image where the recipe evaluates with it (eval.tta_flip), so
     the figures' predictions are those of the reported test accuracy."""
-    full = net.stored_size if net.from_store else net.input_size
-    return CROPS[2 if net.recipe.eval.tta_flip else 1](full, net.input_size)
+    return views_of(net, chosen_crops(net, None))
 
 
 def looker_for(net: Trained, progress: bool = False) -> Looker:
-    """A checkpoint's network prepared for inference on the fastest device here (changed in
-    place: it was loaded for this)."""
-    device = pick_device(0)
-    amp = pick_precision(net.recipe.train.precision, device)
-    layout = pick_channels_last("auto")
-    model = prepare_for_inference(net.model, device, amp, layout)
+    """A checkpoint's network prepared for inference on the fastest device here."""
+    model, device, amp, layout = prepared(net)
     batch = min(net.recipe.data.eval_batch_size, 500)
     return Looker(net, model, device, amp, layout, views_for(net), batch, progress)
 
@@ -137,18 +140,14 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int
     return torch.bincount(flat, minlength=classes * classes).view(classes, classes)
 
 
-def last_linear(model: nn.Module) -> nn.Linear:
-    """The output layer (fc8): its input is the last hidden layer's output."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
 def features(
     look: Looker, images: Images, indices: torch.Tensor | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(positions, features) batch by batch of the images that could be read: the last hidden
     layer's output (fc7 after its activation) for the unmirrored centre view, in float32."""
     got: list[torch.Tensor] = []
-    hook = last_linear(look.model).register_forward_pre_hook(lambda _m, args: got.append(args[0]))
+    fc8 = look.model.get_submodule(output_layer(look.model))
+    hook = fc8.register_forward_pre_hook(lambda _m, args: got.append(args[0]))
     centre = dataclasses.replace(look, views=look.views[:1])
     try:
         for chosen, _labels, ok, inputs in _passes(centre, images, indices, "features"):

@@ -18,13 +18,9 @@ from pathlib import Path
 
 from torch import nn
 
+from alexnet.models import output_layer
 from alexnet.models.weights import PUBLISHED
 from alexnet.trained import load_trained
-
-
-def output_layer(model: nn.Module) -> str:
-    """The name of the last linear layer (fc8), the one a new class count replaces."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
 
 
 def load_start_weights(model: nn.Module, arch: str, source: str) -> str:

@@ -16,11 +16,16 @@ from pathlib import Path
 
 import torch
 
-from alexnet.crops import CROPS
 from alexnet.data.images import decode_image, resize_image
-from alexnet.eval_checkpoints import batch_maker, chosen_crops, precision_of, view_inputs
-from alexnet.inference import infer, prepare_for_inference
-from alexnet.runtime import pick_channels_last, pick_device
+from alexnet.eval_checkpoints import (
+    batch_maker,
+    chosen_crops,
+    full_side,
+    prepared,
+    view_inputs,
+    views_of,
+)
+from alexnet.inference import infer
 from alexnet.trained import Trained
 
 
@@ -52,7 +57,7 @@ def read_image(net: Trained, path: Path, max_megapixels: float | None = None) ->
     it cannot be read (``max_megapixels``: by default the recipe's limit). Published weights are decoded at full size, as their own preprocessing
     does; alexnet's stores decode large JPEGs at a reduced scale first (images.py)."""
     channels = 3 if net.from_store else net.recipe.data.channels
-    side = net.stored_size if net.from_store else net.input_size
+    side = full_side(net)
     limit = int((max_megapixels or net.recipe.data.max_megapixels) * 1e6)
     image, why = decode_image(path, channels, None if net.published else side, limit)
     if image is None:
@@ -72,12 +77,9 @@ def predict_files(
     crops = chosen_crops(net, crops)
     if top < 1:
         raise ValueError(f"--top {top}: must be 1 or more")
-    device, layout = pick_device(0), pick_channels_last("auto")
-    amp = precision_of(net, precision, device)
-    model = prepare_for_inference(net.model, device, amp, layout)
-    full = net.stored_size if net.from_store else net.input_size
-    views = CROPS[crops](full, net.input_size)
-    maker = batch_maker(net, _Stored(full, 3) if net.from_store else None)
+    model, device, amp, layout = prepared(net, precision)
+    views = views_of(net, crops)
+    maker = batch_maker(net, _Stored(full_side(net), 3) if net.from_store else None)
     answers = [Answer(str(p)) for p in paths]
     for start in range(0, len(paths), batch):
         images, rows = [], []

@@ -104,7 +104,8 @@ def _saved(obj) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes | bytearray) -> None:
+def atomic_write(path: Path, data: bytes | bytearray) -> None:
+    """``data`` in ``path``, whole or not at all: written beside it, flushed to disk, renamed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -147,13 +148,13 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
         data += blob
     name = chunk_name(job.index)
     if p.layout != "files":
-        _atomic_write(folder / f"{name}.data", data)
+        atomic_write(folder / f"{name}.data", data)
     # Saved through memory: torch.save names the entries of its zip after the file written,
     # and a temporary file's name (with the writer's pid) would make the bytes differ.
-    _atomic_write(folder / f"{name}.sums", _saved(sums.to_dict()))
+    atomic_write(folder / f"{name}.sums", _saved(sums.to_dict()))
     record = {"job": job.key, "files": len(job.files), "kept": kept, "skipped": skipped,
               "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-    _atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
+    atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
     return len(job.files), len(kept)
 
 
@@ -183,7 +184,7 @@ def begin_store(out: Path, plan: Plan, classes: list[str], names: list[str], src
         return meta
     out.mkdir(parents=True, exist_ok=True)
     meta = {**wanted, "source": str(src), "splits": {}}
-    _atomic_write(path, json.dumps(meta, indent=1).encode())
+    atomic_write(path, json.dumps(meta, indent=1).encode())
     return meta
 
 
@@ -295,16 +296,16 @@ def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) 
              "label": table[:, 3]}  # fmt: skip
     if paths:
         index["paths"] = paths
-    _atomic_write(folder / "index.pt", _saved(index))
+    atomic_write(folder / "index.pt", _saved(index))
     listing = "".join(f"{p}\t{why}\n" for p, why in skipped)
-    _atomic_write(
+    atomic_write(
         folder / "skipped.txt", ("file\treason\n" + listing).encode("utf-8", "backslashreplace")
     )
     if split == "train":
-        _atomic_write(out / STATS_FILE, _saved(sums.finish().to_dict()))
+        atomic_write(out / STATS_FILE, _saved(sums.finish().to_dict()))
     meta = {**meta, "splits": {**meta["splits"], split: {
         "images": len(rows), "chunks": chunks, "skipped": [list(s) for s in skipped]}}}  # fmt: skip
-    _atomic_write(out / STORE_FILE, json.dumps(meta, indent=1).encode())
+    atomic_write(out / STORE_FILE, json.dumps(meta, indent=1).encode())
     return meta
 
 

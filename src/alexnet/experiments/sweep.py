@@ -24,6 +24,7 @@ from pathlib import Path
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
+from alexnet.data.prepare import atomic_write
 from alexnet.runs import lock_run, open_run
 from alexnet.train import TrainingError, fit
 
@@ -120,6 +121,4 @@ def saved_plan(out: Path, inputs: dict, make: Callable[[], dict]) -> dict:
 
 
 def _write_json(path: Path, table: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=1))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(table, indent=1).encode())

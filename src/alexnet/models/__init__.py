@@ -56,6 +56,12 @@ def check_options(name: str, options: dict[str, Any], where: str = "") -> Networ
     return build(info.options, options, where)
 
 
+def output_layer(model: nn.Module) -> str:
+    """The name of a network's output layer (fc8: its last linear layer), whose input is the
+    last hidden layer's output and whose width is the class count."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
 def build_model(name: str, **options: Any) -> nn.Module:
     """Build a registered network; unknown names or options fail with the valid ones listed."""
     return network(name).build(check_options(name, options))
@@ -72,4 +78,5 @@ __all__ = [
     "check_options",
     "model_options",
     "network",
+    "output_layer",
 ]
