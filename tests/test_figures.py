@@ -176,3 +176,31 @@ def test_store_networks_figures_from_the_store_and_from_the_folder(tiny_folder, 
               "--neighbours-limit", "40", "--no-progress"])  # fmt: skip
         assert f"among 40 of {listed} training images" in capsys.readouterr().out
         assert all((tmp_path / out / name).is_file() for name in FILES.values())
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--data", "/no/such/data"], "--data /no/such/data: no such file or folder"),
+        (["--neighbours-limit", "-1"], "--neighbours-limit -1: must be 0 (all) or more"),
+        (["--out", "FILE"], "a file, not a folder for the figures"),
+    ],
+)
+def test_cli_mistakes_are_one_line(run_dir, tmp_path, capsys, extra, said):
+    (tmp_path / "file").write_text("x")
+    extra = [str(tmp_path / "file") if e == "FILE" else e for e in extra]
+    with pytest.raises(SystemExit) as stop:
+        main(["figures", str(run_dir), *extra])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_an_empty_folder_and_a_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    for given, said in ((tmp_path / "empty", "a folder without best.pt or last.pt"),
+                        (tmp_path / "bad.pt", "bad.pt: not a checkpoint")):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main(["figures", str(given)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1

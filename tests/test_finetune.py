@@ -93,6 +93,10 @@ def test_weights_that_do_not_fit_are_one_line(start_run, two_classes, tmp_path, 
         ValueError, match="weights of alexnet-small, but the recipe trains convnet4"
     ):
         fit(other, tmp_path / "b", progress=False)
+    missing = run_cli(["train", "--recipe", "cifar10", "--data", str(two_classes), "--weights",
+                       str(tmp_path / "nope.pt")], cache)  # fmt: skip
+    assert missing.returncode == 2 and "nope.pt: no such file or folder" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "runs").exists()
     result = run_cli(["train", "--resume", str(start_run), "--weights", str(start_run)], cache)
     assert result.returncode == 2 and "drop --recipe, --data, --name, --weights" in result.stderr
 

@@ -198,6 +198,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
     from alexnet.figure_data import figures_of_checkpoint
 
     data = _existing_data(args.data)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: a file, not a folder for the figures")
     if args.neighbours_limit is not None and args.neighbours_limit < 0:
         raise UserError(f"--neighbours-limit {args.neighbours_limit}: must be 0 (all) or more")
     written, data, tb = figures_of_checkpoint(

@@ -23,13 +23,17 @@ from alexnet.models.weights import PUBLISHED
 from alexnet.trained import load_trained
 
 
+def check_start_weights(source: str) -> None:
+    """A one-line error for weights that are not there, before a run loads its data."""
+    if not is_published(source) and not Path(source).exists():
+        raise FileNotFoundError(f"model.weights {source}: no such file or folder (a checkpoint, "
+                                "run folder, .safetensors or .pth file, or 'torchvision')")  # fmt: skip
+
+
 def load_start_weights(model: nn.Module, arch: str, source: str) -> str:
     """Copy the weights of ``source`` into ``model`` (a network of kind ``arch``); returns a
     line saying what was loaded and what was replaced. A layer that does not fit, other than
     the output layer, is a one-line error naming it."""
-    if not is_published(source) and not Path(source).exists():
-        raise FileNotFoundError(f"model.weights {source}: no such file or folder (a checkpoint, "
-                                "run folder, .safetensors or .pth file, or 'torchvision')")  # fmt: skip
     start = load_trained(source)
     if start.recipe.model.arch != arch:
         raise ValueError(f"model.weights {source}: weights of {start.recipe.model.arch}, but "

@@ -34,7 +34,12 @@ from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats, image_stats
 from alexnet.data.store import StoreSplit, open_store
 from alexnet.evaluate import evaluate
-from alexnet.finetune import freeze_features, is_published, load_start_weights
+from alexnet.finetune import (
+    check_start_weights,
+    freeze_features,
+    is_published,
+    load_start_weights,
+)
 from alexnet.logger import RunLogger
 from alexnet.lr_find import RangeTest, range_test
 from alexnet.models import build_model, network
@@ -411,6 +416,8 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         recipe = recipe_from_dict(recipe, "recipe")
     as_given = recipe.to_dict()  # a resumed run keeps its recipe exactly as its checkpoint has it
     recipe = resolve(recipe)
+    if recipe.model.weights and resume_from is None:
+        check_start_weights(recipe.model.weights)  # before the data is loaded
     rt = start_runtime(recipe.train)
     train_set, test_set = load_data_once(recipe, rt)
     model, recipe = build_network(recipe, train_set.classes, rt)
