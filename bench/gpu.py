@@ -2,26 +2,43 @@
 fused SGD and the Triton LRN, eager and under ``torch.compile``, at several batch sizes, on
 synthetic data; and the fraction of the GPU's dense bfloat16 peak that it reaches.
 
-    python bench/gpu.py [--batches 128 256 512] [--seconds 8] [--compile-batches 256 512]
+With ``--store STORE`` (a store made by ``alexnet prepare``), the same network is then trained
+by the package's own loop (``alexnet.train.fit``, the imagenet-paper recipe) fed by its own
+loader: uint8 crops read by worker processes, pinned, copied, and the mean image, flip and PCA
+noise applied on the GPU. The loader's own rate (batches made and delivered, no network) is
+printed beside it, so it is plain whether the loader keeps up.
 
-Needs only torch (and triton for the LRN kernels) beside the package's source. Synthetic data
-measures the network alone; a run fed by the loader is a separate figure.
+    python bench/gpu.py [--batches 128 256 512] [--seconds 8] [--compile-batches 256 512]
+                        [--store STORE --store-batches 256 512 --workers N]
+
+Needs only torch (and triton for the LRN kernels) beside the package's source.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
+from alexnet.config import apply_overrides, load_recipe
+from alexnet.data.loader import BatchLoader
+from alexnet.lrn import choose_ahead
 from alexnet.models import build_model
 from alexnet.summary import summarise
 
 # Dense bfloat16 tensor-core peaks, FLOP/s, from the vendors' data sheets (SXM parts).
 PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def peak_flops(name: str) -> float | None:
@@ -34,6 +51,8 @@ def measure(batch: int, seconds: float, compiled: bool) -> float:
     model = build_model("alexnet").to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4,
                           fused=True)  # fmt: skip
+    if compiled:  # the LRN kernel chosen before tracing: one graph (as train.wrap does)
+        choose_ahead(device, (torch.float32, torch.bfloat16))
     net = torch.compile(model) if compiled else model
     x = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=device)
@@ -58,11 +77,145 @@ def measure(batch: int, seconds: float, compiled: bool) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
+def lrn_times(batch: int = 512) -> dict:
+    """Milliseconds of one LRN forward and backward at conv1's and conv2's output (bfloat16,
+    channels_last), the Triton kernels against ``torch.nn.LocalResponseNorm`` (an average
+    pooling of the squares: several kernels and intermediates per call)."""
+    from triton.testing import do_bench
+
+    from alexnet.lrn import LocalResponseNorm
+
+    times = {}
+    for name, shape in (("conv1", (batch, 96, 55, 55)), ("conv2", (batch, 256, 27, 27))):
+        x = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+        x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        g = torch.randn_like(x)
+        for label, layer in (("triton", LocalResponseNorm(5, 1e-4, 0.75, 2.0, "paper", "triton")),
+                             ("torch", torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0))):  # fmt: skip
+
+            def step(layer=layer, x=x, g=g) -> None:
+                x.grad = None
+                layer(x).backward(g)
+
+            times[f"{name} {label}"] = do_bench(step, return_mode="median")
+        print(f"LRN {name} {tuple(shape)} bf16 fwd+bwd: Triton {times[f'{name} triton']:.2f} ms, "
+              f"torch.nn.LocalResponseNorm {times[f'{name} torch']:.2f} ms", flush=True)  # fmt: skip
+    return times
+
+
+def store_from_sample(sample: Path, copies: int, out: Path) -> Path:
+    """A raw store of ``copies`` links to each of the sample's ``<wnid>_*.JPEG`` files in
+    train/ (one class per wnid) and one in val/: enough images for whole epochs of several
+    hundred steps from a sample small enough to travel with the source."""
+    from alexnet.data.prepare import Plan, prepare
+
+    tree, store = out / "images", out / "store"
+    for f in sorted(sample.glob("*.JPEG")):
+        wnid = f.name.split("_")[0]
+        for split, n in (("train", copies), ("val", 1)):
+            (tree / split / wnid).mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                link = tree / split / wnid / f"{k:03d}_{f.name}"
+                if not link.exists():
+                    link.symlink_to(f.resolve())
+    start = time.perf_counter()
+    prepare(tree, store, plan=Plan("raw"), workers=len(os.sched_getaffinity(0)), progress=False)
+    print(f"prepared a raw store of {copies} x {len(list(sample.glob('*.JPEG')))} images in "
+          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+    return store
+
+
+def store_recipe(store: Path, batch: int, epochs: int, workers: int, compiled: bool):
+    sets = [f"data.root={store.resolve()}", f"data.batch_size={batch}", f"epochs={epochs}",
+            f"data.workers={workers}", f"train.compile={str(compiled).lower()}",
+            "train.log_every=1000000"]  # fmt: skip
+    return apply_overrides(load_recipe("imagenet-paper"), sets)
+
+
+def loader_rate(store: Path, batch: int, workers: int, ring: bool = True, passes: int = 2) -> float:
+    """Images/s that the training loader delivers on the GPU with no network to feed; with
+    ``ring=False``, as it was before its ring of shared buffers (loader._Slots): a new
+    shared-memory batch per step, pinned by DataLoader's thread."""
+    from alexnet.runtime import start_runtime
+    from alexnet.train import load_data_once, make_loaders, preprocessing, resolve
+
+    recipe = resolve(store_recipe(store, batch, 1, workers, False))
+    rt = start_runtime(recipe.train)
+    train_set, test_set = load_data_once(recipe, rt)
+    stats = preprocessing(recipe, train_set, None)
+    if ring:
+        loader, _ = make_loaders(recipe, rt, train_set, test_set, stats)
+    else:
+        with mock.patch.object(BatchLoader, "_ring", lambda _self: None):
+            loader, _ = make_loaders(recipe, rt, train_set, test_set, stats)
+    loader.set_epoch(0)
+    for _ in loader.batches():  # the workers' start and the first pass through the page cache
+        pass
+    sync()
+    start, seen = time.perf_counter(), 0
+    for epoch in range(1, passes + 1):
+        loader.set_epoch(epoch)
+        for x, _y, _valid in loader.batches():
+            seen += x.shape[0]
+    sync()
+    return seen / (time.perf_counter() - start)
+
+
+def store_training(store: Path, batch: int, workers: int, compiled: bool, epochs: int) -> dict:
+    """The package's training loop on the store; the first epoch (compilation, cuDNN's search,
+    the workers' start) is reported apart from the rest."""
+    import tempfile
+
+    from alexnet.train import fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        fit(store_recipe(store, batch, epochs, workers, compiled), run, progress=False,
+            report=False)  # fmt: skip
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    later = history[1:] or history
+    seen = sum(h["images_per_s"] * h["epoch_seconds"] for h in later)
+    return {"first_epoch_images_per_s": history[0]["images_per_s"],
+            "images_per_s": seen / sum(h["epoch_seconds"] for h in later),
+            "epochs": [h["images_per_s"] for h in history]}  # fmt: skip
+
+
+def store_cases(args, train_flops: float, peak: float | None) -> list[dict]:
+    rows = []
+    for batch in args.store_batches:
+        try:
+            trained = store_training(args.store, batch, args.workers, args.store_compile,
+                                     args.store_epochs)  # fmt: skip
+        except Exception as exc:  # as above: report it and go on
+            print(f"store batch {batch}: failed: {type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:200]}")  # fmt: skip
+            rows.append({"batch": batch, "store": True, "error": str(exc)[:500]})
+            continue
+        frac = trained["images_per_s"] * train_flops / peak if peak else None
+        rows.append({"batch": batch, "store": True, "compiled": args.store_compile,
+                     "workers": args.workers,
+                     **trained, "fraction_of_bf16_peak": frac})  # fmt: skip
+        how = "compiled" if args.store_compile else "eager"
+        print(f"store batch {batch:4d} {how:8s} {trained['images_per_s']:9.0f} img/s trained "
+              f"(first epoch {trained['first_epoch_images_per_s']:.0f}; workers "
+              f"{args.workers if args.workers >= 0 else 'auto'})", flush=True)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--compile-batches", type=int, nargs="*", default=[256, 512])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--store", type=Path, help="a store (alexnet prepare) to train from")
+    parser.add_argument("--sample", type=Path, help="<wnid>_*.JPEG files to make a store of")
+    parser.add_argument("--copies", type=int, default=32, help="of each sample image in train/")
+    parser.add_argument("--store-batches", type=int, nargs="*", default=[256, 512])
+    parser.add_argument("--store-epochs", type=int, default=3)
+    parser.add_argument("--store-compile", action="store_true", help="train.compile=true")
+    parser.add_argument("--workers", type=int, default=-1, help="loader processes (-1: auto)")
+    parser.add_argument("--loader-workers", type=int, nargs="*", default=[8, 15],
+                        help="worker counts to time the loader alone with")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -73,28 +226,63 @@ def main() -> None:
     peak = peak_flops(name)
     print(f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
           f"{train_flops / 1e9:.2f} GFLOP per training image")  # fmt: skip
-    rows = []
+    result = {"gpu": name, "torch": torch.__version__, "cuda": torch.version.cuda,
+              "train_flops_per_image": train_flops, "rows": []}  # fmt: skip
+
+    def save() -> None:  # after every case: a run stopped by its time limit keeps what it had
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    try:
+        result["lrn_ms"] = lrn_times()
+    except Exception as exc:  # the LRN figures are a side note: never stop the run for them
+        print(f"LRN timing failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     cases = [(b, False) for b in args.batches] + [(b, True) for b in args.compile_batches]
     for batch, compiled in cases:
-        try:
-            rate = measure(batch, args.seconds, compiled)
-        except Exception as exc:  # report and go on: one failed case must not hide the rest
-            print(f"batch {batch:4d} {'compiled' if compiled else 'eager':8s} failed: "
-                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")  # fmt: skip
-            rows.append({"batch": batch, "compiled": compiled, "error": str(exc)[:500]})
-            continue
-        frac = rate * train_flops / peak if peak else None
-        rows.append({"batch": batch, "compiled": compiled, "images_per_s": rate,
-                     "fraction_of_bf16_peak": frac})  # fmt: skip
-        print(f"batch {batch:4d} {'compiled' if compiled else 'eager':8s} {rate:9.0f} img/s"
-              + (f"  {100 * frac:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16" if frac else ""),
-              flush=True)  # fmt: skip
-    best = max((r["images_per_s"] for r in rows if "images_per_s" in r), default=0.0)
-    print(f"best {best:.0f} img/s (target 20,000; 90 epochs of ImageNet's 1.28M images in "
-          f"{90 * 1.281e6 / max(best, 1) / 3600:.1f} h at that rate)")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"gpu": name, "torch": torch.__version__, "rows": rows,
-                                    "train_flops_per_image": train_flops}, indent=2) + "\n")  # fmt: skip
+        result["rows"].append(synthetic_case(batch, args.seconds, compiled, train_flops, peak))
+        save()
+    if args.sample and not args.store:
+        work = Path(tempfile.gettempdir()) / "alexnet-gpu"
+        args.store = store_from_sample(args.sample, args.copies, work)
+    if args.store:
+        batch = max(args.store_batches, default=512)
+        cases = [(w, True) for w in args.loader_workers] + [(args.loader_workers[0], False)]
+        for workers, ring in cases:
+            label = f"{workers} workers, {'ring of shared buffers' if ring else 'a new segment per batch'}"
+            try:
+                rate = loader_rate(args.store, batch, workers, ring)
+            except Exception as exc:  # as above
+                print(f"loader alone, {label}: failed: {type(exc).__name__}: {exc}")
+                continue
+            result.setdefault("loader_images_per_s", {})[label] = rate
+            print(f"loader alone, {label}: {rate:.0f} img/s", flush=True)
+            save()
+        result["rows"] += store_cases(args, train_flops, peak)
+        save()
+    for fed in (False, True):
+        rates = [r["images_per_s"] for r in result["rows"] if "images_per_s" in r
+                 and r.get("store", False) == fed]  # fmt: skip
+        if rates:
+            print(f"best {'from the store' if fed else 'on synthetic data'}: {max(rates):.0f} "
+                  f"img/s (target 20,000; 90 epochs of ImageNet's 1.28M images in "
+                  f"{90 * 1.281e6 / max(rates) / 3600:.1f} h at that rate)")  # fmt: skip
+
+
+def synthetic_case(batch: int, seconds: float, compiled: bool, train_flops: float,
+                   peak: float | None) -> dict:  # fmt: skip
+    how = "compiled" if compiled else "eager"
+    try:
+        rate = measure(batch, seconds, compiled)
+    except Exception as exc:  # report and go on: one failed case must not hide the rest
+        print(f"batch {batch:4d} {how:8s} failed: "
+              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")  # fmt: skip
+        return {"batch": batch, "compiled": compiled, "error": str(exc)[:500]}
+    frac = rate * train_flops / peak if peak else None
+    print(f"batch {batch:4d} {how:8s} {rate:9.0f} img/s"
+          + (f"  {100 * frac:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16" if frac else ""),
+          flush=True)  # fmt: skip
+    return {"batch": batch, "compiled": compiled, "images_per_s": rate,
+            "fraction_of_bf16_peak": frac}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One GPU check in under 5 minutes, so that it can be run twice in one sitting: the versions
-# found, the CUDA tests, then training images/s (bench/gpu.py). Installs nothing: it runs from
-# the source tree with whatever Python and torch the machine has.
+# One GPU check in about 5 minutes: the versions found, the CUDA tests, then training images/s
+# (bench/gpu.py) on synthetic data and, given a folder of ImageNet-style <wnid>_*.JPEG files
+# (SAMPLE=DIR), from a raw store made of them, through the package's own loader and training
+# loop. Installs nothing: it runs from the source tree with whatever Python and torch the
+# machine has (the package's own requirements, tomli-w among them, must be importable).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -33,5 +35,12 @@ else
     echo "pytest is not installed here: CUDA tests not run"
 fi
 
-echo "== training images/s (synthetic data)"
-timeout 200 $PY bench/gpu.py --seconds 6 --out "$OUT/gpu.json" || echo "bench/gpu.py stopped (exit $?)"
+echo "== training images/s"
+SAMPLE=${SAMPLE:-}
+store=()
+[ -n "$SAMPLE" ] && store=(--sample "$SAMPLE" --copies "${COPIES:-32}" --store-batches 512)
+# GPU_ARGS: more options for bench/gpu.py, e.g. "--batches 512 --compile-batches 512".
+# shellcheck disable=SC2086
+timeout "${BENCH_SECONDS:-360}" $PY bench/gpu.py --seconds 5 "${store[@]}" ${GPU_ARGS:-} \
+    --out "$OUT/gpu.json" \
+    || echo "bench/gpu.py stopped (exit $?)"

@@ -268,6 +268,29 @@ def test_loader_workers_resume_and_ranks_see_the_same_batches(coords):
     assert same_batches(seen, list(BatchLoader(coords, 10, train_maker(coords), train=False)))
 
 
+def test_the_workers_ring_of_buffers_is_reused_without_mixing_batches(coords):
+    """One worker, a ring of four slots, 18 batches an epoch: every slot is refilled several
+    times, an epoch abandoned part-way leaves no stale batch behind, and each batch equals the
+    one a single process makes."""
+
+    def epochs(workers: int, abandon: bool) -> list:
+        made = BatchLoader(coords, 2, train_maker(coords), train=True, seed=5, workers=workers)
+        seen = []
+        for epoch in (1, 2, 3):
+            made.set_epoch(epoch)
+            for b, batch in enumerate(made.batches()):
+                if abandon and epoch == 2 and b == 3:
+                    break
+                seen.append(batch)
+        if workers:
+            assert made._slots is not None and made._slots.count == 4
+            assert made._slots.next > 3 * made._slots.count
+        return seen
+
+    assert same_batches(epochs(0, abandon=True), epochs(1, abandon=True))
+    assert len(epochs(0, abandon=False)) == 3 * (len(coords) // 2)
+
+
 def test_loader_workers_leave_the_global_random_state_alone(coords):
     for workers in (0, 2):
         torch.manual_seed(0)

@@ -106,5 +106,15 @@ def test_store_batches_on_the_gpu_equal_the_cpu_path(tmp_path):
     assert on_gpu.is_cuda and labels.is_cuda
     assert on_gpu.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
-    loader = BatchLoader(split, 8, maker, train=True, device="cuda", workers=2)
-    assert all(x.is_cuda for x, _, _ in loader)
+    # The workers' ring of shared buffers is pinned, copied from asynchronously, and reused
+    # (4 batches an epoch, 6 slots, 3 epochs) without a batch overwritten before its copy.
+    by_workers = {}
+    for workers in (0, 2):
+        loader = BatchLoader(split, 4, maker, train=True, device="cuda", workers=workers)
+        seen = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            seen += [x.cpu() for x, _, _ in loader]
+        by_workers[workers] = seen
+        assert workers == 0 or (loader._slots.pinned and loader._slots.next > 6)
+    assert all(torch.equal(a, b) for a, b in zip(*by_workers.values(), strict=True))

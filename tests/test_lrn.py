@@ -197,6 +197,7 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setattr(cpp_extension, "load", broken)
     monkeypatch.setenv("ALEXNET_NATIVE_DIR", str(tmp_path))
     native.load.cache_clear()
+    lrn._CHOSEN.clear()  # the choice made with the library as it was
     try:
         with pytest.warns(RuntimeWarning, match="g\\+\\+: command not found.*apt-get install g"):
             assert native.load("lrn_cpu") is False
@@ -209,11 +210,13 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
                 lrn.pick_implementation(x, "native")
     finally:
         native.load.cache_clear()
+        lrn._CHOSEN.clear()  # the choice made with the library as it was
 
 
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("ALEXNET_NATIVE", "0")
     native.load.cache_clear()
+    lrn._CHOSEN.clear()  # the choice made with the library as it was
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -221,6 +224,7 @@ def test_switched_off_by_environment(monkeypatch):
             assert lrn.pick_implementation(torch.zeros(1, 4, 2, 2)) == "torch"
     finally:
         native.load.cache_clear()
+        lrn._CHOSEN.clear()  # the choice made with the library as it was
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -326,12 +330,14 @@ def test_a_built_kernel_loads_without_building(monkeypatch):
 
     monkeypatch.setattr(cpp_extension, "load", no_build)
     native.load.cache_clear()
+    lrn._CHOSEN.clear()  # the choice made with the library as it was
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert native.load("lrn_cpu") is True
     finally:
         native.load.cache_clear()
+        lrn._CHOSEN.clear()  # the choice made with the library as it was
 
 
 def test_a_build_folder_that_is_a_file_warns_and_falls_back(monkeypatch, tmp_path):
@@ -339,8 +345,22 @@ def test_a_build_folder_that_is_a_file_warns_and_falls_back(monkeypatch, tmp_pat
     blocker.write_text("not a folder")
     monkeypatch.setenv("ALEXNET_NATIVE_DIR", str(blocker))
     native.load.cache_clear()
+    lrn._CHOSEN.clear()  # the choice made with the library as it was
     try:
         with pytest.warns(RuntimeWarning, match="could not build the native lrn_cpu kernel"):
             assert native.load("lrn_cpu") is False
     finally:
         native.load.cache_clear()
+        lrn._CHOSEN.clear()  # the choice made with the library as it was
+
+
+def test_the_compiled_network_is_one_graph_once_the_kernel_is_chosen():
+    """torch.compile must not split the network at each LRN: the choice of kernel is made
+    ahead (train.wrap does) and read back as a constant while tracing."""
+    from alexnet.models import build_model
+
+    model = build_model("alexnet", num_classes=10)
+    x = torch.randn(2, 3, 227, 227)
+    lrn.choose_ahead(x.device, (torch.float32,))
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0

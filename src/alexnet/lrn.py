@@ -159,16 +159,23 @@ def _native_backward(grad: torch.Tensor, x: torch.Tensor, *params) -> torch.Tens
     return torch.ops.alexnet_lrn.backward(grad, x, *params)
 
 
-def _triton_forward(x: torch.Tensor, *params) -> torch.Tensor:
+# The Triton kernels as operators of their own: to torch.compile they are opaque calls with a
+# known output (registered below), where a traced Python launch of a user kernel would be
+# followed into lrn_triton.py and split or re-specialised with each shape.
+@torch.library.custom_op("alexnet_lrn_triton::forward", mutates_args=())
+def _triton_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                    relu: bool) -> torch.Tensor:  # fmt: skip
     from alexnet import lrn_triton
 
-    return lrn_triton.forward(x, *params)
+    return lrn_triton.forward(x, size, alpha, beta, k, relu)
 
 
-def _triton_backward(grad: torch.Tensor, x: torch.Tensor, *params) -> torch.Tensor:
+@torch.library.custom_op("alexnet_lrn_triton::backward", mutates_args=())
+def _triton_backward(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float,
+                     k: float, relu: bool) -> torch.Tensor:  # fmt: skip
     from alexnet import lrn_triton
 
-    return lrn_triton.backward(grad, x, *params)
+    return lrn_triton.backward(grad, x, size, alpha, beta, k, relu)
 
 
 IMPLEMENTATIONS = {
@@ -199,6 +206,10 @@ def _fake_backward(grad: torch.Tensor, x: torch.Tensor, *_params) -> torch.Tenso
     return _fake(x)
 
 
+_triton_forward.register_fake(_fake)
+_triton_backward.register_fake(_fake_backward)
+
+
 def _native_available() -> bool:
     if not native.load("lrn_cpu"):
         return False
@@ -211,18 +222,38 @@ def _native_available() -> bool:
 
 # Decided outside any compiled graph: building or loading a library is no graph operation.
 @torch.compiler.disable
-def pick_implementation(x: torch.Tensor, requested: Implementation = "auto") -> str:
-    """The compiled kernel for CPU tensors of float32, bfloat16 and float16 where it builds, the
-    Triton kernels for CUDA tensors where Triton is installed; the PyTorch path elsewhere
-    (float64, other devices, no compiler) and as the reference."""
+def _choose(device_type: str, dtype: torch.dtype, requested: str) -> str:
     if requested == "native" and not _native_available():
         raise RuntimeError("the native LRN kernel is not available here (see the warning above)")
     if requested != "auto":
         return requested
-    if x.device.type == "cuda" and x.dtype != torch.float64 and _has_triton():
+    if device_type == "cuda" and dtype != torch.float64 and _has_triton():
         return "triton"
-    native_ok = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    native_ok = device_type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16)
     return "native" if native_ok and _native_available() else "torch"
+
+
+_CHOSEN: dict[tuple[str, torch.dtype, str], str] = {}
+
+
+def pick_implementation(x: torch.Tensor, requested: Implementation = "auto") -> str:
+    """The compiled kernel for CPU tensors of float32, bfloat16 and float16 where it builds, the
+    Triton kernels for CUDA tensors where Triton is installed; the PyTorch path elsewhere
+    (float64, other devices, no compiler) and as the reference.
+
+    Remembered per (device, dtype): under ``torch.compile`` a remembered choice is a constant
+    of the graph, where calling the choosing function (compiler-disabled) would break the graph
+    in two at every LRN. ``choose_ahead`` makes the choices before a network is compiled."""
+    key = (x.device.type, x.dtype, requested)
+    if key not in _CHOSEN:
+        _CHOSEN[key] = _choose(*key)
+    return _CHOSEN[key]
+
+
+def choose_ahead(device: torch.device, dtypes: tuple[torch.dtype, ...]) -> None:
+    """Make the automatic choice for these inputs now, outside any compiled graph."""
+    for dtype in dtypes:
+        pick_implementation(torch.empty(0, device=device, dtype=dtype))
 
 
 class _LRNFunction(torch.autograd.Function):

@@ -42,6 +42,7 @@ from alexnet.finetune import (
 )
 from alexnet.logger import RunLogger
 from alexnet.lr_find import RangeTest, range_test
+from alexnet.lrn import choose_ahead
 from alexnet.models import build_model, network
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
@@ -382,7 +383,11 @@ def wrap(model: nn.Module, rt: Runtime, train) -> nn.Module:
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
             net.register_comm_hook(None, default_hooks.bf16_compress_hook)
-    return torch.compile(net) if train.compile else net
+    if not train.compile:
+        return net
+    # The LRN kernel is chosen now, so that the compiled graph is one graph, not three.
+    choose_ahead(rt.device, (torch.float32,) + ((rt.amp,) if rt.amp else ()))
+    return torch.compile(net)
 
 
 # --------------------------------------------------------------------------------------------

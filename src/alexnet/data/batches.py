@@ -28,7 +28,9 @@ Raw = tuple  # what ``read`` hands to ``finish``: tensors only, so workers can s
 
 
 class Batches(Protocol):
-    def read(self, chosen: torch.Tensor, generator: torch.Generator | None) -> Raw: ...
+    def read(
+        self, chosen: torch.Tensor, generator: torch.Generator | None, out: torch.Tensor | None
+    ) -> Raw: ...
 
     def finish(
         self, raw: Raw, device: torch.device, channels_last: bool
@@ -80,7 +82,9 @@ class MemoryBatches:
     augment: BatchAugment | None = None
     pca: PCA | None = None
 
-    def read(self, chosen: torch.Tensor, generator: torch.Generator | None) -> Raw:
+    def read(self, chosen: torch.Tensor, generator: torch.Generator | None,
+             out: torch.Tensor | None = None) -> Raw:  # fmt: skip
+        """``out`` is unused: a gather from memory makes its own tensor."""
         images, labels = self.data.images[chosen], self.data.labels[chosen]
         shift = torch.empty(0)
         if generator is not None:
@@ -114,12 +118,18 @@ class StoreBatches:
             raise ValueError(f"data.image_size {self.size} must be at most the store's "
                              f"{self.split.size}")  # fmt: skip
 
-    def read(self, chosen: torch.Tensor, generator: torch.Generator | None) -> Raw:
+    def read_shape(self, n: int) -> tuple[int, ...]:
+        """The uint8 crops of ``n`` images: what ``read`` writes into ``out``."""
+        return (n, self.size, self.size, self.split.channels)
+
+    def read(self, chosen: torch.Tensor, generator: torch.Generator | None,
+             out: torch.Tensor | None = None) -> Raw:  # fmt: skip
+        """The crops go into ``out`` (a loader's reused shared buffer, loader.py) when given."""
         n, s = len(chosen), self.size
         ys, xs = crop_offsets(n, self.split.size, s, generator)
         flips = flip_draws(n, generator if self.flip else None)
         shift = self.pca.draw(n, generator) if self.pca and generator else torch.empty(0)
-        crops = batch_buffer((n, s, s, self.split.channels))
+        crops = out[:n] if out is not None else batch_buffer(self.read_shape(n))
         # One read per image (a band of rows of the stored image), cropped and mirrored as it
         # is copied into the batch: no decode and no float work per image.
         for k, (i, y, x, f) in enumerate(zip(chosen.tolist(), ys.tolist(), xs.tolist(),

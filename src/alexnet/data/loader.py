@@ -9,11 +9,13 @@ resumed at any batch reproduces the rest of the epoch exactly, however many work
 With ``workers`` > 0, ``torch.utils.data.DataLoader`` processes run each batch's ``read``
 (the image reads, crops and flips, batches.py) ahead of the training step; the float work of
 ``finish`` runs where the network does (on the GPU for CUDA). The workers send uint8 crops,
-a quarter of the bytes of the float batch they become.
+a quarter of the bytes of the float batch they become, through a ring of shared buffers
+(:class:`_Slots`) made once, rather than a new shared-memory segment per batch.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from alexnet.data.batches import Batches, to_device
 from alexnet.data.store import StoreError
+
+_PREFETCH = 2  # batches each loader worker is asked for ahead (DataLoader's default)
 
 
 class _Length:
@@ -34,22 +38,83 @@ class _Length:
         return self.n
 
 
+class _Slots:
+    """Batch buffers in shared memory, made before the workers start and used in turn: a
+    worker writes batch k's uint8 crops into slot k mod ``count`` and sends only the slot's
+    number.
+
+    Why: a new shared-memory segment per batch is mapped afresh by the worker and again by the
+    training process, and every 4 KB page of it faults on first touch in both (20,000 faults
+    per 79 MB batch of 512 crops of 227). On one H200 (16 cores, a sandboxed kernel where
+    faults are dear) that held the loader to 14,000 images/s however many workers read; the
+    ring's pages are mapped once. On CUDA the ring is also registered as pinned memory
+    (``cudaHostRegister``): the copy to the GPU is an asynchronous DMA from the slot itself,
+    with no copy into a pinned buffer first.
+
+    A slot is safe to refill because DataLoader keeps at most ``prefetch_factor x workers``
+    batches requested ahead, in order: with ``count`` above that, the slot of a newly
+    requested batch was last used by a batch the training process has already received and
+    finished, and an event recorded after its copy to the GPU is waited on before reuse."""
+
+    def __init__(self, count: int, shape: tuple[int, ...], device: torch.device) -> None:
+        self.count, self.used, self.next, self.owner = count, [None] * count, 0, os.getpid()
+        self.buffers = torch.empty((count, *shape), dtype=torch.uint8).share_memory_()
+        self.pinned = False
+        if device.type == "cuda":  # the pages are pinned (and so faulted) once, here
+            error = torch.cuda.cudart().cudaHostRegister(
+                self.buffers.data_ptr(), self.buffers.nbytes, 0
+            )
+            self.pinned = int(error) == 0  # else to_device copies each batch into pinned memory
+
+    def take(self) -> int:
+        """The next slot, once the GPU has finished copying out of it."""
+        slot, self.next = self.next % self.count, self.next + 1
+        if self.used[slot] is not None:
+            self.used[slot].synchronize()
+            self.used[slot] = None
+        return slot
+
+    def release(self, slot: int, device: torch.device) -> None:
+        """The training process has enqueued everything that reads ``slot``."""
+        if device.type == "cuda":
+            self.used[slot] = torch.cuda.Event()
+            self.used[slot].record()
+
+    def __getstate__(self) -> dict:  # workers receive the buffers, never the CUDA events
+        return {"count": self.count, "buffers": self.buffers, "used": [None] * self.count,
+                "next": 0, "pinned": False, "owner": -1}  # fmt: skip
+
+    def __del__(self) -> None:
+        if self.pinned and os.getpid() == self.owner:  # not in a forked worker
+            torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
+
+
+@dataclass
+class _InSlot:
+    """A worker's batch whose crops are in ``slot`` of the ring, the first ``n`` of it."""
+
+    slot: int
+    n: int
+
+
 class _Reads(Dataset):
-    """Item (epoch, b): the raw batch b of that epoch, what a worker computes. Each worker
-    works out an epoch's order itself (the sampler's, from the seed and the epoch), so the
-    same workers serve every epoch."""
+    """Item (epoch, b, slot): the raw batch b of that epoch, what a worker computes. Each
+    worker works out an epoch's order itself (the sampler's, from the seed and the epoch), so
+    the same workers serve every epoch."""
 
-    def __init__(self, plan: _Plan) -> None:
-        self.plan, self.epoch, self.indices = plan, -1, torch.empty(0)
+    def __init__(self, plan: _Plan, slots: _Slots | None) -> None:
+        self.plan, self.slots, self.epoch, self.indices = plan, slots, -1, torch.empty(0)
 
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, b = key
+    def __getitem__(self, key: tuple[int, int, int]):
+        epoch, b, slot = key
         if epoch != self.epoch:
             self.indices, self.epoch = self.plan.order(epoch), epoch
+        out = self.slots.buffers[slot] if self.slots is not None else None
         try:
-            return self.plan.read(self.indices, epoch, b)
+            raw = self.plan.read(self.indices, epoch, b, out)
         except StoreError as exc:  # raised again by the training process, as its own one line
             return _Failed(str(exc))
+        return raw if out is None else (_InSlot(slot, len(raw[0])), *raw[1:])
 
 
 @dataclass
@@ -84,19 +149,22 @@ class _Plan:
         self.sampler.set_epoch(epoch)
         return torch.tensor(list(iter(self.sampler)), dtype=torch.int64)
 
-    def read(self, indices: torch.Tensor, epoch: int, b: int):
+    def read(self, indices: torch.Tensor, epoch: int, b: int, out: torch.Tensor | None = None):
         chosen = indices[b * self.local_batch : (b + 1) * self.local_batch]
-        return self.batch_maker.read(chosen, self.generator(epoch, b))
+        return self.batch_maker.read(chosen, self.generator(epoch, b), out)
 
 
 class _Keys:
-    """The workers' sampler: (epoch, b) for the batches now wanted."""
+    """The workers' sampler: (epoch, b, slot) for the batches now wanted. DataLoader draws a
+    key when it sends the batch to a worker, so that is when a slot is taken (-1: no ring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: _Slots | None) -> None:
+        self.slots = slots
         self.epoch = self.start = self.stop = 0
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, b) for b in range(self.start, self.stop))
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        for b in range(self.start, self.stop):
+            yield self.epoch, b, self.slots.take() if self.slots is not None else -1
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -138,7 +206,8 @@ class BatchLoader:
         self.plan = _Plan(self.sampler, batches, self.local_batch, seed, train)
         self.epoch = 0
         self._reader: DataLoader | None = None
-        self._keys = _Keys()
+        self._slots = self._ring()
+        self._keys = _Keys(self._slots)
         # Evaluation must count each image once: DistributedSampler pads the last shard by
         # repeating images; those repeats are masked out through `valid`.
         self.total = len(data)
@@ -154,6 +223,14 @@ class BatchLoader:
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         return to_device(t, self.device)
 
+    def _ring(self) -> _Slots | None:
+        """Shared batch buffers for batch makers that write into one (batches.StoreBatches)."""
+        shape = getattr(self.batch_maker, "read_shape", None)
+        if self.workers == 0 or shape is None:
+            return None
+        ahead = _PREFETCH * self.workers  # the most batches DataLoader requests ahead
+        return _Slots(ahead + 2, shape(self.local_batch), self.device)
+
     def _workers(self, start: int) -> DataLoader:
         """The worker processes, started once and kept (``persistent_workers``). A fork shares
         the parent's heap, and each page the parent writes afterwards is copied: workers
@@ -163,8 +240,10 @@ class BatchLoader:
         workers to 1.3, 3.5 and 5.6 GB over three passes; kept workers hold it at 0.55 GB."""
         if self._reader is None:
             self._reader = DataLoader(
-                _Reads(self.plan), batch_size=None, sampler=self._keys, num_workers=self.workers,
-                persistent_workers=True, pin_memory=self.device.type == "cuda",
+                _Reads(self.plan, self._slots), batch_size=None, sampler=self._keys,
+                num_workers=self.workers, prefetch_factor=_PREFETCH, persistent_workers=True,
+                # The ring is pinned already; other batches are pinned by a DataLoader thread.
+                pin_memory=self.device.type == "cuda" and self._slots is None,
                 worker_init_fn=_one_thread,
                 # Its own generator: a DataLoader otherwise draws its workers' base seed from
                 # the global random state, which dropout uses and checkpoints save, so a
@@ -186,8 +265,13 @@ class BatchLoader:
         for b, raw in enumerate(reads, start):
             if isinstance(raw, _Failed):
                 raise StoreError(raw.message)
+            slot = raw[0] if isinstance(raw[0], _InSlot) else None
+            if slot is not None:
+                raw = (self._slots.buffers[slot.slot][: slot.n], *raw[1:])
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
             x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
+            if slot is not None:
+                self._slots.release(slot.slot, self.device)
             yield x, y, valid.to(self.device)
 
     def __iter__(self):
