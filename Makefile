@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch and torchvision as they ship for Python 3.11 on x86-64; newer versions work too.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow lint bench setup data compiler clean
+.PHONY: demo test test-slow test-notebooks lint bench setup data compiler clean
 
 $(BIN)/alexnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# Every notebook top to bottom, shortened (ALEXNET_NOTEBOOK_QUICK=1), in a scratch folder.
+test-notebooks: setup
+	$(BIN)/python -m pytest -q -m notebooks tests/test_notebooks.py
 
 lint: $(BIN)/alexnet
 	$(BIN)/ruff check src tests bench

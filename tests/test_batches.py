@@ -370,3 +370,11 @@ def test_a_store_run_stopped_mid_epoch_resumes_exactly_with_workers(
     saved = (tmp_path / "straight" / "recipe.toml").read_text()
     assert "workers = 2" in saved and 'normalise = "mean-image"' in saved
     assert 'source = "store"' in saved and "pca_std = 0.1" in saved
+
+
+def test_a_ring_larger_than_the_shared_memory_left_is_refused_in_one_line(tmp_path):
+    from alexnet.data.loader import check_shared_memory
+
+    check_shared_memory(1024, str(tmp_path))  # fits
+    with pytest.raises(OSError, match=r"needs 1024\.0 GiB of shared memory .* --shm-size"):
+        check_shared_memory(2**40, str(tmp_path))

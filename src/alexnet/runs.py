@@ -16,7 +16,7 @@ from typing import IO, Any
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
 
-# The keys `--resume RUN --set` may change, and what each means (README, "Changing a run").
+# The keys `--resume RUN --set` may change, and what each means (docs/training.md, "Changing a run").
 RESUME_KEYS = ("optim.lr", "epochs")
 
 

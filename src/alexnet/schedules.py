@@ -59,7 +59,7 @@ def per_step(schedule: Schedule) -> bool:
     return isinstance(schedule, OneCycleLR)
 
 
-# What `--resume RUN --set optim.lr=X` does under each schedule (README, "Changing a run"):
+# What `--resume RUN --set optim.lr=X` does under each schedule (docs/training.md, "Changing a run"):
 #   constant  the rate is X from now on.
 #   step      X replaces the base rate; milestones already passed still divide it.
 #   plateau   the rate is X now; the reductions left stay, counted down from X.

@@ -15,6 +15,7 @@ a quarter of the bytes of the float batch they become, through a ring of shared 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class _Slots:
 
     def __init__(self, count: int, shape: tuple[int, ...], device: torch.device) -> None:
         self.count, self.used, self.next, self.owner = count, [None] * count, 0, os.getpid()
+        check_shared_memory(count * math.prod(shape))
         self.buffers = torch.empty((count, *shape), dtype=torch.uint8).share_memory_()
         self.pinned = False
         if device.type == "cuda":  # the pages are pinned (and so faulted) once, here
@@ -87,6 +89,21 @@ class _Slots:
     def __del__(self) -> None:
         if self.pinned and os.getpid() == self.owner:  # not in a forked worker
             torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
+
+
+def check_shared_memory(needed: int, where: str = "/dev/shm") -> None:
+    """Refuse, in one line, a ring larger than the shared memory left: past it, the first
+    write to a page kills the process with SIGBUS, not an error (Docker gives 64 MB)."""
+    if not os.path.isdir(where):
+        return
+    stat = os.statvfs(where)
+    free = stat.f_bavail * stat.f_frsize
+    if needed > free:
+        raise OSError(
+            f"the data loader needs {needed / 2**30:.1f} GiB of shared memory and {where} has "
+            f"{free / 2**30:.1f} GiB free: in Docker run with --shm-size=8g (or --ipc=host), "
+            "or lower data.workers or data.batch_size"
+        )
 
 
 @dataclass

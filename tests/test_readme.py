@@ -1,0 +1,126 @@
+"""Every command the README shows still works: each ``alexnet`` line parses with the command
+line's own parser and its command's ``--help`` runs (``alexnet summary`` runs for real),
+``torchrun`` lines parse with torchrun's parser, every ``make`` target exists, the container
+lines name files and services that exist, and the command table and docs/cli.md match the
+parser."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alexnet import cli_reference
+from alexnet.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def shown_commands() -> list[str]:
+    """The README's indented code lines, continuations joined, comments dropped."""
+    lines, joined = [], ""
+    for raw in README.splitlines():
+        if not raw.startswith("    ") or raw.lstrip().startswith("- "):
+            continue
+        line = raw.strip()
+        if joined:
+            line = f"{joined} {line}"
+        if line.endswith("\\"):
+            joined = line[:-1].strip()
+            continue
+        joined = ""
+        lines.append(re.sub(r"\s+#\s.*$", "", line))
+    return [c for c in lines if c]
+
+
+COMMANDS = shown_commands()
+
+
+def by_program(program: str) -> list[str]:
+    return [c for c in COMMANDS if c.split()[0] == program]
+
+
+def test_the_readme_shows_each_kind_of_command():
+    programs = {c.split()[0] for c in COMMANDS}
+    assert {"make", "alexnet", "torchrun", "docker", "cd", ".venv/bin/pip", "bash"} <= programs
+    assert len(by_program("alexnet")) >= 8
+
+
+@pytest.mark.parametrize("line", by_program("alexnet"))
+def test_every_alexnet_line_parses(line):
+    args = shlex.split(line)[1:]
+    assert build_parser().parse_args(args).command == args[0]  # its options and their values
+
+
+@pytest.mark.parametrize("command", sorted({shlex.split(c)[1] for c in by_program("alexnet")}))
+def test_the_help_of_every_command_shown_runs(command, capsys):
+    from alexnet.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith(f"usage: alexnet {command}")
+
+
+def test_alexnet_summary_runs_as_shown():
+    assert "alexnet summary" in COMMANDS
+    run = subprocess.run([sys.executable, "-m", "alexnet", "summary"], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0 and "60,965,224" in run.stdout
+
+
+@pytest.mark.parametrize("line", by_program("torchrun"))
+def test_every_torchrun_line_parses(line):
+    from torch.distributed.run import get_args_parser
+
+    args = shlex.split(line)[1:]
+    launched = get_args_parser().parse_args(args)
+    assert launched.module and launched.training_script == "alexnet"
+    assert build_parser().parse_args(launched.training_script_args).command == "train"
+
+
+@pytest.mark.parametrize("line", by_program("make"))
+def test_every_make_target_exists(line):
+    target = shlex.split(line)[1]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"no make target {target!r}"
+    if "BENCH=" in line:
+        for name in re.search(r'BENCH="([^"]+)"', line).group(1).split():
+            assert (ROOT / "bench" / f"{name}.py").is_file()
+
+
+def test_the_container_lines_name_what_exists():
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())["services"]
+    for line in COMMANDS:
+        words = shlex.split(line)
+        if "-f" in words:
+            assert (ROOT / words[words.index("-f") + 1]).is_file(), line
+        if "ALEXNET_DOCKERFILE=" in line:
+            assert (ROOT / "docker" / line.split("=", 1)[1].split()[0]).is_file(), line
+        if "compose" in words and "run" in words:
+            assert words[words.index("run") + 2] in services, line  # after --rm
+        if words[0] == "cd":
+            assert (ROOT / words[1]).is_dir(), line
+
+
+def test_the_other_tools_shown_are_there():
+    assert (ROOT / "notebooks").is_dir() and any((ROOT / "notebooks").glob("*.ipynb"))
+    tensorboard = Path(sys.executable).parent / "tensorboard"
+    assert ".venv/bin/tensorboard --logdir runs" in COMMANDS
+    assert tensorboard.exists(), "tensorboard is a dependency: it belongs beside python"
+    assert "bash bench/gpu.sh" in COMMANDS
+    assert subprocess.run(["bash", "-n", str(ROOT / "bench" / "gpu.sh")]).returncode == 0
+
+
+def test_the_command_table_and_docs_cli_match_the_parser():
+    with pytest.raises(SystemExit) as done:
+        cli_reference.main(["--check"])
+    assert done.value.code == 0, "run: python -m alexnet.cli_reference"
+    names = [name for name, _, _ in cli_reference.commands()]
+    assert all(f"`alexnet {name}`" in README for name in names)
