@@ -243,3 +243,15 @@ def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, ti
     assert after == before, "a failed start left a run folder behind"
     assert not list(c.tmp.rglob(".*.tmp")), "a temporary checkpoint was left behind"
     HELD.clear()
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``alexnet summary --json | head -1``: output to a pipe whose reader is gone."""
+    import subprocess
+    import sys
+
+    script = ("import os; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+              "from alexnet.cli import main; main(['summary', '--json'])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""

@@ -370,3 +370,16 @@ def test_a_limited_set_stored_class_by_class_keeps_every_class():
     assert grouped.images.flatten().tolist() == [0, 14, 28, 42, 57, 71, 85, 99]
     mixed = ImageSet(images, sorted_labels.flip(0).roll(3), list("abcd"), "mixed").subset(8)
     assert mixed.images.flatten().tolist() == list(range(8))  # the first ones, as before
+
+
+def test_decode_image_takes_a_string_path_and_says_why_it_cannot(tmp_path):
+    from alexnet.data.images import decode_image
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(path)
+    image, why = decode_image(str(path), 3)
+    assert image.shape == (3, 4, 6) and why == ""
+    assert decode_image(str(tmp_path / "missing.png"), 3) == (
+        None,
+        "cannot read: No such file or directory",
+    )

@@ -559,6 +559,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside the try, not at exit
+    except BrokenPipeError:  # `alexnet summary --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(0)
     except (UserError, ValueError, OSError) as exc:
         if os.environ.get("ALEXNET_DEBUG"):
             raise

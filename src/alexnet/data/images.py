@@ -32,7 +32,7 @@ MAX_PIXELS = 64_000_000  # data.max_megapixels' default
 
 
 def decode_image(
-    path: Path, channels: int, size: int | None = None, max_pixels: int = MAX_PIXELS
+    path: Path | str, channels: int, size: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> tuple[torch.Tensor | None, str]:
     """``path`` as uint8 (C, H, W), or (None, why it was skipped)."""
     from PIL import Image
@@ -42,7 +42,7 @@ def decode_image(
     # restored: other code in the process keeps PIL's) and ours decides, giving the size.
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        return _decode_checked(path, channels, size, max_pixels)
+        return _decode_checked(Path(path), channels, size, max_pixels)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
