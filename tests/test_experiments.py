@@ -108,3 +108,15 @@ def test_the_one_tower_variant_halves_conv1_to_conv4_as_the_paper_did(tiny_folde
     assert one["widths"] == [4, 4, 8, 8, 8] and one["two_towers"] is False
     full = variant_recipe(base, BY_NAME["full"], 0, 1)
     assert full.augment.pca_std == 0.1 and full.model.options["widths"] == [8, 8, 16, 16, 8]
+
+
+def test_figure1_keeps_the_base_recipes_own_limit_on_training_images():
+    from alexnet.config import apply_overrides, load_recipe
+    from alexnet.experiments.relu_vs_tanh import SWEEP_IMAGES, figure1_recipe
+
+    whole = load_recipe("fashion-mnist")
+    small = apply_overrides(whole, ["data.limit_train=1000"])
+    assert figure1_recipe(whole, "relu", 0.01, 1, SWEEP_IMAGES).data.limit_train == SWEEP_IMAGES
+    assert figure1_recipe(whole, "relu", 0.01, 3, 0).data.limit_train == 0
+    assert figure1_recipe(small, "tanh", 0.01, 1, SWEEP_IMAGES).data.limit_train == 1000
+    assert figure1_recipe(small, "tanh", 0.01, 3, 0).data.limit_train == 1000

@@ -37,7 +37,10 @@ STYLES = {"relu": "-", "tanh": "--", "sigmoid": ":"}
 
 
 def figure1_recipe(base: Recipe, activation: str, lr: float, epochs: int, limit: int) -> Recipe:
-    """The base recipe's data and hardware settings, Figure 1's network and training."""
+    """The base recipe's data and hardware settings, Figure 1's network and training; at most
+    ``limit`` training images (0: all), and never more than the base recipe's own limit."""
+    own = base.data.limit_train
+    limit = min(limit, own) if limit and own else limit or own
     table = base.to_dict()
     table.update(name=f"figure1-{activation}", epochs=epochs)
     table["model"] = {"arch": "convnet4", "options": {"activation": activation}}
