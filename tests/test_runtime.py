@@ -47,3 +47,19 @@ def test_settings_reject_unknown_choices():
         apply_overrides(recipe, ['train.grad_compression="fp16"'])
     with pytest.raises(ValueError, match=r"train\.allocator"):
         apply_overrides(recipe, ['train.allocator="jemalloc"'])
+
+
+def test_a_network_prepared_in_bfloat16_can_be_prepared_again_in_float32():
+    """Figures (bfloat16 where it pays) and then predict (float32 by default) on one loaded
+    network: the second preparation must not keep the first one's weights."""
+    from alexnet.inference import infer, prepare_for_inference
+    from alexnet.models import build_model
+
+    model = build_model("alexnet-small", num_classes=10, in_channels=1, input_size=28)
+    x = torch.randn(2, 1, 28, 28)
+    cpu = torch.device("cpu")
+    prepare_for_inference(model, cpu, torch.bfloat16, True)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    prepare_for_inference(model, cpu, None, True)
+    assert next(model.parameters()).dtype == torch.float32
+    assert infer(model, x, None).dtype == torch.float32

@@ -17,13 +17,13 @@ from alexnet.runtime import autocast
 def prepare_for_inference(
     model: nn.Module, device: torch.device, amp: torch.dtype | None, channels_last: bool
 ) -> nn.Module:
-    """``model`` in evaluation mode on ``device``, its weights in ``amp`` (when set) and in the
-    channels-last layout (when asked); changed in place and returned."""
+    """``model`` in evaluation mode on ``device``, its weights in ``amp`` (float32 when unset,
+    also for a network prepared before in another type) and in the channels-last layout (when
+    asked); changed in place and returned."""
     model.eval().requires_grad_(False).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    if amp is not None:
-        model.to(amp)
+    model.to(amp or torch.float32)
     return model
 
 
