@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from alexnet import __version__
-from alexnet.config import split_assignment
+from alexnet.config import recipe_names, split_assignment
 
 # What every command that uses a trained network accepts (trained.load_trained reads them all).
 TRAINED = ("a checkpoint, a run folder (its best.pt), a .safetensors or .pth weights file, or "
@@ -82,9 +82,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError("--resume continues a run as it was; drop --recipe, --data, --name, "
                         "--weights and --freeze-features")  # fmt: skip
     if not (args.resume or args.recipe):
-        raise UserError(
-            "give --recipe NAME (fashion-mnist, cifar10, imagenet-paper, photos, finetune) or --resume RUN_DIR"
-        )
+        raise UserError(f"give --recipe NAME ({', '.join(recipe_names())}) or --resume RUN_DIR")
     progress = not args.no_progress
     try:
         with StopFlag() as stop:  # a signal before training stops at once, leaving nothing
@@ -315,7 +313,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a network from a recipe, or resume a run")
     p.add_argument(
         "--recipe",
-        help="recipe name (fashion-mnist, cifar10, imagenet-paper, photos, finetune) or .toml path",
+        help=f"recipe name ({', '.join(recipe_names())}) or .toml path",
     )
     p.add_argument("--data", help="data folder or archive (sets data.root, stored absolute)")
     p.add_argument("--weights", metavar="FILE",
@@ -471,7 +469,7 @@ def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="the paper's claims as experiments: relu-vs-tanh, ablations",
                        description="relu-vs-tanh: Figure 1, the four-layer network with ReLU, "
                        "tanh and sigmoid units, each at its best rate, within --budget minutes; "
-                       "how many times faster ReLU reaches 25%% training error. ablations: the "
+                       "how many times faster ReLU reaches 25% training error. ablations: the "
                        "network without LRN, overlapping pooling, dropout, PCA colour noise or "
                        "two towers, over several seeds. A killed experiment, started again with "
                        "the same command, continues where it stopped.")  # fmt: skip
@@ -550,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
     p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
     p.add_argument("parts", nargs="*", metavar="PART",
-                   help="with clear: decoded, extracted and/or downloads (default: the first two)")  # fmt: skip
+                   help="with clear: decoded, extracted, native and/or downloads (default: all "
+                        "but downloads)")  # fmt: skip
     p.set_defaults(func=cmd_cache)
     return parser
 

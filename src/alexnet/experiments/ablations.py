@@ -10,8 +10,9 @@ convolutional layer but the last ("the one-GPU net actually has the same number 
 the two-GPU net in the final convolutional layer", and the same fully connected layers), not
 with the same widths in one tower.
 
-A difference counts as more than seed noise when it exceeds twice its standard error, from the
-seeds' spread of both networks; with two or three seeds that is a rough guide, said as such.
+A difference counts as more than seed noise when Welch's t over the seeds (each network's spread,
+with the test set's own sampling error added) puts it outside the 95% range; with two or three
+seeds only large effects pass, and the results say so.
 """
 
 from __future__ import annotations
