@@ -259,8 +259,13 @@ def main() -> None:
             save()
         result["rows"] += store_cases(args, train_flops, peak)
         save()
+    print_best(result["rows"])
+
+
+def print_best(rows: list[dict]) -> None:
+    """The best rate on synthetic data and from the store, against the target."""
     for fed in (False, True):
-        rates = [r["images_per_s"] for r in result["rows"] if "images_per_s" in r
+        rates = [r["images_per_s"] for r in rows if "images_per_s" in r
                  and r.get("store", False) == fed]  # fmt: skip
         if rates:
             print(f"best {'from the store' if fed else 'on synthetic data'}: {max(rates):.0f} "
