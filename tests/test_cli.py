@@ -255,3 +255,14 @@ def test_a_closed_pipe_ends_the_command_quietly():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
+    from alexnet.cli import main
+
+    runs = tmp_path / "runs"
+    main(["train", "--recipe", str(recipe_file(epochs=1)), "--runs", str(runs), "--name", "quiet",
+          "--no-progress", "--no-report"])  # fmt: skip
+    run = runs / "quiet"
+    assert (run / "metrics.jsonl").is_file() and (run / "best.pt").is_file()
+    assert not (run / "report.md").exists() and not list(run.glob("*.png"))

@@ -90,12 +90,12 @@ def cmd_train(args: argparse.Namespace) -> None:
                 _lock = _hold(Path(args.resume)) if Path(args.resume).is_dir() else None
                 r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
                 fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
-                    progress=progress, stop=stop)  # fmt: skip
+                    progress=progress, stop=stop, report=not args.no_report)  # fmt: skip
             else:
                 recipe, run_dir = _start_run(args)
                 _lock = _hold(run_dir)  # kept until this function returns
                 try:
-                    fit(recipe, run_dir, progress=progress, stop=stop)
+                    fit(recipe, run_dir, progress=progress, stop=stop, report=not args.no_report)
                 except BaseException:
                     remove_failed_start(run_dir)
                     raise
@@ -335,6 +335,11 @@ def _add_train(sub) -> None:
     p.add_argument("--runs", default="runs", help="folder that holds run folders (default runs)")
     p.add_argument("--name", help="run folder name (default: recipe and time)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="no report.md and figures at the end (alexnet figures draws them later)",
+    )
     p.set_defaults(func=cmd_train)
 
 
