@@ -61,8 +61,8 @@ class _Slots:
         self.count, self.used, self.next, self.owner = count, [None] * count, 0, os.getpid()
         check_shared_memory(count * math.prod(shape))
         self.buffers = torch.empty((count, *shape), dtype=torch.uint8).share_memory_()
-        self.pinned = False
-        if device.type == "cuda":  # the pages are pinned (and so faulted) once, here
+        self.pinned, self.cuda = False, device.type == "cuda"
+        if self.cuda:  # the pages are pinned (and so faulted) once, here
             error = torch.cuda.cudart().cudaHostRegister(
                 self.buffers.data_ptr(), self.buffers.nbytes, 0
             )
@@ -76,15 +76,15 @@ class _Slots:
             self.used[slot] = None
         return slot
 
-    def release(self, slot: int, device: torch.device) -> None:
+    def release(self, slot: int) -> None:
         """The training process has enqueued everything that reads ``slot``."""
-        if device.type == "cuda":
+        if self.cuda:
             self.used[slot] = torch.cuda.Event()
             self.used[slot].record()
 
     def __getstate__(self) -> dict:  # workers receive the buffers, never the CUDA events
         return {"count": self.count, "buffers": self.buffers, "used": [None] * self.count,
-                "next": 0, "pinned": False, "owner": -1}  # fmt: skip
+                "next": 0, "pinned": False, "cuda": False, "owner": -1}  # fmt: skip
 
     def __del__(self) -> None:
         if self.pinned and os.getpid() == self.owner:  # not in a forked worker
@@ -288,7 +288,7 @@ class BatchLoader:
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
             x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
             if slot is not None:
-                self._slots.release(slot.slot, self.device)
+                self._slots.release(slot.slot)
             yield x, y, valid.to(self.device)
 
     def __iter__(self):
