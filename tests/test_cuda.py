@@ -2,10 +2,14 @@
 pinned-memory batches and the runtime's choices. Skipped without a GPU; bench/gpu.sh runs
 them on one. (Apple's MPS device is not tested: no such machine is at hand.)"""
 
+import contextlib
+
 import pytest
 import torch
 
 from alexnet.lrn import LocalResponseNorm, pick_implementation
+
+from .conftest import tiny_recipe
 
 pytestmark = [
     pytest.mark.cuda,
@@ -61,6 +65,18 @@ def test_a_bf16_channels_last_training_step_learns():
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
+@contextlib.contextmanager
+def host_never_waits():
+    """Fail on any operation that makes the host wait for the GPU (a copy from pageable
+    memory, ``.item()``, a stream synchronisation): the loader must queue a batch without
+    waiting for the step before it to finish."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_batches_arrive_on_the_gpu_through_pinned_memory():
     from alexnet.data.batches import MemoryBatches
     from alexnet.data.imageset import ImageSet
@@ -70,7 +86,8 @@ def test_batches_arrive_on_the_gpu_through_pinned_memory():
     data = ImageSet(images, torch.arange(32) % 4, ["a", "b", "c", "d"])
     plain = MemoryBatches(data, torch.zeros(3), torch.ones(3))
     loader = BatchLoader(data, 8, plain, train=True, device="cuda", channels_last=True)
-    x, y, valid = next(iter(loader))
+    with host_never_waits():
+        x, y, valid = next(iter(loader))
     assert x.is_cuda and y.is_cuda and valid.is_cuda
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert loader.to_device(torch.zeros(2)).is_cuda
@@ -106,15 +123,52 @@ def test_store_batches_on_the_gpu_equal_the_cpu_path(tmp_path):
     assert on_gpu.is_cuda and labels.is_cuda
     assert on_gpu.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
-    # The workers' ring of shared buffers is pinned, copied from asynchronously, and reused
-    # (4 batches an epoch, 6 slots, 3 epochs) without a batch overwritten before its copy.
-    by_workers = {}
-    for workers in (0, 2):
-        loader = BatchLoader(split, 4, maker, train=True, device="cuda", workers=workers)
-        seen = []
+    # The workers' ring of shared buffers is pinned, copied from asynchronously on a stream
+    # of its own, and reused (4 batches an epoch, 6 slots, 3 epochs) without a batch
+    # overwritten before its copy; the GPU's batches equal the CPU's, and making them never
+    # makes the host wait for the GPU.
+    seen = {}
+    for device, workers in (("cpu", 0), ("cuda", 0), ("cuda", 2)):
+        loader = BatchLoader(split, 4, maker, train=True, device=device, workers=workers)
+        seen[device, workers] = []
         for epoch in range(3):
             loader.set_epoch(epoch)
-            seen += [x.cpu() for x, _, _ in loader]
-        by_workers[workers] = seen
+            with host_never_waits():
+                seen[device, workers] += [(x.clone(), valid) for x, _, valid in loader]
         assert workers == 0 or (loader._slots.pinned and loader._slots.next > 6)
-    assert all(torch.equal(a, b) for a, b in zip(*by_workers.values(), strict=True))
+    for device, workers in (("cuda", 0), ("cuda", 2)):
+        for (a, valid), (b, _) in zip(seen[device, workers], seen["cpu", 0], strict=True):
+            assert a.is_cuda and valid.is_cuda and torch.allclose(a.cpu(), b, atol=1e-5)
+
+
+def test_a_training_epoch_waits_for_the_gpu_only_to_read_each_step(tmp_path, tiny_folder,
+                                                                     monkeypatch):  # fmt: skip
+    """Between reading one step's numbers and the next, the host only queues work: a single
+    synchronising call inside the loop would leave the GPU idle while the host launches the
+    next step. Reading a step (one step late) and checkpointing are the places allowed to
+    wait."""
+    from alexnet import train
+
+    def allowed_to_wait(fn):
+        def call(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("error")
+
+        return call
+
+    def never_waits(fn):
+        def call(*args, **kwargs):
+            with host_never_waits():
+                return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(train, "train_one_epoch", never_waits(train.train_one_epoch))
+    monkeypatch.setattr(train, "read_step", allowed_to_wait(train.read_step))
+    monkeypatch.setattr(train.Loop, "save", allowed_to_wait(train.Loop.save))
+    final = train.fit(tiny_recipe(tiny_folder, epochs=2), tmp_path / "run", progress=False,
+                      report=False)  # fmt: skip
+    assert final["epoch"] == 2 and torch.isfinite(torch.tensor(final["train_loss"]))

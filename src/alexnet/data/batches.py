@@ -41,11 +41,22 @@ class Batches(Protocol):
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``. For CUDA through pinned (page-locked) memory, so that the copy is
-    asynchronous: without it ``non_blocking`` copies from pageable memory wait for the
-    transfer, and the GPU idles while the CPU gathers the next batch."""
-    if device.type == "cuda" and not t.is_pinned():
+    asynchronous. A plain ``.to("cuda")`` from pageable memory, however small the tensor,
+    waits for everything queued on the GPU to finish (PyTorch synchronises the stream after
+    such a copy): the host can then queue the next step only once the GPU has run dry."""
+    if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def constant_on(owner: object, device: torch.device, name: str, make) -> torch.Tensor:
+    """``make()``, a constant of ``owner``'s batch arithmetic, on ``device``: copied there
+    once and kept in ``owner``, not copied again for every batch."""
+    cache = owner.__dict__.setdefault("_device_copies", {})
+    key = (str(device), name)
+    if key not in cache:
+        cache[key] = to_device(make(), device)
+    return cache[key]
 
 
 def batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
@@ -96,8 +107,10 @@ class MemoryBatches:
 
     def finish(self, raw: Raw, device: torch.device, channels_last: bool):
         images, labels, shift = raw
-        x = normalise(to_device(images, device), self.mean.to(device), self.std.to(device),
-                      channels_last, shift if shift.numel() else None)  # fmt: skip
+        mean = constant_on(self, device, "mean", lambda: self.mean)
+        std = constant_on(self, device, "std", lambda: self.std)
+        shift = to_device(shift, device) if shift.numel() else None
+        x = normalise(to_device(images, device), mean, std, channels_last, shift)
         return x, to_device(labels, device)
 
     def display(self, chosen: torch.Tensor) -> torch.Tensor:
@@ -142,13 +155,14 @@ class StoreBatches:
         """``(crop - mean + shift) / std`` in [0, 1] units, i.e. ``crop * a + b`` with
         ``a = 1 / (255 std)`` and ``b = (shift - mean) / std``."""
         crops, labels, ys, xs, flips, shift = raw
-        shift = shift if shift.numel() else torch.zeros(len(crops), self.split.channels)
         if device.type == "cpu":
+            shift = shift if shift.numel() else torch.zeros(len(crops), self.split.channels)
             x = self._finish_cpu(crops, ys, xs, flips, shift)
         else:
             x = to_device(crops, device).float().mul_(self._on(device, "scale"))
             x.add_(self._offsets(ys, xs, flips, device))
-            x.add_((to_device(shift, device) / self._on(device, "std"))[:, None, None, :])
+            if shift.numel():
+                x.add_((to_device(shift, device) / self._on(device, "std"))[:, None, None, :])
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W) in channels-last memory, as stored
         return (x if channels_last else x.contiguous()), to_device(labels, device)
 
@@ -156,14 +170,9 @@ class StoreBatches:
         return (1.0 / (255.0 * self.std)).to(device)
 
     def _on(self, device, what: str) -> torch.Tensor:
-        """A constant of the batch arithmetic on ``device``, copied there once."""
-        cache = self.__dict__.setdefault("_device_copies", {})
-        key = (str(device), what)
-        if key not in cache:
-            value = {"scale": lambda: self._scale("cpu"), "std": lambda: self.std,
-                     "neg": lambda: self._scaled_mean()[0]}[what]()  # fmt: skip
-            cache[key] = value.to(device)
-        return cache[key]
+        make = {"scale": lambda: self._scale("cpu"), "std": lambda: self.std,
+                "neg": lambda: self._scaled_mean()[0]}[what]  # fmt: skip
+        return constant_on(self, device, what, make)
 
     def _scaled_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-mean / std at every stored pixel (H, W, C), and its mirror image; a per-channel
@@ -201,9 +210,9 @@ class StoreBatches:
         subtracts the mean image before cropping), as one gather: (N, size, size, C)."""
         neg = self._on(device, "neg")
         steps = torch.arange(self.size, device=device)
-        rows = ys.to(device)[:, None] + steps
-        cols = xs.to(device)[:, None] + torch.where(flips.to(device)[:, None],
-                                                     self.size - 1 - steps, steps)  # fmt: skip
+        rows = to_device(ys, device)[:, None] + steps
+        cols = to_device(xs, device)[:, None] + torch.where(to_device(flips, device)[:, None],
+                                                             self.size - 1 - steps, steps)  # fmt: skip
         return neg[rows[:, :, None], cols[:, None, :]]
 
     def display(self, chosen: torch.Tensor) -> torch.Tensor:

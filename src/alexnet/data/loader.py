@@ -77,7 +77,8 @@ class _Slots:
         return slot
 
     def release(self, slot: int) -> None:
-        """The training process has enqueued everything that reads ``slot``."""
+        """The training process has enqueued the copy out of ``slot`` (on the current stream);
+        on the CPU the ring's bound alone keeps it from being refilled too soon."""
         if self.cuda:
             self.used[slot] = torch.cuda.Event()
             self.used[slot].record()
@@ -224,6 +225,7 @@ class BatchLoader:
         self.epoch = 0
         self._reader: DataLoader | None = None
         self._slots = self._ring()
+        self._copies: torch.cuda.Stream | None = None  # made on first use: CUDA only
         self._keys = _Keys(self._slots)
         # Evaluation must count each image once: DistributedSampler pads the last shard by
         # repeating images; those repeats are masked out through `valid`.
@@ -282,14 +284,33 @@ class BatchLoader:
         for b, raw in enumerate(reads, start):
             if isinstance(raw, _Failed):
                 raise StoreError(raw.message)
-            slot = raw[0] if isinstance(raw[0], _InSlot) else None
+            slot = raw[0].slot if isinstance(raw[0], _InSlot) else None
             if slot is not None:
-                raw = (self._slots.buffers[slot.slot][: slot.n], *raw[1:])
+                raw = (self._slots.buffers[slot][: raw[0].n], *raw[1:])
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
-            x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
+            *raw, valid = self._arrive((*raw, valid), slot)
+            x, y = self.batch_maker.finish(tuple(raw), self.device, self.channels_last)
+            yield x, y, valid
+
+    def _arrive(self, tensors: tuple[torch.Tensor, ...], slot: int | None) -> list[torch.Tensor]:
+        """A batch's tensors on the run's device. On CUDA they are copied on a stream of their
+        own, so that the copy engine moves batch k+1 while the compute stream runs step k,
+        rather than the copy waiting in line behind step k (79 MB at batch 512, a few ms of a
+        20 ms step on one H200). The compute stream waits for the copy only where the batch
+        is first used; the ring's slot is released once the copy, not the step, is done."""
+        if self.device.type != "cuda":
+            return list(tensors)
+        if self._copies is None:
+            self._copies = torch.cuda.Stream(self.device)
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._copies):
+            moved = [to_device(t, self.device) for t in tensors]
             if slot is not None:
-                self._slots.release(slot.slot)
-            yield x, y, valid.to(self.device)
+                self._slots.release(slot)  # an event on the copy stream, after the copy
+        compute.wait_stream(self._copies)
+        for t in moved:  # made on the copy stream, freed after the compute stream's use
+            t.record_stream(compute)
+        return moved
 
     def __iter__(self):
         return self.batches()
