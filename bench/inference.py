@@ -1,7 +1,6 @@
 """Inference images/s and one-image latency of the paper's network through the package's
-inference path (``alexnet.inference``, which ``alexnet eval`` and ``predict`` are to use; those
-commands do not exist yet), against the same network written plainly and torchvision's
-alexnet in its best setting.
+inference path (``alexnet.inference``, which ``alexnet eval``, ``predict`` and ``figures``
+use), against the same network written plainly and torchvision's alexnet in its best setting.
 
 Cases, each in its own process, taking turns in rounds (see machine.in_processes):
 
