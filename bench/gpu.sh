@@ -29,7 +29,7 @@ PYEOF
 
 echo "== CUDA tests"
 if $PY -c "import pytest" 2>/dev/null; then
-    timeout 120 $PY -m pytest -q -p no:cacheprovider --noconftest -o addopts="" tests/test_cuda.py \
+    timeout 150 $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py \
         || echo "CUDA tests failed (exit $?)"
 else
     echo "pytest is not installed here: CUDA tests not run"
