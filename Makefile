@@ -49,7 +49,8 @@ lint: $(BIN)/alexnet
 
 # Benchmarks, each writing bench/results/<name>-<cpu kind>.json, then one table of them all.
 # A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only
-# CPU's code paths, emulated) for the speed benchmarks. All of them take over 25 minutes.
+# CPU's code paths, emulated), ISA=avx512 to AVX-512 without bfloat16 (an older Xeon's), for the
+# speed benchmarks. All of them take over 25 minutes.
 BENCH ?= lrn throughput inference loader ddp fashion_mnist cifar10 caltech101
 ISA   ?= native
 CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz

@@ -36,14 +36,22 @@ def cpu_info() -> dict[str, str]:
     return info
 
 
-# What --isa avx2 sets: ATen, oneDNN, MKL and the compiled kernels held to AVX2 (and bfloat16
-# off), to measure on an AVX-512 machine the code paths an AVX2-only CPU takes. Memory and
-# caches stay this machine's, so such figures are labelled as emulated.
-AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+# What --isa sets, to measure on this machine the code paths another kind of CPU takes: avx2,
+# ATen, oneDNN, MKL and the compiled kernels held to AVX2 (an AVX2-only CPU); avx512, held to
+# AVX-512 without its bfloat16 instructions (an Intel Xeon such as Skylake or Cascade Lake).
+# bfloat16 is off under both (runtime.cpu_has_fast_bf16 reads the oneDNN cap). Memory, caches
+# and vector units stay this machine's, so such figures are labelled as emulated ("as-...").
+HELD_TO = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+               "MKL_CBWR": "AVX512"},
+}  # fmt: skip
 
 
-def hold_to_avx2() -> None:
-    os.environ.update(AVX2_ONLY)
+def hold_to(isa: str) -> None:
+    if isa == "avx512" and "avx512f" not in cpu_info().get("flags", "").split():
+        raise SystemExit("--isa avx512: this CPU has no AVX-512 to hold the libraries to")
+    os.environ.update(HELD_TO[isa])
 
 
 def speed_arguments(parser) -> dict:
@@ -51,11 +59,12 @@ def speed_arguments(parser) -> dict:
     printed. Returns the parsed arguments with the machine and the precisions worth trying."""
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
-                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU")  # fmt: skip
+    parser.add_argument("--isa", choices=("native", *HELD_TO), default="native",
+                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU; avx512: "
+                             "to AVX-512 without bfloat16, as on a Xeon before Cooper Lake")  # fmt: skip
     args = parser.parse_args()
-    if args.isa == "avx2":
-        hold_to_avx2()
+    if args.isa != "native":
+        hold_to(args.isa)
     m = machine()
     print(describe(m))
     precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]
@@ -65,13 +74,13 @@ def speed_arguments(parser) -> dict:
 
 
 def cpu_kind() -> str:
-    """A short name for the kind of CPU: vendor and the widest fast path it has, and
-    ``-as-avx2`` where :func:`hold_to_avx2` holds it to AVX2."""
+    """A short name for the kind of CPU: vendor and the widest fast path it has, or
+    ``-as-avx2`` / ``-as-avx512`` where :func:`hold_to` holds the libraries to less."""
     info = cpu_info()
-    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
-        vendor = "amd" if "AMD" in info.get("vendor_id", "") else "intel"
-        return f"{vendor}-as-avx2"
     vendor = "amd" if "AMD" in info.get("vendor_id", "") else "intel"
+    for isa, env in HELD_TO.items():
+        if all(os.environ.get(k) == v for k, v in env.items()):
+            return f"{vendor}-as-{isa}"
     flags = set(info.get("flags", "").split())
     if "amx_bf16" in flags:
         return f"{vendor}-amx"

@@ -45,11 +45,14 @@ def cpu_signature() -> str:
 
 def march_flags() -> list[str]:
     """The widest vectors this CPU has, unless ATen is held to narrower ones
-    (``ATEN_CPU_CAPABILITY=avx2`` or ``default``, as the golden test and an AVX2 emulation do):
-    then the kernels keep to the same instructions."""
+    (``ATEN_CPU_CAPABILITY`` avx2, avx512 or default, as the golden test and the benchmarks'
+    emulations of other CPUs do): then the kernels keep to the same instructions (for avx512,
+    those of the first AVX-512 Xeons)."""
     capability = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
     if capability == "avx2":
         return ["-march=native", "-mno-avx512f"]
+    if capability == "avx512":
+        return ["-march=skylake-avx512", "-mtune=native"]
     if capability == "default":
         return ["-march=x86-64"] if platform.machine() == "x86_64" else []
     return ["-march=native"]
