@@ -306,8 +306,8 @@ def test_progress_bars_only_on_a_terminal(tmp_path, cache, recipe_file):
 def test_a_checkpoint_of_release_0_1_0_still_resumes(tmp_path, tiny_folder, cache):
     """The 0.1.0 run folder resumes, with its momentum, to the weights recorded below. They were
     first those of an uninterrupted 0.1.0 run; they were recorded again when the arithmetic
-    changed on purpose (the fused SGD update, the compiled LRN kernel and its estimated
-    square roots)."""
+    changed on purpose (the fused SGD update, the compiled LRN kernel, its estimated square
+    roots, and its ReLU and gradient loops vectorised on AVX2)."""
     import shutil
 
     from .test_golden import PORTABLE_MATH, weights_digest
@@ -327,7 +327,7 @@ def test_a_checkpoint_of_release_0_1_0_still_resumes(tmp_path, tiny_folder, cach
     final = load_checkpoint(run / "last.pt")
     assert final["format"] == 2 and final["epoch"] == 12
     assert weights_digest(final["model"]) == (
-        "9c89f1eae1f1b2d19a8e1bde76ee00a013abd5120b2550a1f87dfd9471e30f88"
+        "12d7c9659e0cd0937207caa1072cf09fee7327bd9685785a4e78bb0834da153b"
     )
 
 

@@ -54,8 +54,9 @@ class _Slots:
 
     A slot is safe to refill because DataLoader keeps at most ``prefetch_factor x workers``
     batches requested ahead, in order: with ``count`` above that, the slot of a newly
-    requested batch was last used by a batch the training process has already received and
-    finished, and an event recorded after its copy to the GPU is waited on before reuse."""
+    requested batch was last used by a batch the training process has already received and,
+    on the CPU, finished; on CUDA, an event recorded after its copy to the GPU (on the copy
+    stream, BatchLoader._arrive) is waited on before reuse."""
 
     def __init__(self, count: int, shape: tuple[int, ...], device: torch.device) -> None:
         self.count, self.used, self.next, self.owner = count, [None] * count, 0, os.getpid()
@@ -89,6 +90,9 @@ class _Slots:
 
     def __del__(self) -> None:
         if self.pinned and os.getpid() == self.owner:  # not in a forked worker
+            for event in self.used:  # copies still reading the ring finish first
+                if event is not None:
+                    event.synchronize()
             torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
 
 
@@ -299,7 +303,7 @@ class BatchLoader:
         20 ms step on one H200). The compute stream waits for the copy only where the batch
         is first used; the ring's slot is released once the copy, not the step, is done."""
         if self.device.type != "cuda":
-            return list(tensors)
+            return [t.to(self.device) for t in tensors]  # nothing to do on the CPU
         if self._copies is None:
             self._copies = torch.cuda.Stream(self.device)
         compute = torch.cuda.current_stream(self.device)
