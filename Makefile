@@ -57,7 +57,7 @@ CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 bench: setup
 	@for b in $(BENCH); do \
 		case $$b in \
-			throughput|inference) args="--isa $(ISA)";; \
+			lrn|throughput|inference) args="--isa $(ISA)";; \
 			cifar10) args="--data $(CIFAR)";; \
 			*) args="";; \
 		esac; \

@@ -5,7 +5,7 @@ in float32 and bfloat16, NCHW and channels_last. torch's CPU LocalResponseNorm h
 kernel (avg_pool3d refuses it), so its bfloat16 baseline is what a user must write instead:
 compute in float32 and cast back.
 
-    python bench/lrn.py [--rounds 5]
+    python bench/lrn.py [--rounds 5] [--isa avx2]
 
 Three columns: torch.nn.LocalResponseNorm, this package's PyTorch path (the reference) and its
 compiled kernel (native.py); one line per case, written to bench/results/lrn-<cpu kind>.json.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from machine import describe, interleaved, machine, write
+from machine import describe, hold_to, interleaved, isa_argument, machine, write
 
 from alexnet.lrn import LocalResponseNorm
 
@@ -43,7 +43,10 @@ def forward_backward(fn, x: torch.Tensor, grad: torch.Tensor):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    isa_argument(parser)
     args = parser.parse_args()
+    if args.isa != "native":  # before the first kernel runs: ATen and oneDNN read it then
+        hold_to(args.isa)
 
     torch.manual_seed(0)
     torch_lrn = torch_reference(torch.nn.LocalResponseNorm(**PAPER))

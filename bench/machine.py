@@ -54,14 +54,18 @@ def hold_to(isa: str) -> None:
     os.environ.update(HELD_TO[isa])
 
 
+def isa_argument(parser) -> None:
+    parser.add_argument("--isa", choices=("native", *HELD_TO), default="native",
+                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU; avx512: "
+                             "to AVX-512 without bfloat16, as on a Xeon before Cooper Lake")  # fmt: skip
+
+
 def speed_arguments(parser) -> dict:
     """The options every speed benchmark shares, parsed; ``--isa avx2`` applied, the machine
     printed. Returns the parsed arguments with the machine and the precisions worth trying."""
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--isa", choices=("native", *HELD_TO), default="native",
-                        help="avx2: hold every library to AVX2, as on an AVX2-only CPU; avx512: "
-                             "to AVX-512 without bfloat16, as on a Xeon before Cooper Lake")  # fmt: skip
+    isa_argument(parser)
     args = parser.parse_args()
     if args.isa != "native":
         hold_to(args.isa)
