@@ -30,6 +30,7 @@ from alexnet.config import apply_overrides, load_recipe
 from alexnet.data.loader import BatchLoader
 from alexnet.lrn import choose_ahead
 from alexnet.models import build_model
+from alexnet.runtime import tune_cudnn
 from alexnet.summary import summarise
 
 # Dense bfloat16 tensor-core peaks, FLOP/s, from the vendors' data sheets (SXM parts).
@@ -220,7 +221,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py: no CUDA GPU here")
-    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
+    tune_cudnn()  # cuDNN's fastest algorithms for fixed shapes, as alexnet train chooses them
     name = torch.cuda.get_device_name()
     train_flops = 3 * 2 * summarise("alexnet")["total_mult_adds"]  # per image: fwd + 2 bwd
     peak = peak_flops(name)

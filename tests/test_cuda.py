@@ -184,3 +184,18 @@ def test_a_training_epoch_waits_for_the_gpu_only_to_read_each_step(tmp_path, tin
     final = train.fit(tiny_recipe(tiny_folder, epochs=2), tmp_path / "run", progress=False,
                       report=False)  # fmt: skip
     assert final["epoch"] == 2 and torch.isfinite(torch.tensor(final["train_loss"]))
+
+
+def test_cudnn_times_its_algorithms_unless_the_run_is_deterministic():
+    from alexnet.config import TrainSettings
+    from alexnet.runtime import start_runtime
+
+    before = torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled()
+    try:
+        assert start_runtime(TrainSettings()).device.type == "cuda"
+        assert torch.backends.cudnn.benchmark
+        start_runtime(TrainSettings(deterministic=True))
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = before[0]
+        torch.use_deterministic_algorithms(before[1])

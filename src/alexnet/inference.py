@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet.runtime import autocast
+from alexnet.runtime import autocast, tune_cudnn
 
 
 def prepare_for_inference(
@@ -21,6 +21,8 @@ def prepare_for_inference(
     also for a network prepared before in another type) and in the channels-last layout (when
     asked); changed in place and returned."""
     model.eval().requires_grad_(False).to(device)
+    if device.type == "cuda":
+        tune_cudnn()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.to(amp or torch.float32)

@@ -131,6 +131,13 @@ def set_threads(setting: int, local_world_size: int) -> None:
     torch.set_num_threads(max(1, cores // max(1, local_world_size)))
 
 
+def tune_cudnn(deterministic: bool = False) -> None:
+    """Batches keep their shape from step to step, so cuDNN may time its algorithms for each
+    convolution once and keep the fastest (``cudnn.benchmark``); a deterministic run leaves
+    it off, since the timing can pick another algorithm in another run."""
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def start_runtime(train) -> Runtime:
     """Set up processes, device, threads and determinism for the recipe's ``train`` settings."""
     rank, world, local = init_distributed()
@@ -138,6 +145,8 @@ def start_runtime(train) -> Runtime:
     set_threads(train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if train.deterministic:
         torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        tune_cudnn(train.deterministic)
     amp = pick_precision(train.precision, device)
     if device.type == "cpu":
         keep_freed_memory(train.allocator)
