@@ -45,8 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     isa_argument(parser)
     args = parser.parse_args()
-    if args.isa != "native":  # before the first kernel runs: ATen and oneDNN read it then
-        hold_to(args.isa)
+    hold_to(args.isa)
 
     torch.manual_seed(0)
     torch_lrn = torch_reference(torch.nn.LocalResponseNorm(**PAPER))

@@ -49,6 +49,10 @@ HELD_TO = {
 
 
 def hold_to(isa: str) -> None:
+    """Hold the libraries to ``isa`` (native: as they are); before the first kernel runs, since
+    ATen and oneDNN read these variables then."""
+    if isa == "native":
+        return
     if isa == "avx512" and "avx512f" not in cpu_info().get("flags", "").split():
         raise SystemExit("--isa avx512: this CPU has no AVX-512 to hold the libraries to")
     os.environ.update(HELD_TO[isa])
@@ -67,8 +71,7 @@ def speed_arguments(parser) -> dict:
     parser.add_argument("--rounds", type=int, default=5)
     isa_argument(parser)
     args = parser.parse_args()
-    if args.isa != "native":
-        hold_to(args.isa)
+    hold_to(args.isa)
     m = machine()
     print(describe(m))
     precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]

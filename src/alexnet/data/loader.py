@@ -62,8 +62,8 @@ class _Slots:
         self.count, self.used, self.next, self.owner = count, [None] * count, 0, os.getpid()
         check_shared_memory(count * math.prod(shape))
         self.buffers = torch.empty((count, *shape), dtype=torch.uint8).share_memory_()
-        self.pinned, self.cuda = False, device.type == "cuda"
-        if self.cuda:  # the pages are pinned (and so faulted) once, here
+        self.pinned = False
+        if device.type == "cuda":  # the pages are pinned (and so faulted) once, here
             error = torch.cuda.cudart().cudaHostRegister(
                 self.buffers.data_ptr(), self.buffers.nbytes, 0
             )
@@ -78,15 +78,14 @@ class _Slots:
         return slot
 
     def release(self, slot: int) -> None:
-        """The training process has enqueued the copy out of ``slot`` (on the current stream);
-        on the CPU the ring's bound alone keeps it from being refilled too soon."""
-        if self.cuda:
-            self.used[slot] = torch.cuda.Event()
-            self.used[slot].record()
+        """On CUDA: the copy out of ``slot`` is enqueued (on the current stream). Elsewhere the
+        batch is finished before the next is requested, and the ring's bound alone suffices."""
+        self.used[slot] = torch.cuda.Event()
+        self.used[slot].record()
 
     def __getstate__(self) -> dict:  # workers receive the buffers, never the CUDA events
         return {"count": self.count, "buffers": self.buffers, "used": [None] * self.count,
-                "next": 0, "pinned": False, "cuda": False, "owner": -1}  # fmt: skip
+                "next": 0, "pinned": False, "owner": -1}  # fmt: skip
 
     def __del__(self) -> None:
         if self.pinned and os.getpid() == self.owner:  # not in a forked worker
@@ -303,7 +302,7 @@ class BatchLoader:
         20 ms step on one H200). The compute stream waits for the copy only where the batch
         is first used; the ring's slot is released once the copy, not the step, is done."""
         if self.device.type != "cuda":
-            return [t.to(self.device) for t in tensors]  # nothing to do on the CPU
+            return [t.to(self.device) for t in tensors]  # the CPU: as they are; MPS: copied
         if self._copies is None:
             self._copies = torch.cuda.Stream(self.device)
         compute = torch.cuda.current_stream(self.device)
