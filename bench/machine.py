@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,9 @@ def hold_to(isa: str) -> None:
     if isa == "native":
         return
     if isa == "avx512" and "avx512f" not in cpu_info().get("flags", "").split():
-        raise SystemExit("--isa avx512: this CPU has no AVX-512 to hold the libraries to")
+        print("--isa avx512: this CPU has no AVX-512 to hold the libraries to; use --isa avx2 "
+              "or native", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     os.environ.update(HELD_TO[isa])
 
 
