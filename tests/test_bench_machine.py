@@ -15,10 +15,13 @@ import machine
 
 @pytest.fixture()
 def clean_env(monkeypatch):
-    """The variables --isa sets, unset for the test and put back after it."""
+    """The variables --isa sets, unset for the test and put back as they were after it (set
+    first: monkeypatch records nothing for deleting a variable that is not there, and one that
+    hold_to sets would then outlive the test, reaching later tests' worker processes)."""
     for env in machine.HELD_TO.values():
         for key in env:
-            monkeypatch.delenv(key, raising=False)
+            monkeypatch.setenv(key, "")
+            monkeypatch.delenv(key)
     return monkeypatch
 
 
