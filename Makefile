@@ -51,13 +51,13 @@ lint: $(BIN)/alexnet
 # A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only
 # CPU's code paths, emulated), ISA=avx512 to AVX-512 without bfloat16 (an older Xeon's), for the
 # speed benchmarks. All of them take over 25 minutes.
-BENCH ?= lrn throughput inference loader ddp fashion_mnist cifar10 caltech101
+BENCH ?= lrn throughput inference winograd loader ddp fashion_mnist cifar10 caltech101
 ISA   ?= native
 CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 bench: setup
 	@for b in $(BENCH); do \
 		case $$b in \
-			lrn|throughput|inference) args="--isa $(ISA)";; \
+			lrn|throughput|inference|winograd) args="--isa $(ISA)";; \
 			cifar10) args="--data $(CIFAR)";; \
 			*) args="";; \
 		esac; \

@@ -57,6 +57,17 @@ def _inference(r: dict) -> tuple[str, str, bool | None]:
     return text, f">= {target}x plain", q["alexnet / plain"] >= target
 
 
+def _winograd(r: dict) -> tuple[str, str, bool | None]:
+    """A bound on what Winograd could bring to inference: informative, no target of its own."""
+    direct = sum(x["direct_s"] for x in r["layers"].values())
+    products = sum(min(x["products_s"].values()) for x in r["layers"].values())
+    q = r["ratios"]
+    return (f"stride-1 convolutions {1e3 * direct:.0f} ms, Winograd's products alone "
+            f"{1e3 * products:.0f} ms: inference at most {q['bound / plain']:.2f}x plain with "
+            f"free transforms, {q['bound with traffic / plain']:.2f}x with their least memory "
+            f"traffic (now {q['alexnet / plain']:.2f}x)", "", None)  # fmt: skip
+
+
 def _accuracy(r: dict) -> tuple[str, str, bool | None]:
     text = (f"{100 * r['test_accuracy']:.2f}% in {r['train_seconds']:.0f} s of training "
             f"({r['images_per_s']} img/s)")  # fmt: skip
@@ -121,7 +132,8 @@ def _gpu(r: dict) -> tuple[str, str, bool | None]:
 
 
 SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
-    "lrn": _lrn, "throughput": _throughput, "inference": _inference, "loader": _loader,
+    "lrn": _lrn, "throughput": _throughput, "inference": _inference,
+    "winograd": _winograd, "loader": _loader,
     "fashion_mnist": _accuracy, "cifar10": _accuracy, "caltech101": _caltech, "ddp": _ddp,
     "gpu": _gpu,
 }  # fmt: skip
