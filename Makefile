@@ -49,18 +49,15 @@ lint: $(BIN)/alexnet
 
 # Benchmarks, each writing bench/results/<name>-<cpu kind>.json, then one table of them all.
 # A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only
-# CPU's code paths, emulated), ISA=avx512 to AVX-512 without bfloat16 (an older Xeon's), for the
-# speed benchmarks. All of them take over 25 minutes.
+# CPU's code paths, emulated), ISA=avx512 to AVX-512 without bfloat16 (an older Xeon's); each
+# result then names the kind it stood for. All of them take over 25 minutes.
 BENCH ?= lrn throughput inference winograd loader ddp fashion_mnist cifar10 caltech101
 ISA   ?= native
 CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 bench: setup
 	@for b in $(BENCH); do \
-		case $$b in \
-			lrn|throughput|inference|winograd) args="--isa $(ISA)";; \
-			cifar10) args="--data $(CIFAR)";; \
-			*) args="";; \
-		esac; \
+		args="--isa $(ISA)"; \
+		if [ $$b = cifar10 ]; then args="$$args --data $(CIFAR)"; fi; \
 		echo "== bench/$$b.py $$args"; \
 		$(BIN)/python bench/$$b.py $$args || exit 1; \
 	done

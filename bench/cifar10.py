@@ -5,7 +5,7 @@ AlexNet-family network (the paper's own CIFAR-10 network reached 89%). Training 
 optimisation steps; the wall time printed beside it also counts decoding, per-epoch
 evaluation and the report.
 
-    python bench/cifar10.py --data ../shared/data/cifar10-jpeg.tar.gz [--set KEY=VALUE ...]
+    python bench/cifar10.py --data ../shared/data/cifar10-jpeg.tar.gz [--set KEY=VALUE ...] [--isa avx2]
 """
 
 from accuracy import main

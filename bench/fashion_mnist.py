@@ -4,7 +4,7 @@ Target: at least 94.0% test accuracy within 5 minutes of training on a 2-core CP
 time counts the optimisation steps; the wall time printed beside it also counts loading,
 per-epoch evaluation and the report.
 
-    python bench/fashion_mnist.py [--set KEY=VALUE ...]
+    python bench/fashion_mnist.py [--set KEY=VALUE ...] [--isa avx2]
 """
 
 from accuracy import main
