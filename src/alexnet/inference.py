@@ -3,7 +3,8 @@ precision the hardware computes fastest in, with the weights converted once.
 
 Under autocast every call casts each weight to bfloat16 again (61 million of them for the
 paper's network, about as long as the convolutions themselves at batch 1); a network that
-only answers keeps its weights in bfloat16 instead. ``bench/inference.py`` measures it.
+only answers keeps its weights in bfloat16 instead. In float32 on the CPU its 3x3 and 5x5
+convolutions go by Winograd's algorithm (winograd.py). ``bench/inference.py`` measures it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alexnet import winograd
 from alexnet.runtime import autocast, tune_cudnn
 
 
@@ -26,6 +28,8 @@ def prepare_for_inference(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.to(amp or torch.float32)
+    if device.type == "cpu" and amp is None and winograd.enabled():
+        winograd.use_winograd(model)  # float32's convolutions with fewer multiplications
     return model
 
 

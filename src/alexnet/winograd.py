@@ -1,0 +1,169 @@
+"""Winograd convolutions for inference in float32 on the CPU: fewer multiplications where the
+arithmetic itself is the limit.
+
+In float32 on a CPU without fast bfloat16 the paper's network answers at the speed of its
+convolutions, which oneDNN already runs near the machine's peak. Winograd's F(m, r) computes
+an m x m output tile of an r x r convolution with (m + r - 1)^2 multiplications where the
+direct way needs m^2 r^2 (Lavin and Gray, 2016): the input's tiles are transformed (B^T d B),
+multiplied point by point with the transformed weights (G g G^T) as (m + r - 1)^2 matrix
+products over the channels, and transformed back (A^T M A). The products go to ``torch.bmm``;
+the two transforms are a compiled kernel (csrc/winograd_cpu.cpp, which says why).
+
+The tile is the largest up to 8 x 8 points (NNPACK's largest) that needs the fewest
+multiplications for the layer's output: F(4, 5) for conv2 (0.17 of the direct products) and
+F(5, 3) for conv3 to conv5 (0.29). Measured on the paper's network at batch 64 on a 2-core Zen 4
+held to AVX2 (bench/inference.py), with the outputs within 2e-5 of the largest (float32
+rounding of the transforms, tested against float64): see docs/performance.md.
+
+Only for a network that answers (winograd weights are made once, from fixed weights), only
+in float32 and only on the CPU; ``ALEXNET_WINOGRAD=0`` switches it off, and a layer falls back
+to the direct convolution for inputs too small to fill the products (SMALLEST_PRODUCTS).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from functools import cache
+
+import torch
+from torch import nn
+
+from alexnet import native
+
+LARGEST_TILE = 8  # points per side; beyond it float32 loses digits fast (points up to +-2, 1/2)
+POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2),
+          Fraction(-1, 2))  # fmt: skip
+# Products of fewer rows (tiles) than this lose to oneDNN's direct convolution: on Zen 4 held
+# to AVX2, one image's conv3 (9 tiles of F(5, 3)) took 1.7 ms against 1.5 directly, two
+# images' (18 tiles) 2.1 against 2.8 ms; one image's conv2 (49 tiles of F(4, 5)) 1.0 against 2.5.
+SMALLEST_PRODUCTS = 16
+
+
+def _evaluation(points: int, degree: int) -> list[list[Fraction]]:
+    """Rows [1, p, p^2, ...] of a polynomial of ``degree`` coefficients at the first
+    ``points - 1`` of POINTS, and its leading coefficient (the point at infinity)."""
+    rows = [[p**e for e in range(degree)] for p in POINTS[: points - 1]]
+    return [*rows, [Fraction(0)] * (degree - 1) + [Fraction(1)]]
+
+
+def _inverse(matrix: list[list[Fraction]]) -> list[list[Fraction]]:
+    """Exact inverse by Gauss-Jordan elimination over the rationals."""
+    size = len(matrix)
+    rows = [row + [Fraction(int(i == j)) for j in range(size)] for i, row in enumerate(matrix)]
+    for col in range(size):
+        pivot = next(i for i in range(col, size) if rows[i][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        rows[col] = [v / rows[col][col] for v in rows[col]]
+        for i in range(size):
+            if i != col and rows[i][col] != 0:
+                rows[i] = [a - rows[i][col] * b for a, b in zip(rows[i], rows[col], strict=True)]
+    return [row[size:] for row in rows]
+
+
+@cache
+def transforms(m: int, r: int) -> tuple[list[list[Fraction]], ...]:
+    """Exact (A^T, G, B^T) of F(m, r), by Toom-Cook: a linear convolution of an m-tap and an
+    r-tap signal is its values at n = m + r - 1 points, multiplied and interpolated back, and
+    the correlation a convolution layer computes is that map transposed. With V_k the n x k
+    evaluation matrix and C the inverse of V_n: A^T = V_m^T, G = V_r, B^T = C^T."""
+    n = m + r - 1
+    if n > len(POINTS) + 1:
+        raise ValueError(f"F({m}, {r}) needs {n} points; at most {len(POINTS) + 1} are defined")
+    vm, inverse = _evaluation(n, m), _inverse(_evaluation(n, n))
+    a_t = [[vm[j][i] for j in range(n)] for i in range(m)]
+    b_t = [[inverse[j][i] for j in range(n)] for i in range(n)]
+    return a_t, _evaluation(n, r), b_t
+
+
+def tile_for(r: int, out: int) -> int:
+    """The output tile m of F(m, r) with the fewest multiplications for an out x out output,
+    tiles of at most LARGEST_TILE points (ties: the smaller tile, the more accurate)."""
+    sizes = range(2, LARGEST_TILE - r + 2)
+    return min(sizes, key=lambda m: ((m + r - 1) ** 2 * math.ceil(out / m) ** 2, m))
+
+
+def _tensor(rows: list[list[Fraction]], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.tensor([[float(v) for v in row] for row in rows], dtype=dtype)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """A stride-1 ``nn.Conv2d`` that answers by Winograd's F(m, r) (module docstring), with the
+    same parameters and state dict; made with :meth:`of` from a trained layer. The tile
+    follows the input's size, and the weights' transform for it is made on first use."""
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> WinogradConv2d:
+        """``conv``'s Winograd twin, sharing its parameters."""
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                    groups=conv.groups, bias=conv.bias is not None, device="meta")  # fmt: skip
+        layer.weight, layer.bias = conv.weight, conv.bias
+        layer.transformed = {}
+        return layer
+
+    def _transformed(self, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(G w G^T per tower [groups, points, in, out], A^T, B^T) for F(m, r), made in float64
+        and rounded once; made again only when the weights change: new memory (as a change of
+        type makes) or a change in place. The entry holds the weights it was made from, so that
+        their memory cannot be handed to new weights at the same address meanwhile."""
+        w = self.weight
+        key = (m, w.data_ptr(), w._version)
+        if self.transformed.get(m, (None,))[0] != key:
+            r, groups = self.kernel_size[0], self.groups
+            a_t, g, b_t = transforms(m, r)
+            with torch.no_grad():
+                gd = _tensor(g, torch.float64)
+                u = torch.einsum("ai,ocij,bj->abco", gd, w.double(), gd)
+                u = u.reshape((m + r - 1) ** 2, self.in_channels // groups, groups, -1)
+                u = u.permute(2, 0, 1, 3).float().contiguous()
+            self.transformed[m] = (key, w.detach(), u, _tensor(a_t), _tensor(b_t))
+        return self.transformed[m][2:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad, r = self.padding[0], self.kernel_size[0]
+        out_h, out_w = x.shape[2] + 2 * pad - r + 1, x.shape[3] + 2 * pad - r + 1
+        m = tile_for(r, max(out_h, out_w))
+        tiles_h, tiles_w = math.ceil(out_h / m), math.ceil(out_w / m)
+        learning = torch.is_grad_enabled() and self.weight.requires_grad
+        if (x.shape[0] * tiles_h * tiles_w < SMALLEST_PRODUCTS or x.dtype != torch.float32
+                or self.weight.dtype != torch.float32 or x.device.type != "cpu" or learning
+                or torch.is_autocast_enabled("cpu")):  # fmt: skip
+            return super().forward(x)  # autocast would take the products to its lower type
+        u, a_t, b_t = self._transformed(m)
+        x = x.contiguous(memory_format=torch.channels_last)
+        ops = torch.ops.alexnet_winograd
+        v = ops.input_tiles(x, b_t, m, pad, self.groups, tiles_h, tiles_w)
+        y = torch.empty((x.shape[0], self.out_channels, out_h, out_w),
+                        memory_format=torch.channels_last)  # fmt: skip
+        per_tower = self.out_channels // self.groups
+        bias = self.bias if self.bias is not None else torch.zeros(self.out_channels)
+        for g in range(self.groups):
+            products = torch.bmm(v[g], u[g])  # [points, tiles, out] by MKL's batched GEMM
+            ops.output_tiles(products, a_t, bias[g * per_tower : (g + 1) * per_tower], y,
+                             tiles_h, tiles_w, g * per_tower)  # fmt: skip
+        return y
+
+
+def eligible(conv: nn.Module) -> bool:
+    """A layer Winograd's F(m, 3) and F(m, 5) cover: square 3x3 or 5x5, stride and dilation 1,
+    zero padding."""
+    return (type(conv) is nn.Conv2d and conv.kernel_size in ((3, 3), (5, 5))
+            and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+            and conv.padding[0] == conv.padding[1])  # fmt: skip
+
+
+def enabled() -> bool:
+    return os.environ.get("ALEXNET_WINOGRAD", "1") != "0" and native.load("winograd_cpu")
+
+
+def use_winograd(model: nn.Module) -> int:
+    """Every eligible convolution of ``model`` replaced by its Winograd twin, in place;
+    returns how many were."""
+    names = [name for name, module in model.named_modules() if eligible(module)]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent)
+        setattr(owner, child, WinogradConv2d.of(getattr(owner, child)))
+    return len(names)
