@@ -106,8 +106,8 @@ def keep_freed_memory(setting: str = "auto") -> bool:
     kernel zeroes every page). With mmap off and trimming raised to 2 GiB, freed blocks stay
     in the heap and the next step reuses them, at the price of keeping the peak memory of a
     step for the whole run. bench/throughput.py measures it on the paper's network ("freed
-    memory kept"): 1.13x in bfloat16 on a 2-core Zen 4, 1.04x there with AVX2 code paths in
-    float32 (a first probe gave +20-28%; the machine is noisy). The
+    memory kept"): 1.10x in bfloat16 on a 2-core Zen 4, 1.06x there with AVX2 code paths in
+    float32 and 1.16x with AVX-512 ones (a first probe gave +20-28%; the machine is noisy). The
     same effect is what jemalloc or tcmalloc preloaded give; this needs no preload. Only where
     the C library is glibc; "system" leaves malloc as it is."""
     if setting == "system" or platform.libc_ver()[0] != "glibc":
