@@ -7,6 +7,8 @@ Cases, each in its own process, taking turns in rounds (see machine.in_processes
 * ``plain``: the paper's ``alexnet`` with ``torch.nn.LocalResponseNorm``, float32, NCHW,
   ``model.eval()`` under ``torch.no_grad()``.
 * ``alexnet``: the package's path (inference.py) with the runtime's automatic choices.
+* ``alexnet winograd=off``: the same without Winograd's convolutions (``ALEXNET_WINOGRAD=0``),
+  where the path computes in float32 (on CPUs without fast bfloat16), to measure them.
 * ``torchvision <precision> <layout>``: torchvision's alexnet at 224x224 under
   ``torch.inference_mode()``, float32 and (where the CPU has fast bfloat16) bfloat16 with
   bfloat16 weights, NCHW and channels_last; its best is the baseline.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -87,6 +90,9 @@ def build_case(name: str, batch: int):
         return plain_case(plain_alexnet(), 227, batch), "fp32, NCHW, torch.nn.LocalResponseNorm"
     if name == "alexnet":
         return package_case(batch)
+    if name == "alexnet winograd=off":  # this process only: the trick's effect, side by side
+        os.environ["ALEXNET_WINOGRAD"] = "0"
+        return package_case(batch)
     _, precision, layout = name.split()
     amp = torch.bfloat16 if precision == "bf16" else None
     model = torchvision.models.alexnet()
@@ -98,7 +104,9 @@ def main() -> None:
     parser.add_argument("--latency-calls", type=int, default=40)
     setup = speed_arguments(parser)
     args, tv = setup["args"], setup["torchvision"]
-    names = ["plain", "alexnet", *tv]
+    # Winograd's convolutions serve float32 only (alexnet.winograd): timed without them too.
+    winograd = [] if setup["machine"]["fast_bf16"] else ["alexnet winograd=off"]
+    names = ["plain", "alexnet", *winograd, *tv]
     print(f"throughput, batch {args.batch}:")
     cases = in_processes("inference", names, {"batch": args.batch}, args.rounds, 1)
     rate = {n: args.batch / c["seconds"] for n, c in cases.items()}
@@ -119,6 +127,9 @@ def main() -> None:
     print(f"\nalexnet: {cases['alexnet']['setting']}")
     ratios = {"alexnet / plain": rate["alexnet"] / rate["plain"],
               "alexnet / torchvision best": rate["alexnet"] / rate[best_tv]}  # fmt: skip
+    if winograd:
+        ratios["winograd on / off"] = rate["alexnet"] / rate[winograd[0]]
+        print(f"winograd on / off            {ratios['winograd on / off']:5.2f}x")
     print(f"\nalexnet / plain             {ratios['alexnet / plain']:5.2f}x  (target >= {TARGET}x)")
     print(f"alexnet / torchvision best  {ratios['alexnet / torchvision best']:5.2f}x  "
           f"(best: {best_tv})")  # fmt: skip

@@ -52,20 +52,19 @@ def _inference(r: dict) -> tuple[str, str, bool | None]:
     text = (f"{r['cases']['alexnet']['images_per_s']:.0f} img/s: {q['alexnet / plain']:.2f}x "
             f"plain, {q['alexnet / torchvision best']:.2f}x torchvision best; one image p50 "
             f"{lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms"
-            + (f", loading the network {loading[1]} s" if loading else ""))  # fmt: skip
+            + (f", loading the network {loading[1]} s" if loading else "")
+            + (f"; {q['winograd on / off']:.2f}x from Winograd" if "winograd on / off" in q
+               else ""))  # fmt: skip
     target = r["targets"]["alexnet / plain"]
     return text, f">= {target}x plain", q["alexnet / plain"] >= target
 
 
 def _winograd(r: dict) -> tuple[str, str, bool | None]:
-    """A bound on what Winograd could bring to inference: informative, no target of its own."""
-    direct = sum(x["direct_s"] for x in r["layers"].values())
-    products = sum(min(x["products_s"].values()) for x in r["layers"].values())
-    q = r["ratios"]
-    return (f"stride-1 convolutions {1e3 * direct:.0f} ms, Winograd's products alone "
-            f"{1e3 * products:.0f} ms: inference at most {q['bound / plain']:.2f}x plain with "
-            f"free transforms, {q['bound with traffic / plain']:.2f}x with their least memory "
-            f"traffic (now {q['alexnet / plain']:.2f}x)", "", None)  # fmt: skip
+    """The five convolutions' time, directly and by Winograd, beside the best possible."""
+    t = r["totals_s"]
+    return (f"convolutions {1e3 * t['direct']:.0f} ms directly, {1e3 * t['winograd']:.0f} ms by "
+            f"Winograd; at best {1e3 * t['products']:.0f} ms with free transforms, "
+            f"{1e3 * t['peak']:.0f} ms at peak; NNPACK {1e3 * t['nnpack']:.0f} ms", "", None)  # fmt: skip
 
 
 def _accuracy(r: dict) -> tuple[str, str, bool | None]:

@@ -1,20 +1,26 @@
-"""How far fewer multiplications could take float32 inference: a bound, not a kernel.
+"""The Winograd convolutions of float32 inference (alexnet.winograd) layer by layer, against
+the direct convolution and against what fewer multiplications could do at best.
 
 Winograd's F(m, r) computes an m x m tile of an r x r convolution with (m + r - 1)^2
 multiplications instead of m^2 r^2; for a whole layer they become (m + r - 1)^2 batched matrix
-products of [images x tiles, channels in] by [channels in, channels out] (per tower), plus
-transforms of the input tiles and of the results. Here each stride-1 convolution of the paper's
-network is timed as the package's inference path runs it (oneDNN, channels_last, batch 64)
-against those products alone, for F(2, r) and F(4, r), the transforms left out. No Winograd
-convolution on this machine can beat the products alone, so the time they save, taken off the
-package's inference path, bounds what Winograd could bring to ``bench/inference.py``'s ratio.
-A second, tighter bound adds the least the transforms can cost: writing the products' left
-operands and reading their results once each (timed as half a copy of both).
+products of [images x tiles, channels in] by [channels in, channels out] (per tower), between
+a transform of the input's tiles and one of the products' results. Each convolution of the
+paper's network is timed as the inference path ran it before (oneDNN, channels_last, batch 64,
+freed memory kept), as it runs it now (``WinogradConv2d``), and, for each stride-1 one, with
+every tile up to 8 x 8 points (float32 accuracy falls fast beyond), as:
+
+* ``peak``: the multiplications alone at the rate oneDNN reaches on the direct convolution
+  (about the machine's peak), the transforms free. No Winograd convolution can beat it.
+* ``products``: the products as ``torch.bmm`` does them, the transforms free: what the
+  package's layer would take if its transforms cost nothing.
+* ``nnpack``: NNPACK's convolution, which PyTorch ships (Winograd or FFT, its own choice), on
+  NCHW input, the layout it needs, with the conversions to and from it left out.
 
     python bench/winograd.py [--batch 64] [--rounds 5] [--isa avx2]
 
 Float32 only: where the CPU has fast bfloat16 the inference path uses it, and the benchmark
-says so and stops (held with --isa avx2 or avx512 it runs). Written to bench/results/winograd-<cpu kind>.json.
+says so and stops (held with --isa avx2 or avx512 it runs). Written to
+bench/results/winograd-<cpu kind>.json; bench/inference.py gives the whole network's figure.
 """
 
 from __future__ import annotations
@@ -22,15 +28,15 @@ from __future__ import annotations
 import argparse
 import math
 
-from machine import describe, hold_to, in_processes, interleaved, isa_argument, machine, write
+from machine import describe, hold_to, interleaved, isa_argument, machine, write
 
-TILES = (2, 4)  # F(2, r) and F(4, r); larger tiles lose float32 accuracy (points of size ~8)
-TARGET = 3.0  # bench/inference.py's
+LARGEST_TILE = 8  # m + r - 1 at most: NNPACK's 8x8 tiles, and this package's
+WAYS = ("winograd", "peak", "products", "nnpack")
 
 
-def stride_one_convolutions(batch: int) -> dict:
-    """The network's stride-1 convolutions with the input each sees, found by running it, so
-    that no list of the architecture is kept here."""
+def convolutions(batch: int) -> dict:
+    """The network's convolutions with the input each sees, found by running it, so that no
+    list of the architecture is kept here."""
     import torch
 
     from alexnet.models import build_model
@@ -45,7 +51,7 @@ def stride_one_convolutions(batch: int) -> dict:
         return hook
 
     hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Conv2d) and module.stride == (1, 1)]  # fmt: skip
+             if isinstance(module, torch.nn.Conv2d)]  # fmt: skip
     with torch.inference_mode():
         model(torch.zeros(1, 3, 227, 227))
     for hook in hooks:
@@ -53,33 +59,98 @@ def stride_one_convolutions(batch: int) -> dict:
     return {name: (m, (batch, *shape[1:])) for name, (m, shape) in seen.items()}
 
 
+def tiles(conv) -> list[int]:
+    """The output tile sizes m worth trying: none for a strided convolution."""
+    r = conv.kernel_size[0]
+    return [] if conv.stride != (1, 1) else list(range(2, LARGEST_TILE - r + 2))
+
+
+def products(conv, shape: tuple[int, ...], m: int) -> tuple[int, int, int, int]:
+    """F(m, r)'s batched products on ``shape``: (count, rows, inner, columns)."""
+    r, groups = conv.kernel_size[0], conv.groups
+    out = shape[2] + 2 * conv.padding[0] - r + 1
+    rows = shape[0] * math.ceil(out / m) ** 2  # the last row and column of tiles overhang
+    return groups * (m + r - 1) ** 2, rows, shape[1] // groups, conv.out_channels // groups
+
+
+def direct_mult_adds(conv, shape: tuple[int, ...]) -> int:
+    out = (shape[2] + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+    return shape[0] * out * out * conv.out_channels * conv.weight[0].numel()
+
+
 def layer_cases(conv, shape: tuple[int, ...]) -> dict:
-    """The layer directly, and the products alone of each F(m, r)."""
+    """The layer directly and by the package's Winograd layer; per tile size its products,
+    every buffer made once (a fresh one per call would time the page faults of hundreds of
+    MB); and NNPACK's convolution where PyTorch has it."""
     import torch
+
+    from alexnet.winograd import WinogradConv2d, eligible, enabled
 
     conv = conv.to(memory_format=torch.channels_last)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-    r, groups = conv.kernel_size[0], conv.groups
-    n, cin, h, _ = shape
-    cout = conv.out_channels
-    out = h + 2 * conv.padding[0] - r + 1
 
-    def direct() -> None:
-        with torch.inference_mode():
-            conv(x)
+    def timed(layer):
+        def run() -> None:
+            with torch.inference_mode():
+                layer(x)
 
-    cases = {"direct": direct}
-    for m in TILES:
-        points = (m + r - 1) ** 2
-        tiles = n * math.ceil(out / m) ** 2
-        a = torch.randn(groups * points, tiles, cin // groups)
-        b = torch.randn(groups * points, cin // groups, cout // groups)
-        cases[f"F({m},{r})"] = lambda a=a, b=b: torch.bmm(a, b)
-        # The transforms write the products' left operands and read their results at least
-        # once: half of copying both is less than any transform can take.
+        return run
+
+    cases = {"direct": timed(conv)}
+    if eligible(conv) and enabled():
+        cases["winograd"] = timed(WinogradConv2d.of(conv))
+    for m in tiles(conv):
+        count, rows, inner, columns = products(conv, shape, m)
+        a, b = torch.randn(count, rows, inner), torch.randn(count, inner, columns)
         c = torch.bmm(a, b)
-        cases[f"F({m},{r}) traffic"] = lambda a=a, c=c: (a.clone(), c.clone())
+        cases[f"F({m}) products"] = lambda a=a, b=b, c=c: torch.bmm(a, b, out=c)
+    if tiles(conv) and torch.backends.nnpack.is_available():
+        cases["nnpack"] = nnpack_case(conv, x)
     return cases
+
+
+def nnpack_case(conv, x):
+    """NNPACK's convolution per tower on NCHW input; checked against oneDNN's once."""
+    import torch
+
+    towers = list(zip(x.contiguous().chunk(conv.groups, 1), conv.weight.detach().chunk(conv.groups),
+                      conv.bias.detach().chunk(conv.groups), strict=True))  # fmt: skip
+
+    def run():
+        with torch.inference_mode():
+            return torch.cat([torch._nnpack_spatial_convolution(t, w, b, list(conv.padding))
+                              for t, w, b in towers], 1)  # fmt: skip
+
+    with torch.inference_mode():
+        expected = conv(x)
+    error = ((run() - expected).abs().max() / expected.abs().max()).item()
+    assert error < 1e-3, f"NNPACK's {conv} is off by {error:.2g} of the largest output"
+    return run
+
+
+def time_layer(conv, shape: tuple[int, ...], rounds: int) -> dict:
+    """Seconds for the layer directly, by the package's Winograd layer, and the least each
+    bound takes over the tile sizes."""
+    times = interleaved(layer_cases(conv, shape), rounds)
+    direct = times["direct"]
+    row = {"input": list(shape), "direct_s": direct, "ways_s": {}, "tiles": {}}
+    for m in tiles(conv):
+        count, rows, inner, columns = products(conv, shape, m)
+        share = count * rows * inner * columns / direct_mult_adds(conv, shape)
+        row["tiles"][m] = {"multiplications_share": share, "peak_s": direct * share,
+                           "products_s": times[f"F({m}) products"]}  # fmt: skip
+    if row["tiles"]:
+        for way in ("peak", "products"):
+            row["ways_s"][way] = min(t[f"{way}_s"] for t in row["tiles"].values())
+    for way in ("winograd", "nnpack"):
+        if way in times:
+            row["ways_s"][way] = times[way]
+    return row
+
+
+def show(name: str, row: dict) -> None:
+    ways = " ".join(f"{1e3 * row['ways_s'].get(w, float('nan')):11.1f}" for w in WAYS)
+    print(f"{name:12s} {'x'.join(map(str, row['input'])):>15s} {1e3 * row['direct_s']:9.1f} {ways}")
 
 
 def main() -> None:
@@ -92,49 +163,27 @@ def main() -> None:
     print(describe(machine()))
     import torch
 
-    from alexnet.runtime import pick_precision
+    from alexnet.runtime import keep_freed_memory, pick_precision
 
     if pick_precision("auto", torch.device("cpu")) is not None:
-        print("skipped: inference here computes in bfloat16, so a float32 bound says nothing of "
-              "it; --isa avx2 or --isa avx512 gives the float32 CPUs' case")  # fmt: skip
+        print("skipped: inference here computes in bfloat16, where Winograd is not used; "
+              "--isa avx2 or --isa avx512 gives the float32 CPUs' case")  # fmt: skip
         return
-    print(f"the network, batch {args.batch}:")
-    network = in_processes("inference", ["plain", "alexnet"], {"batch": args.batch},
-                           args.rounds, 1)  # fmt: skip
-    layers, saved, saved_with_traffic = {}, 0.0, 0.0
-    print(f"\n{'layer':12s} {'input':>18s} {'direct ms':>10s} "
-          + " ".join(f"{f'F({m},r) ms':>16s}" for m in TILES) + "   (products + traffic)")  # fmt: skip
-    for name, (conv, shape) in stride_one_convolutions(args.batch).items():
-        times = interleaved(layer_cases(conv, shape), args.rounds)
-        direct = times.pop("direct")
-        r = conv.kernel_size[0]
-        products = {f"F({m},{r})": times[f"F({m},{r})"] for m in TILES}
-        traffic = {f"F({m},{r})": times[f"F({m},{r}) traffic"] / 2 for m in TILES}
-        layers[name] = {"input": list(shape), "direct_s": direct, "products_s": products,
-                        "least_transform_s": traffic}  # fmt: skip
-        saved += max(0.0, direct - min(products.values()))
-        saved_with_traffic += max(0.0, direct - min(products[f] + traffic[f] for f in products))
-        print(f"{name:12s} {'x'.join(map(str, shape)):>18s} {1e3 * direct:10.1f} "
-              + " ".join(f"{1e3 * products[f]:7.1f} + {1e3 * traffic[f]:6.1f}" for f in products))  # fmt: skip
-    plain, ours = network["plain"]["seconds"], network["alexnet"]["seconds"]
-    bounds = {
-        "bound / plain": plain / (ours - saved),
-        "bound with traffic / plain": plain / (ours - saved_with_traffic),
-    }
+    keep_freed_memory()  # as the inference path does (runtime.start_runtime)
+    print(f"\n{'layer':12s} {'input':>15s} {'direct ms':>9s} "
+          + " ".join(f"{w + ' ms':>11s}" for w in WAYS))  # fmt: skip
+    layers = {}
+    for name, (conv, shape) in convolutions(args.batch).items():
+        layers[name] = time_layer(conv, shape, args.rounds)
+        show(name, layers[name])
+    totals = {"direct": sum(r["direct_s"] for r in layers.values())}
+    for way in WAYS:  # the direct convolution where a way does not apply (conv1)
+        totals[way] = sum(r["ways_s"].get(way, r["direct_s"]) for r in layers.values())
     print(
-        f"\nplain {1e3 * plain:.0f} ms, package {1e3 * ours:.0f} ms ({plain / ours:.2f}x); "
-        f"the products alone save at most {1e3 * saved:.0f} ms, "
-        f"{1e3 * saved_with_traffic:.0f} ms with the transforms' least traffic"
+        "\nall five convolutions: " + ", ".join(f"{w} {1e3 * t:.0f} ms" for w, t in totals.items())
     )
-    print(
-        f"Winograd: at most {bounds['bound / plain']:.2f}x plain with free transforms, "
-        f"{bounds['bound with traffic / plain']:.2f}x with their least traffic (target {TARGET}x)"
-    )
-    write("winograd", {"batch": args.batch, "rounds": args.rounds, "network": network,
-                       "layers": layers, "saved_at_most_s": saved,
-                       "saved_with_traffic_s": saved_with_traffic,
-                       "ratios": {"alexnet / plain": plain / ours, **bounds},
-                       "targets": {"alexnet / plain": TARGET}})  # fmt: skip
+    write("winograd", {"batch": args.batch, "rounds": args.rounds, "layers": layers,
+                       "totals_s": totals})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""bench/winograd.py: the bound on Winograd's gain rests on finding the network's stride-1
-convolutions and on giving each F(m, r) the products it would do; both checked here."""
+"""bench/winograd.py: its figures rest on finding the network's convolutions, on giving each
+F(m, r) the products it would do, and on NNPACK computing the same convolution; checked here."""
 
 from __future__ import annotations
 
@@ -8,35 +8,53 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import winograd
 
 
-def test_finds_the_paper_networks_stride_one_convolutions_with_their_inputs():
-    found = winograd.stride_one_convolutions(batch=3)
-    kernels = [(conv.kernel_size[0], conv.groups, shape) for conv, shape in found.values()]
-    # conv2 (5x5 on 27x27, two towers), conv3 (both towers' maps), conv4 and conv5 (two towers)
-    assert kernels == [
-        (5, 2, (3, 96, 27, 27)), (3, 1, (3, 256, 13, 13)),
-        (3, 2, (3, 384, 13, 13)), (3, 2, (3, 384, 13, 13)),
-    ]  # fmt: skip
+def test_finds_the_paper_networks_convolutions_and_the_tiles_each_can_take():
+    found = winograd.convolutions(batch=3)
+    seen = [
+        (c.kernel_size[0], c.stride[0], c.groups, s, winograd.tiles(c)) for c, s in found.values()
+    ]
+    assert seen == [
+        (11, 4, 1, (3, 3, 227, 227), []),  # conv1: strided, no Winograd
+        (5, 1, 2, (3, 96, 27, 27), [2, 3, 4]),  # conv2, two towers: tiles up to 8x8
+        (3, 1, 1, (3, 256, 13, 13), [2, 3, 4, 5, 6]),  # conv3 sees both towers' maps
+        (3, 1, 2, (3, 384, 13, 13), [2, 3, 4, 5, 6]),
+        (3, 1, 2, (3, 384, 13, 13), [2, 3, 4, 5, 6]),
+    ]
 
 
-def test_each_tile_size_does_its_share_of_the_direct_multiplications():
+@pytest.mark.parametrize("m", [2, 4, 5])
+def test_each_tile_size_does_its_share_of_the_direct_multiplications(m):
     """F(m, r) multiplies (m + r - 1)^2 times per m x m tile where the direct convolution
-    multiplies m^2 r^2 times per tile: the products given to bmm hold exactly that."""
+    multiplies m^2 r^2 times: the products given to bmm hold exactly that."""
     conv = torch.nn.Conv2d(16, 24, 3, padding=1, groups=2)
     shape = (2, 16, 13, 13)
-    cases = winograd.layer_cases(conv, shape)
-    cases["direct"]()  # runs
-    direct = 2 * 13 * 13 * 24 * (16 // 2) * 9  # multiply-adds of the layer
-    for m in winograd.TILES:
-        a, b = cases[f"F({m},3)"].__defaults__
-        assert cases[f"F({m},3) traffic"]()[1].shape == (a.shape[0], a.shape[1], b.shape[2])
-        assert a.shape[0] == b.shape[0] == 2 * (m + 2) ** 2 and a.shape[2] == b.shape[1] == 8
-        products = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
-        padded = Fraction((math.ceil(13 / m) * m) ** 2, 13**2)  # the last tiles overhang
-        assert Fraction(products, direct) == Fraction((m + 2) ** 2, m**2 * 9) * padded
-        assert cases[f"F({m},3)"]().shape == (a.shape[0], a.shape[1], b.shape[2])
+    count, rows, inner, columns = winograd.products(conv, shape, m)
+    assert (count, inner, columns) == (2 * (m + 2) ** 2, 8, 12)
+    direct = winograd.direct_mult_adds(conv, shape)
+    assert direct == 2 * 13 * 13 * 24 * 8 * 9
+    overhang = Fraction((math.ceil(13 / m) * m) ** 2, 13**2)  # the last tiles reach past the edge
+    assert (
+        Fraction(count * rows * inner * columns, direct)
+        == Fraction((m + 2) ** 2, m * m * 9) * overhang
+    )
+
+
+def test_every_case_runs_and_nnpack_computes_the_same_convolution():
+    conv = torch.nn.Conv2d(16, 24, 3, padding=1, groups=2)
+    cases = winograd.layer_cases(conv, (2, 16, 13, 13))
+    expected = {"direct"} | {f"F({m}) products" for m in range(2, 7)}
+    assert expected <= set(cases) and set(cases) - expected <= {"nnpack", "winograd"}
+    for run in cases.values():
+        run()
+    if "nnpack" in cases:  # it checked itself against oneDNN when made; and it is that layer
+        x = torch.randn(2, 16, 13, 13)
+        with torch.inference_mode():
+            towers = winograd.nnpack_case(conv, x)()
+            assert torch.allclose(towers, conv(x), rtol=1e-3, atol=1e-4)

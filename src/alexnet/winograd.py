@@ -11,9 +11,9 @@ the two transforms are a compiled kernel (csrc/winograd_cpu.cpp, which says why)
 
 The tile is the largest up to 8 x 8 points (NNPACK's largest) that needs the fewest
 multiplications for the layer's output: F(4, 5) for conv2 (0.17 of the direct products) and
-F(5, 3) for conv3 to conv5 (0.29). Measured on the paper's network at batch 64 on a 2-core Zen 4
-held to AVX2 (bench/inference.py), with the outputs within 2e-5 of the largest (float32
-rounding of the transforms, tested against float64): see docs/performance.md.
+F(5, 3) for conv3 to conv5 (0.29). The paper's network answers 1.56x as fast at batch 64 on a
+2-core Zen 4 held to AVX2 (bench/inference.py; the layers: bench/winograd.py), with outputs
+within 2e-5 of the largest (the transforms' float32 rounding, tested against float64).
 
 Only for a network that answers (winograd weights are made once, from fixed weights), only
 in float32 and only on the CPU; ``ALEXNET_WINOGRAD=0`` switches it off, and a layer falls back
