@@ -17,7 +17,9 @@ from alexnet.models import build_model
 needs_kernel = pytest.mark.skipif(not winograd.enabled(), reason="no compiled Winograd kernel here")
 
 
-@pytest.mark.parametrize(("m", "r"), [(2, 3), (4, 3), (5, 3), (6, 3), (2, 5), (3, 5), (4, 5)])
+@pytest.mark.parametrize(
+    ("m", "r"), [(2, 3), (3, 3), (4, 3), (5, 3), (6, 3), (2, 5), (3, 5), (4, 5)]
+)
 def test_the_transforms_compute_a_correlation_exactly(m, r):
     """In exact arithmetic A^T [(G g) * (B^T d)] is the correlation y_i = sum_k d_(i+k) g_k
     for every tile this module uses: checked on the unit vectors, which span every input."""
@@ -62,6 +64,7 @@ def relative_error(y: torch.Tensor, exact_y: torch.Tensor) -> float:
         (384, 256, 3, 2, 1, 2, 13, 13),  # conv5's
         (5, 7, 3, 1, 0, 4, 9, 11),  # odd channels, no padding, not square
         (6, 4, 5, 2, 1, 3, 12, 7),  # padding smaller than the kernel's half
+        (9, 6, 3, 3, 3, 2, 8, 10),  # three towers, padding larger than the kernel's half
         (3, 8, 3, 1, 1, 1, 40, 40),  # one image, many tiles
     ],
 )
@@ -71,29 +74,45 @@ def test_matches_the_exact_convolution_as_closely_as_the_direct_one(
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(cin, cout, r, padding=pad, groups=groups)
     twin = winograd.WinogradConv2d.of(conv)
-    x = torch.randn(batch, cin, h, w).relu().contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, cin, h, w).relu()
     with torch.inference_mode():
-        y, direct = twin(x), conv(x)
-    m = winograd.tile_for(r, max(h, w) + 2 * pad - r + 1)
-    assert (
-        batch * -(-y.shape[2] // m) * -(-y.shape[3] // m) >= winograd.SMALLEST_PRODUCTS
-    )  # took it
-    assert y.shape == direct.shape and y.is_contiguous(memory_format=torch.channels_last)
-    # F(4, 5) and F(5, 3) round more than the direct sum: within 5e-5 of the largest output
-    # (measured up to 2e-5), where bfloat16, which inference takes on CPUs fast at it, is 3.5e-3.
-    assert relative_error(y, exact(conv, x)) < 5e-5
+        direct = conv(x)
+        for m in range(2, winograd.LARGEST_TILE - r + 2):  # every tile: 4 to 8 points
+            for layout in (torch.channels_last, torch.contiguous_format):
+                y = twin.convolve(x.contiguous(memory_format=layout), m)
+                assert y.shape == direct.shape and y.is_contiguous(
+                    memory_format=torch.channels_last
+                )
+                # Within 5e-5 of the largest output (measured up to 2e-5); the direct float32
+                # sum within 5e-6. bfloat16, which inference takes on CPUs fast at it: 3.5e-3.
+                assert relative_error(y, exact(conv, x)) < 5e-5, (m, layout)
     assert relative_error(direct, exact(conv, x)) < 5e-6
 
 
 @needs_kernel
-def test_steps_aside_for_training_other_types_and_thin_inputs():
+def test_a_batch_done_in_runs_is_the_same_bits(monkeypatch):
+    conv = torch.nn.Conv2d(16, 24, 5, padding=2, groups=2)
+    twin = winograd.WinogradConv2d.of(conv)
+    x = torch.randn(7, 16, 12, 12)
+    with torch.inference_mode():
+        whole = twin.convolve(x, 4)
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)  # one image at a time
+        assert torch.equal(twin.convolve(x, 4), whole)
+
+
+@needs_kernel
+def test_steps_aside_for_training_other_types_and_thin_inputs(monkeypatch):
     conv = torch.nn.Conv2d(8, 8, 3, padding=1)
     twin = winograd.WinogradConv2d.of(conv)
     big = torch.randn(4, 8, 16, 16)  # 64 tiles of F(4, 3)
     with torch.inference_mode():
         thin = big[:1, :, :6, :6]  # 4 tiles
         assert torch.equal(twin(thin), conv(thin))
+        assert torch.equal(twin(big[0]), conv(big[0]))  # unbatched
         assert not torch.equal(twin(big), conv(big))  # the Winograd way: other rounding
+        with monkeypatch.context() as patched:  # in a process where the kernel cannot load
+            patched.setattr(native, "load", lambda name: False)
+            assert torch.equal(twin(big), conv(big))
     with torch.no_grad():  # (parameters changed under inference_mode could not learn)
         twin.double()  # shares conv's parameters
         assert torch.equal(twin(big.double()), conv(big.double()))
@@ -103,9 +122,20 @@ def test_steps_aside_for_training_other_types_and_thin_inputs():
         twin.float()
         with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 weights too
             assert torch.equal(twin(big), conv(big))
-    big.requires_grad_()
+    twin.requires_grad_(False)
+    wanted = big.clone().requires_grad_()  # a gradient for the input alone (a saliency map)
+    twin(wanted).sum().backward()
+    assert wanted.grad is not None
+    twin.requires_grad_(True)
     twin(big).sum().backward()  # learning: the direct convolution, with its gradients
-    assert big.grad is not None and twin.weight.grad is not None
+    assert twin.weight.grad is not None
+
+
+def test_only_the_convolutions_it_computes_and_copies_the_mode():
+    with pytest.raises(ValueError, match="not a convolution"):
+        winograd.WinogradConv2d.of(torch.nn.Conv2d(8, 8, 3, stride=2))
+    conv = torch.nn.Conv2d(8, 8, 3).eval()
+    assert not winograd.WinogradConv2d.of(conv).training
 
 
 @needs_kernel
@@ -120,6 +150,15 @@ def test_new_weights_are_transformed_again():
         twin.to(torch.bfloat16).float()  # a new tensor, rounded
         assert relative_error(twin(x), exact(twin, x)) < 5e-5
         assert not torch.allclose(first, twin(x))
+
+
+@needs_kernel
+def test_weights_made_under_inference_mode():
+    with torch.inference_mode():
+        conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        twin = winograd.WinogradConv2d.of(conv)
+        x = torch.randn(4, 8, 16, 16)
+        assert relative_error(twin(x), exact(conv, x)) < 5e-5
 
 
 @needs_kernel
@@ -141,13 +180,50 @@ def test_inference_in_float32_takes_it_for_the_papers_network_and_keeps_its_answ
     assert torch.equal(logits.argmax(1), expected.argmax(1))
 
 
+@needs_kernel
+def test_layers_of_few_channels_stay_direct():
+    """First layers (one or three channels in) and thin ones lose to the direct convolution
+    (winograd.SMALLEST_IN and SMALLEST_OUT say by how much)."""
+    small = build_model("alexnet-small", num_classes=10, in_channels=1, input_size=28)
+    prepare_for_inference(small, torch.device("cpu"), None, True)
+    taken = [n for n, m in small.named_modules() if isinstance(m, winograd.WinogradConv2d)]
+    assert "features.0" not in taken
+    assert all(
+        m.in_channels // m.groups >= 48
+        for m in small.modules()
+        if isinstance(m, winograd.WinogradConv2d)
+    )
+    four = build_model("convnet4", num_classes=10, in_channels=3, input_size=32)
+    prepare_for_inference(four, torch.device("cpu"), None, True)
+    assert not any(isinstance(m, winograd.WinogradConv2d) for m in four.modules())
+
+
+@needs_kernel
+def test_the_kernel_refuses_arguments_that_do_not_agree():
+    ops = torch.ops.alexnet_winograd
+    a_t, _, b_t = (
+        torch.tensor([[float(v) for v in row] for row in t]) for t in winograd.transforms(2, 3)
+    )
+    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="square"):
+        ops.input_tiles(x, b_t[:3], 2, 1, 1, 3, 3)
+    products = torch.randn(16, 9, 4)
+    y = torch.empty(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="do not agree"):  # 2x2 tiles of 2 cover 4x4 of 6x6
+        ops.output_tiles(products[:, :4], a_t, torch.zeros(4), y, 2, 2, 0)
+    with pytest.raises(RuntimeError, match="do not agree"):
+        ops.output_tiles(products[:, :4], a_t, torch.zeros(4), y, 3, 3, 0)  # fewer tiles than 3x3
+
+
 def test_not_in_bfloat16_nor_when_switched_off(monkeypatch):
     model = build_model("alexnet-small", num_classes=10, in_channels=1, input_size=28)
     prepare_for_inference(model, torch.device("cpu"), torch.bfloat16, True)
     assert not any(isinstance(m, winograd.WinogradConv2d) for m in model.modules())
-    monkeypatch.setenv("ALEXNET_WINOGRAD", "0")
-    prepare_for_inference(model, torch.device("cpu"), None, True)
-    assert not any(isinstance(m, winograd.WinogradConv2d) for m in model.modules())
+    paper = build_model("alexnet")
+    for off in ("0", "off", "False"):
+        monkeypatch.setenv("ALEXNET_WINOGRAD", off)
+        prepare_for_inference(paper, torch.device("cpu"), None, True)
+        assert not any(isinstance(m, winograd.WinogradConv2d) for m in paper.modules())
 
 
 def test_without_the_compiled_kernel_the_direct_convolution_answers(monkeypatch):

@@ -66,6 +66,10 @@ at::Tensor input_tiles(const at::Tensor& x, const at::Tensor& bt, int64_t m, int
                        int64_t groups, int64_t tiles_h, int64_t tiles_w) {
   check_float_channels_last(x, "the input");
   const at::Tensor b = bt.to(at::kFloat).contiguous();
+  TORCH_CHECK(b.dim() == 2 && b.size(0) == b.size(1) && b.size(0) >= m && m >= 1 && pad >= 0 &&
+                  groups >= 1 && tiles_h >= 1 && tiles_w >= 1,
+              "winograd_cpu.input_tiles: B^T must be square, of at least m points, and m, "
+              "groups and the tile counts positive");
   const int64_t n = b.size(0), batch = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(C % groups == 0, "winograd_cpu: ", C, " channels in ", groups, " groups");
   const int64_t cg = C / groups, per_image = tiles_h * tiles_w, tiles = batch * per_image;
@@ -116,11 +120,16 @@ void output_tiles(const at::Tensor& products, const at::Tensor& at_, const at::T
   check_float_channels_last(y, "the output");
   const at::Tensor a = at_.to(at::kFloat).contiguous(), p = products.contiguous();
   const at::Tensor bs = bias.to(at::kFloat).contiguous();
+  TORCH_CHECK(a.dim() == 2 && p.dim() == 3 && tiles_h >= 1 && tiles_w >= 1 && offset >= 0,
+              "winograd_cpu.output_tiles: A^T must be a matrix, the products 3-D, and the tile "
+              "counts positive");
   const int64_t m = a.size(0), n = a.size(1), og = p.size(2), tiles = p.size(1);
   const int64_t C = y.size(1), H = y.size(2), W = y.size(3), per_image = tiles_h * tiles_w;
   TORCH_CHECK(p.scalar_type() == at::kFloat && p.size(0) == n * n && offset + og <= C &&
-                  bs.numel() == og,
-              "winograd_cpu: products (float32), bias and output do not agree");
+                  bs.numel() == og && tiles == y.size(0) * per_image && tiles_h * m >= H &&
+                  tiles_w * m >= W,
+              "winograd_cpu.output_tiles: products (float32), tiles, bias and output do not "
+              "agree");
   const float *pp = p.data_ptr<float>(), *A = a.data_ptr<float>(), *bp = bs.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const int64_t points = n * n, blocks = (tiles + BLOCK - 1) / BLOCK;
