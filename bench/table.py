@@ -2,9 +2,11 @@
 are set on, and whether each is met.
 
     python bench/table.py            # print it
-    python bench/table.py --page     # also write it into docs/performance.md, between its markers
+    python bench/table.py --page     # also write it into docs/performance.md, and the rows
+                                     # with a target into README.md, between their markers
 
-The performance page's table is this output, so it never says more than the files do.
+The performance page's table and the README's are this output, so they never say more than
+the files do (tests/test_bench_table.py checks that they are up to date).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from machine import RESULTS
 
 PAGE = Path(__file__).parent.parent / "docs" / "performance.md"
+README = PAGE.parent.parent / "README.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
@@ -151,27 +154,33 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def markdown() -> str:
+def markdown(targets_only: bool = False) -> str:
+    """The table; ``targets_only``: the rows that have a target (the README's)."""
     lines = ["| result | CPU (kind) | measured | target | met |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in rows()]
+    lines += [f"| {' | '.join(r)} |" for r in rows() if r[3] or not targets_only]
     return "\n".join(lines)
+
+
+def write_between_markers(path: Path, table: str) -> None:
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path}: no {START} ... {END} markers to write the table between")
+    head, rest = text.split(START, 1)
+    path.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    print(f"wrote the table into {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--page", action="store_true", help="write the table into docs/performance.md"
-    )
+    parser.add_argument("--page", action="store_true",
+                        help="write the table into docs/performance.md, and its rows with a "
+                             "target into README.md")  # fmt: skip
     args = parser.parse_args()
     table = markdown()
     print(table)
     if args.page:
-        text = PAGE.read_text()
-        if START not in text or END not in text:
-            raise SystemExit(f"{PAGE}: no {START} ... {END} markers to write the table between")
-        head, rest = text.split(START, 1)
-        PAGE.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
-        print(f"wrote the table into {PAGE}")
+        write_between_markers(PAGE, table)
+        write_between_markers(README, markdown(targets_only=True))
 
 
 if __name__ == "__main__":
