@@ -173,8 +173,9 @@ class WinogradConv2d(nn.Conv2d):
             products = None
             for g in range(groups):  # [points, tiles, out] by MKL's batched GEMM, one buffer
                 products = torch.bmm(v[g], u[g], out=products)
-                ops.output_tiles(products, a_t, bias[g * per_tower : (g + 1) * per_tower],
-                                 y[first : first + run], tiles_h, tiles_w, g * per_tower)  # fmt: skip
+                tower_bias = bias[g * per_tower : (g + 1) * per_tower]
+                ops.output_tiles(products, a_t, tower_bias, y[first : first + run], tiles_h,
+                                 tiles_w, g * per_tower)  # fmt: skip
         return y
 
 
