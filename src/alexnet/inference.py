@@ -29,8 +29,8 @@ def prepare_for_inference(
         model.to(memory_format=torch.channels_last)
     model.to(amp or torch.float32)
     if device.type == "cpu" and amp is None and winograd.enabled():
-        # Fewer multiplications for conv2-conv5: 1.56x the paper's network at batch 64 on
-        # Zen 4 held to AVX2, 1.36x held to AVX-512 (bench/inference.py).
+        # Fewer multiplications for conv2-conv5: 1.57x the paper's network at batch 64 on
+        # Zen 4 held to AVX2, 1.29x-1.36x held to AVX-512 (bench/inference.py).
         winograd.use_winograd(model)
     return model
 

@@ -11,7 +11,7 @@ the two transforms are a compiled kernel (csrc/winograd_cpu.cpp, which says why)
 
 The tile is the one of at most 8 x 8 points (NNPACK's largest) that needs the fewest
 multiplications for the layer's output: F(4, 5) for conv2 (0.17 of the direct multiplications)
-and F(5, 3) for conv3 to conv5 (0.29). The paper's network answers 1.56x as fast at batch 64 on a
+and F(5, 3) for conv3 to conv5 (0.29). The paper's network answers 1.57x as fast at batch 64 on a
 2-core Zen 4 held to AVX2 (bench/inference.py; the layers: bench/winograd.py), with outputs
 within 2e-5 of the largest (the transforms' float32 rounding, tested against float64).
 
