@@ -55,6 +55,16 @@ void combine(float* out, const float* rows, int64_t stride, const float* coefs, 
   }
 }
 
+// Where a tile lies: its image, and its row and column among the image's tiles.
+struct TilePlace {
+  int64_t image, ty, tx;
+};
+
+inline TilePlace place(int64_t tile, int64_t tiles_h, int64_t tiles_w) {
+  const int64_t per_image = tiles_h * tiles_w;
+  return {tile / per_image, tile % per_image / tiles_w, tile % tiles_w};
+}
+
 void check_float_channels_last(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4 &&
                   t.is_contiguous(at::MemoryFormat::ChannelsLast),
@@ -84,8 +94,7 @@ at::Tensor input_tiles(const at::Tensor& x, const at::Tensor& bt, int64_t m, int
     for (int64_t block = begin; block < end; ++block) {
       const int64_t first = block * BLOCK, count = std::min(BLOCK, tiles - first);
       for (int64_t t = 0; t < count; ++t) {
-        const int64_t tile = first + t, image = tile / per_image;
-        const int64_t ty = tile % per_image / tiles_w, tx = tile % tiles_w;
+        const auto [image, ty, tx] = place(first + t, tiles_h, tiles_w);
         for (int64_t i = 0; i < n; ++i) {  // the n x n patch, zeros outside the image
           const int64_t h = ty * m + i - pad;
           for (int64_t j = 0; j < n; ++j) {
@@ -134,27 +143,22 @@ void output_tiles(const at::Tensor& products, const at::Tensor& at_, const at::T
               "agree");
   const float *pp = p.data_ptr<float>(), *A = a.data_ptr<float>(), *bp = bs.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  const int64_t points = n * n, blocks = (tiles + BLOCK - 1) / BLOCK;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, tiles, BLOCK, [&](int64_t begin, int64_t end) {
     std::vector<float> rows(m * n * og);
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t first = block * BLOCK, count = std::min(BLOCK, tiles - first);
-      for (int64_t t = 0; t < count; ++t) {
-        const int64_t tile = first + t, image = tile / per_image;
-        const int64_t ty = tile % per_image / tiles_w, tx = tile % tiles_w;
-        for (int64_t u = 0; u < m; ++u)  // rows[u][b] = sum_a AT[u][a] M[a n + b]
-          for (int64_t b = 0; b < n; ++b)
-            combine(rows.data() + (u * n + b) * og, pp + (b * tiles + tile) * og,
-                    n * tiles * og, A + u * n, n, og);
-        for (int64_t u = 0; u < m; ++u) {
-          const int64_t h = ty * m + u;
-          if (h >= H) break;
-          for (int64_t v = 0; v < m; ++v) {
-            const int64_t w = tx * m + v;
-            if (w >= W) break;
-            combine(yp + ((image * H + h) * W + w) * C + offset, rows.data() + u * n * og, og,
-                    A + v * n, n, og, bp);
-          }
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const auto [image, ty, tx] = place(tile, tiles_h, tiles_w);
+      for (int64_t u = 0; u < m; ++u)  // rows[u][b] = sum_a AT[u][a] M[a n + b]
+        for (int64_t b = 0; b < n; ++b)
+          combine(rows.data() + (u * n + b) * og, pp + (b * tiles + tile) * og, n * tiles * og,
+                  A + u * n, n, og);
+      for (int64_t u = 0; u < m; ++u) {
+        const int64_t h = ty * m + u;
+        if (h >= H) break;
+        for (int64_t v = 0; v < m; ++v) {
+          const int64_t w = tx * m + v;
+          if (w >= W) break;
+          combine(yp + ((image * H + h) * W + w) * C + offset, rows.data() + u * n * og, og,
+                  A + v * n, n, og, bp);
         }
       }
     }
