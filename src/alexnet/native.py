@@ -27,8 +27,14 @@ from alexnet.paths import cache_dir
 SOURCES = Path(__file__).parent / "csrc"
 
 
+def switched_on(variable: str) -> bool:
+    """Whether the environment leaves a speed-up on: anything but 0, false, no or off (in any
+    case) in ``variable``, or its absence."""
+    return os.environ.get(variable, "1").lower() not in ("0", "false", "no", "off")
+
+
 def enabled() -> bool:
-    return os.environ.get("ALEXNET_NATIVE", "1") not in ("0", "false", "no", "off")
+    return switched_on("ALEXNET_NATIVE")
 
 
 def cpu_signature() -> str:

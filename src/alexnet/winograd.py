@@ -24,7 +24,6 @@ convolution for inputs too small to fill the products (SMALLEST_PRODUCTS).
 from __future__ import annotations
 
 import math
-import os
 from fractions import Fraction
 from functools import cache
 
@@ -142,12 +141,15 @@ class WinogradConv2d(nn.Conv2d):
                 or self.weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
                 or torch.compiler.is_compiling() or not native.load("winograd_cpu"))  # fmt: skip
 
+    def _output_size(self, x: torch.Tensor) -> tuple[int, int]:
+        pad, r = self.padding[0], self.kernel_size[0]
+        return x.shape[2] + 2 * pad - r + 1, x.shape[3] + 2 * pad - r + 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._direct(x):
             return super().forward(x)
-        pad, r = self.padding[0], self.kernel_size[0]
-        out_h, out_w = x.shape[2] + 2 * pad - r + 1, x.shape[3] + 2 * pad - r + 1
-        m = tile_for(r, max(out_h, out_w))
+        out_h, out_w = self._output_size(x)
+        m = tile_for(self.kernel_size[0], max(out_h, out_w))
         if x.shape[0] * math.ceil(out_h / m) * math.ceil(out_w / m) < SMALLEST_PRODUCTS:
             return super().forward(x)
         return self.convolve(x, m)
@@ -157,7 +159,7 @@ class WinogradConv2d(nn.Conv2d):
         transforms and products fit in about CHUNK_BYTES (all at once, conv2 of 200 images
         needed 9x the direct convolution's memory)."""
         pad, r, groups = self.padding[0], self.kernel_size[0], self.groups
-        out_h, out_w = x.shape[2] + 2 * pad - r + 1, x.shape[3] + 2 * pad - r + 1
+        out_h, out_w = self._output_size(x)
         tiles_h, tiles_w = math.ceil(out_h / m), math.ceil(out_w / m)
         u, a_t, b_t = self._transformed(m)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -198,8 +200,7 @@ def pays(conv: nn.Conv2d) -> bool:
 def enabled() -> bool:
     """Whether Winograd's convolutions may be used here: not switched off by
     ``ALEXNET_WINOGRAD`` (0, false, no, off) and the compiled kernel loads."""
-    switch = os.environ.get("ALEXNET_WINOGRAD", "1").lower()
-    return switch not in ("0", "false", "no", "off") and native.load("winograd_cpu")
+    return native.switched_on("ALEXNET_WINOGRAD") and native.load("winograd_cpu")
 
 
 def use_winograd(model: nn.Module) -> int:
