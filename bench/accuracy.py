@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe, hold_to, isa_argument, machine, write
+from machine import describe, machine, parse_held, write
 
 from alexnet.config import apply_overrides, load_recipe
 from alexnet.runtime import pick_precision
@@ -95,7 +95,5 @@ def main(doc: str, recipe: str, target_acc: float, target_s: float) -> None:
         "--data", help="data folder or archive (default: the recipe's search order)"
     )
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
     run(recipe, args.data, args.overrides, target_acc, target_s)

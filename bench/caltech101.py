@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe, hold_to, isa_argument, machine, write
+from machine import describe, machine, parse_held, write
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-128.tar.gz"
 TARGET_ACCURACY, TARGET_SECONDS = 0.50, 15 * 60
@@ -32,9 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
     if not Path(args.data).exists():
         sys.exit(f"bench/caltech101.py needs {args.data} (Caltech-101 at 128 pixels)")
     print(describe(machine()))

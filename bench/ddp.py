@@ -22,7 +22,7 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from machine import describe, hold_to, isa_argument, machine, write
+from machine import describe, machine, parse_held, write
 
 
 def timed(fn, steps: int) -> float:
@@ -78,9 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32, help="global batch (half per process)")
     parser.add_argument("--steps", type=int, default=3)
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
     m = machine()
     print(describe(m))
     queue = mp.get_context("spawn").SimpleQueue()

@@ -41,7 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-from machine import describe, hold_to, in_processes, isa_argument, machine, write
+from machine import describe, in_processes, machine, parse_held, write
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 TARGETS = {"store raw / torchvision": 10.0, "folder / torchvision": 1.5}
@@ -287,9 +287,7 @@ def main() -> None:
     parser.add_argument("--stream-gb", type=float, default=6.0)
     parser.add_argument("--limit-gb", type=float, default=1.5)
     parser.add_argument("--passes", type=int, default=3)
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
     if not SAMPLE.is_dir():
         sys.exit(f"bench/loader.py needs {SAMPLE} (the 1,000 ILSVRC sample images)")
     m = machine()

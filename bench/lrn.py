@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from machine import describe, hold_to, interleaved, isa_argument, machine, write
+from machine import describe, interleaved, machine, parse_held, write
 
 from alexnet.lrn import LocalResponseNorm
 
@@ -43,9 +43,7 @@ def forward_backward(fn, x: torch.Tensor, grad: torch.Tensor):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
 
     torch.manual_seed(0)
     torch_lrn = torch_reference(torch.nn.LocalResponseNorm(**PAPER))

@@ -7,6 +7,7 @@ writes its own file: ``bench/results/<benchmark>-<kind>.json``.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import multiprocessing as mp
@@ -61,10 +62,15 @@ def hold_to(isa: str) -> None:
     os.environ.update(HELD_TO[isa])
 
 
-def isa_argument(parser) -> None:
+def parse_held(parser) -> argparse.Namespace:
+    """``parser``'s arguments with ``--isa`` added, the libraries held to it (:func:`hold_to`)
+    before anything runs."""
     parser.add_argument("--isa", choices=("native", *HELD_TO), default="native",
                         help="avx2: hold every library to AVX2, as on an AVX2-only CPU; avx512: "
                              "to AVX-512 without bfloat16, as on a Xeon before Cooper Lake")  # fmt: skip
+    args = parser.parse_args()
+    hold_to(args.isa)
+    return args
 
 
 def speed_arguments(parser) -> dict:
@@ -72,9 +78,7 @@ def speed_arguments(parser) -> dict:
     printed. Returns the parsed arguments with the machine and the precisions worth trying."""
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
     m = machine()
     print(describe(m))
     precisions = ["fp32", "bf16"] if m["fast_bf16"] else ["fp32"]

@@ -28,9 +28,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from machine import describe, hold_to, interleaved, isa_argument, machine, write
+from machine import describe, interleaved, machine, parse_held, write
 
-LARGEST_TILE = 8  # m + r - 1 at most: NNPACK's 8x8 tiles, and this package's
 WAYS = ("winograd", "peak", "products", "nnpack")
 
 
@@ -62,6 +61,8 @@ def convolutions(batch: int) -> dict:
 def tiles(conv) -> list[int]:
     """The output tile sizes m worth trying: none for a strided convolution."""
     r = conv.kernel_size[0]
+    from alexnet.winograd import LARGEST_TILE  # m + r - 1 at most, as the package's
+
     return [] if conv.stride != (1, 1) else list(range(2, LARGEST_TILE - r + 2))
 
 
@@ -157,9 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
-    isa_argument(parser)
-    args = parser.parse_args()
-    hold_to(args.isa)
+    args = parse_held(parser)
     print(describe(machine()))
     import torch
 
