@@ -19,6 +19,8 @@ from pathlib import Path
 
 from machine import RESULTS
 
+from alexnet.cli_reference import between_markers
+
 PAGE = Path(__file__).parent.parent / "docs" / "performance.md"
 README = PAGE.parent.parent / "README.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
@@ -162,11 +164,10 @@ def markdown(targets_only: bool = False) -> str:
 
 
 def write_between_markers(path: Path, table: str) -> None:
-    text = path.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{path}: no {START} ... {END} markers to write the table between")
-    head, rest = text.split(START, 1)
-    path.write_text(f"{head}{START}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    try:
+        path.write_text(between_markers(path.read_text(), START, END, table, str(path)))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     print(f"wrote the table into {path}")
 
 

@@ -49,11 +49,17 @@ def full_reference() -> str:
     return "\n".join(parts)
 
 
+def between_markers(text: str, start: str, end: str, body: str, where: str) -> str:
+    """``text`` with ``body`` in place of what stood between its ``start`` and ``end`` marker
+    lines (generated tables in Markdown pages); ValueError, naming ``where``, without them."""
+    if start not in text or end not in text:
+        raise ValueError(f"{where}: no {start} ... {end} markers to write the table between")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
+
+
 def with_table(readme: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError(f"README.md: no {START} ... {END} markers for the command table")
-    head, rest = readme.split(START, 1)
-    return f"{head}{START}\n{summary_table()}\n{END}{rest.split(END, 1)[1]}"
+    return between_markers(readme, START, END, summary_table(), "README.md")
 
 
 def main(argv: list[str] | None = None) -> None:
