@@ -129,7 +129,9 @@ def write(name: str, result: dict) -> Path:
     m = machine()
     path = RESULTS / f"{name}-{m['kind']}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": m, **result}, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a killed run leaves the old file
+    tmp.write_text(json.dumps({"machine": m, **result}, indent=2) + "\n")
+    os.replace(tmp, path)
     print(f"wrote {path}")
     return path
 

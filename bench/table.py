@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,12 +144,20 @@ SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
 }  # fmt: skip
 
 
+class ResultError(ValueError):
+    """A results file that cannot be read as its benchmark writes it."""
+
+
 def rows() -> list[tuple[str, str, str, str, str]]:
     out = []
     for name, summary in SUMMARIES.items():
         for path in sorted(RESULTS.glob(f"{name}-*.json")):
-            r = json.loads(path.read_text())
-            text, goal, met = summary(r)
+            try:
+                r = json.loads(path.read_text())
+                text, goal, met = summary(r)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ResultError(f"{path}: not a result of bench/{name}.py ({exc!r}); run "
+                                  f"it again or remove the file") from None  # fmt: skip
             m = r.get("machine")
             cpu = f"{m['cpu']} ({m['kind']})" if m else f"{r['gpu']} (torch {r['torch']})"
             verdict = "" if met is None else ("yes" if met else "no")
@@ -164,10 +173,7 @@ def markdown(targets_only: bool = False) -> str:
 
 
 def write_between_markers(path: Path, table: str) -> None:
-    try:
-        path.write_text(between_markers(path.read_text(), START, END, table, str(path)))
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    path.write_text(between_markers(path.read_text(), START, END, table, str(path)))
     print(f"wrote the table into {path}")
 
 
@@ -177,11 +183,15 @@ def main() -> None:
                         help="write the table into docs/performance.md, and its rows with a "
                              "target into README.md")  # fmt: skip
     args = parser.parse_args()
-    table = markdown()
-    print(table)
-    if args.page:
-        write_between_markers(PAGE, table)
-        write_between_markers(README, markdown(targets_only=True))
+    try:
+        table = markdown()
+        print(table)
+        if args.page:
+            write_between_markers(PAGE, table)
+            write_between_markers(README, markdown(targets_only=True))
+    except ValueError as exc:  # an unreadable result, or a page without its markers
+        print(f"bench/table.py: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
