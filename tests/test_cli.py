@@ -198,7 +198,7 @@ CASES: list[Case] = [
      "model.options.num_classes is 2 but the data has 3 classes"),
     ("odd tower widths", lambda c: c.train("--set", "model.options.widths=[9, 8, 16, 16, 8]"),
      "two towers need even widths into and out of conv2"),
-    ("newer recipe format", lambda c: c.train("--set", "format=3"), "recipe format 3 is newer"),
+    ("newer recipe format", lambda c: c.train("--set", "format=4"), "recipe format 4 is newer"),
     ("data changed", _data_changed, "its data changed since the run began (120 train / 36 test"),
     ("huge seed", lambda c: c.train("--set", "seed=99999999999999999999"),
      "seed must be an integer of at most 19 digits"),

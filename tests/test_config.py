@@ -3,6 +3,7 @@
 import tomllib
 
 import pytest
+import torch
 
 from alexnet.config import (
     RECIPE_FORMAT,
@@ -13,6 +14,7 @@ from alexnet.config import (
     recipe_from_dict,
     recipe_names,
 )
+from alexnet.models import build_model
 
 
 def test_the_defaults_are_the_papers_recipe():
@@ -148,3 +150,24 @@ def test_unknown_recipe_lists_the_shipped_ones(tmp_path):
         load_recipe("mnist")
     with pytest.raises(ValueError, match="does not exist"):
         load_recipe(str(tmp_path / "none.toml"))
+
+
+def test_recipes_saved_before_format_3_keep_their_dropout_and_update_rule():
+    """Runs saved before the paper's dropout placement and update rule became the defaults
+    resume with what they trained with; a new recipe gets the paper's."""
+    table = load_recipe("fashion-mnist").to_dict()
+    del table["optim"]["rule"]
+    for version in (1, 2):
+        old = {**table, "format": version}
+        recipe = recipe_from_dict(old, "old", saved=True)
+        assert recipe.optim.rule == "torch"
+        assert recipe.model.options["dropout_placement"] == "torchvision"
+    owt = {"format": 2, "model": {"arch": "alexnet-owt"}}
+    assert recipe_from_dict(owt, "old", saved=True).model.options == {
+        "dropout_placement": "torchvision"
+    }
+    new = load_recipe("imagenet-paper")
+    assert new.optim.rule == "paper" and new.optim.decay_biases
+    assert build_model("alexnet").classifier[0].__class__ is torch.nn.Identity
+    with pytest.raises(ValueError, match="old: model must be a table, got 3"):  # still named
+        recipe_from_dict({"format": 2, "model": 3}, "old", saved=True)

@@ -192,3 +192,52 @@ def test_dropout_is_active_in_training_only():
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+
+
+def _fc_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """What fc6, fc7 and fc8 receive in one forward pass."""
+    seen: list[torch.Tensor] = []
+    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    hooks = [m.register_forward_pre_hook(lambda _m, a: seen.append(a[0].clone())) for m in linears]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("name", "placement", "dropped"),
+    [("alexnet-small", "paper", (False, True, True)), ("alexnet-small", "torchvision", (True, True, False)),
+     ("alexnet", "paper", (False, True, True)), ("alexnet-owt", "torchvision", (True, True, False))],
+)  # fmt: skip
+def test_dropout_acts_where_its_placement_says(name, placement, dropped):
+    """Section 4.2's "dropout in the first two fully-connected layers" zeroes the outputs of fc6
+    and fc7, so fc7 and fc8 see dropped inputs and fc6 sees pool5 whole; torchvision's order
+    drops what fc6 and fc7 receive instead. At a dropout rate of 0.99, a dropped input is
+    nearly all zeros; an input not dropped has the ReLU's zeros only, and fc6's is exactly
+    what evaluation mode gives it."""
+    size = {"alexnet": 227, "alexnet-owt": 224}.get(name, 32)
+    options = {"input_size": size} if name == "alexnet-small" else {}
+    model = build_model(name, dropout_placement=placement, dropout=0.99, **options)
+    assert model.classifier[3].__class__ is nn.Dropout  # fc6's outputs: slot 3 in both orders
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        fc6_evaluated = _fc_inputs(model.eval(), x)[0]
+        trained = _fc_inputs(model.train(), x)
+    zeroed = [(t == 0).float().mean().item() for t in trained]
+    assert [z > 0.95 for z in zeroed] == list(dropped), zeroed
+    assert torch.equal(trained[0], fc6_evaluated) == (not dropped[0])
+
+
+def test_either_dropout_placement_loads_the_others_weights():
+    """Dropout has no parameters and the fc layers keep torchvision's indices, so weights move
+    between placements unchanged (old runs' weights, torchvision's, bare .pth files)."""
+    paper = build_model("alexnet-small", dropout_placement="paper")
+    old = build_model("alexnet-small", dropout_placement="torchvision")
+    assert list(paper.state_dict()) == list(old.state_dict())
+    old.load_state_dict(paper.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(paper.eval()(x), old.eval()(x))
+    assert build_model("alexnet-owt").classifier[0].__class__ is nn.Dropout  # torchvision's

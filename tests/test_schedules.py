@@ -1,5 +1,7 @@
 """Learning-rate schedules, and what `--resume RUN --set optim.lr=X` means under each."""
 
+import copy
+
 import pytest
 import torch
 
@@ -89,3 +91,118 @@ def test_paper_schedule_divides_by_ten_at_most_three_times():
         sched.step(0.5)
         lrs.append(lr(opt))
     assert sorted(set(lrs), reverse=True) == pytest.approx([0.01, 0.001, 0.0001, 0.00001])
+
+
+# The update rule (optim.rule): the paper's velocity against torch.optim.SGD's momentum.
+
+
+def paper_reference(w: float, grads, rates, momentum=0.9, decay=5e-4) -> list[float]:
+    """Section 5 written out in float64: v <- 0.9 v - 0.0005 eps w - eps grad; w <- w + v."""
+    v, out = 0.0, []
+    for g, eps in zip(grads, rates, strict=True):
+        v = momentum * v - decay * eps * w - eps * g
+        w += v
+        out.append(w)
+    return out
+
+
+def run_rule(rule: str, grads, rates, w0: float = 1.0, decay: float = 5e-4) -> list[float]:
+    items = [f'optim.rule="{rule}"', f"optim.weight_decay={decay}"]
+    recipe = apply_overrides(load_recipe("imagenet-paper"), items)
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(w0)
+    opt = build_optimizer(model, recipe.optim)
+    out = []
+    for g, eps in zip(grads, rates, strict=True):
+        for group in opt.param_groups:
+            group["lr"] = eps
+        model.weight.grad = torch.full_like(model.weight, g)
+        opt.step()
+        out.append(model.weight.item())
+    return out
+
+
+GRADS = [0.3, -1.2, 0.7, 2.0, -0.4, 0.9, 1.1, -0.2, 0.5, 0.8]
+
+
+def test_the_rules_agree_step_for_step_at_a_constant_rate():
+    """Within float32 rounding (relative 1e-6 of the weight), and both follow the paper's
+    formula; at a constant rate the buffers are never rescaled, so the two agree bit for bit."""
+    rates = [0.05] * len(GRADS)
+    paper, torch_rule = run_rule("paper", GRADS, rates), run_rule("torch", GRADS, rates)
+    assert paper == torch_rule
+    assert paper == pytest.approx(paper_reference(1.0, GRADS, rates), rel=1e-6)
+
+
+def test_after_a_division_the_rules_differ_as_computed_by_hand():
+    """Three steps at 0.1 on a unit gradient, then 0.01: the paper's velocity is -0.271 and its
+    next step 0.9 * -0.271 - 0.01 = -0.2539; torch's buffer is 2.71 and its next step
+    -0.01 * (0.9 * 2.71 + 1) = -0.03439."""
+    grads, rates = [1.0] * 4, [0.1, 0.1, 0.1, 0.01]
+    paper, torch_rule = (run_rule(r, grads, rates, w0=0.0, decay=0.0) for r in ("paper", "torch"))
+    assert paper[:3] == torch_rule[:3] == pytest.approx([-0.1, -0.29, -0.561])
+    assert paper[3] - paper[2] == pytest.approx(-0.2539, rel=1e-5)
+    assert torch_rule[3] - torch_rule[2] == pytest.approx(-0.03439, rel=1e-5)
+
+
+def test_the_paper_rule_follows_its_formula_through_any_schedule():
+    rates = [0.1 * 0.7**i for i in range(len(GRADS))]  # a change of rate at every step
+    assert run_rule("paper", GRADS, rates) == pytest.approx(
+        paper_reference(1.0, GRADS, rates), rel=1e-5
+    )
+
+
+def test_the_paper_rule_resumes_bit_for_bit_across_a_division():
+    """Saved after two steps, resumed into a fresh optimiser: a division after the resume
+    rescales the buffers exactly as in the run that was never stopped."""
+    recipe = load_recipe("imagenet-paper")
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        return model, build_optimizer(model, recipe.optim)
+
+    def steps(model, opt, rates):
+        for i, eps in enumerate(rates):
+            for group in opt.param_groups:
+                group["lr"] = eps
+            torch.manual_seed(100 + i)
+            model(torch.randn(8, 4)).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+
+    whole, whole_opt = make()
+    steps(whole, whole_opt, [0.1, 0.1, 0.01, 0.01])
+    first, first_opt = make()
+    steps(first, first_opt, [0.1, 0.1])
+    saved = copy.deepcopy((first.state_dict(), first_opt.state_dict()))
+    again, again_opt = make()
+    again.load_state_dict(saved[0])
+    again_opt.load_state_dict(saved[1])
+    for i, eps in enumerate([0.01, 0.01]):  # the same batches as the whole run's steps 3 and 4
+        for group in again_opt.param_groups:
+            group["lr"] = eps
+        torch.manual_seed(102 + i)
+        again(torch.randn(8, 4)).square().sum().backward()
+        again_opt.step()
+        again_opt.zero_grad()
+    for a, b in zip(whole.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_biases_escape_weight_decay_only_when_asked():
+    items = ["optim.momentum=0", "optim.weight_decay=0.5", "optim.lr=1"]
+    for decay_biases, bias_after in ((True, 0.5), (False, 1.0)):
+        recipe = apply_overrides(load_recipe("imagenet-paper"),
+                                 [*items, f"optim.decay_biases={str(decay_biases).lower()}"])  # fmt: skip
+        model = torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            model.bias.fill_(1.0)
+        opt = build_optimizer(model, recipe.optim)
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        assert model.weight.item() == pytest.approx(0.5)  # w - lr * 0.5 * w
+        assert model.bias.item() == pytest.approx(bias_after)

@@ -53,3 +53,12 @@ def test_parse_input():
     assert parse_input("3x227x227") == (3, 227, 227)
     with pytest.raises(ValueError):
         parse_input("a x b")
+
+
+def test_layers_are_named_after_the_layer_whose_outputs_they_take():
+    """Caffe's names: the paper's dropout is dropout6 and dropout7 (the outputs of fc6 and fc7);
+    torchvision's order drops pool5's and fc6's outputs instead."""
+    paper = [r["name"] for r in summarise("alexnet")["layers"]]
+    assert paper[-7:] == ["fc6", "relu6", "dropout6", "fc7", "relu7", "dropout7", "fc8"]
+    owt = [r["name"] for r in summarise("alexnet-owt")["layers"]]
+    assert owt[-7:] == ["dropout5", "fc6", "relu6", "dropout6", "fc7", "relu7", "fc8"]

@@ -22,11 +22,13 @@ from typing import Any
 import tomli_w
 
 from alexnet.data import SOURCES
-from alexnet.models import NETWORKS, check_options
+from alexnet.models import NETWORKS, check_options, model_options
 from alexnet.settings import SettingError, build, format_version, setting, to_table
 
 RECIPE_PACKAGE = "alexnet.recipes"
-RECIPE_FORMAT = 2  # 1: alexnet 0.1.0 (no format key); 2: typed recipes
+# 1: alexnet 0.1.0 (no format key); 2: typed recipes; 3: the paper's dropout placement and
+# update rule became the defaults (older runs keep what they trained with: _migrate).
+RECIPE_FORMAT = 3
 SCHEDULES = ("plateau", "onecycle", "step", "constant")
 
 
@@ -78,6 +80,10 @@ class OptimSettings:
     momentum: float = setting(0.9, min=0.0, below=1.0)
     nesterov: bool = setting(False)
     weight_decay: float = setting(5e-4, min=0.0, max=1.0)
+    # "paper": the velocity keeps its size when the rate changes (section 5); "torch":
+    # torch.optim.SGD's momentum, which a change of rate rescales (schedules.VelocitySGD).
+    rule: str = setting("paper", choices=("paper", "torch"))
+    decay_biases: bool = setting(True)  # false: cuda-convnet's and Caffe's, not the paper's text
     label_smoothing: float = setting(0.0, min=0.0, below=1.0)
     lr_find: bool = setting(False)  # a new run first finds its rate (lr_find.py), replacing lr
 
@@ -137,9 +143,20 @@ class Recipe:
 
 
 def _migrate(table: dict[str, Any], where: str) -> dict[str, Any]:
-    """Bring a saved recipe to the current format. Format 1 (alexnet 0.1.0) holds every key of
-    format 2 with the same meaning, so only the number changes."""
-    format_version(table, RECIPE_FORMAT, "recipe", where)
+    """Bring a saved recipe to the current format, meaning what it meant when it was saved.
+    Format 1 (alexnet 0.1.0) holds every key of format 2 with the same meaning. Before format
+    3 every network dropped the inputs of fc6 and fc7 and SGD kept torch's momentum, so a run
+    from then resumes, and its weights rebuild, with exactly those."""
+    version = format_version(table, RECIPE_FORMAT, "recipe", where)
+    table = copy.deepcopy(table)
+    if version < 3:  # a table of the wrong shape is left for build() to name
+        model, optim = table.setdefault("model", {}), table.setdefault("optim", {})
+        if isinstance(model, dict) and isinstance(model.setdefault("options", {}), dict):
+            arch = model.get("arch", ModelSettings.arch)
+            if arch in NETWORKS and "dropout_placement" in model_options(arch):
+                model["options"].setdefault("dropout_placement", "torchvision")
+        if isinstance(optim, dict):
+            optim.setdefault("rule", "torch")
     return {**table, "format": RECIPE_FORMAT}
 
 

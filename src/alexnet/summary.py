@@ -72,16 +72,19 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Lay
 
     def hook(module: nn.Module, _inputs, out: torch.Tensor) -> None:
         nonlocal weighted
+        if type(module) is nn.Identity:  # an empty slot: no dropout before fc6 in the paper's order
+            return
         is_weighted = isinstance(module, (nn.Conv2d, nn.Linear))
         if is_weighted:
             weighted += 1
         kind = type(module).__name__
         prefix = SHORT_NAMES.get(kind, kind.lower())
-        # Dropout belongs to the fully connected layer it feeds, the rest to the layer they follow.
-        index = weighted + 1 if isinstance(module, nn.Dropout) else weighted
+        # Every other layer is named after the weighted layer whose outputs it takes, as Caffe
+        # names them: dropout6 drops fc6's outputs (the paper's placement); torchvision's
+        # order has dropout5 (pool5's outputs) and dropout6 instead.
         rows.append(
             LayerRow(
-                name=f"{prefix}{index}",
+                name=f"{prefix}{weighted}",
                 kind=kind,
                 output=list(out.shape[1:]),
                 neurons=out[0].numel() if is_weighted else 0,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from alexnet.models.blocks import (
+    DROPOUT_PLACEMENTS,
     INITS,
     Blocks,
     Conv,
@@ -113,11 +114,13 @@ class AlexNet(nn.Module):
 
 @dataclass(frozen=True)
 class OneTowerOptions(NetworkOptions):
-    """torchvision's layout: no LRN, one tower, PyTorch's initialisation."""
+    """torchvision's layout: no LRN, one tower, PyTorch's initialisation, dropout on the inputs
+    of fc6 and fc7 (the order its published weights were trained with)."""
 
     lrn: bool = setting(False)
     two_towers: bool = setting(False)
     init: str = setting("torch", choices=INITS)
+    dropout_placement: str = setting("torchvision", choices=DROPOUT_PLACEMENTS)
 
 
 @dataclass(frozen=True)

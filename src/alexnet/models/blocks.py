@@ -19,6 +19,7 @@ from alexnet.settings import setting
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 POOLINGS: dict[str, tuple[int, int]] = {"overlapping": (3, 2), "non-overlapping": (2, 2)}
 INITS: tuple[str, ...] = ("paper", "kaiming", "torch")
+DROPOUT_PLACEMENTS: tuple[str, ...] = ("paper", "torchvision")
 
 # Section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75.
 LRN_PAPER = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
@@ -36,6 +37,10 @@ class NetworkOptions:
     lrn_formula: str = setting("paper", choices=FORMULAS)
     pooling: str = setting("overlapping", choices=tuple(POOLINGS))
     dropout: float = setting(0.5, min=0.0, below=1.0)
+    # "paper": on the outputs of fc6 and fc7 (section 4.2; Caffe's drop6 and drop7).
+    # "torchvision": on the inputs of fc6 and fc7, i.e. pool5's and fc6's outputs, the order
+    # torchvision's AlexNet and its published weights were trained with.
+    dropout_placement: str = setting("paper", choices=DROPOUT_PLACEMENTS)
     two_towers: bool = setting(True)
     init: str = setting("paper", choices=INITS)
 
@@ -87,17 +92,27 @@ class Blocks:
         return nn.Conv2d(in_channels, row.width, row.kernel, row.stride, row.padding, groups=groups)
 
     def classifier(self, features: int, hidden: int) -> nn.Sequential:
-        """fc6, fc7 (each after dropout, each followed by the activation) and fc8; the index
-        layout is torchvision's, so its AlexNet weights load into alexnet-owt."""
+        """fc6, fc7 (each followed by the activation) and fc8, with dropout where
+        ``dropout_placement`` puts it. fc6, fc7 and fc8 sit at indices 1, 4 and 6 in either
+        placement, torchvision's layout, so the state-dict keys are the same and its weights
+        load into alexnet-owt: the paper's order leaves slot 0 empty and gives slot 5 fc7's
+        activation and its dropout together. Dropout on fc6's outputs is slot 3 in both."""
+        if self.o.dropout_placement == "paper":
+            before_fc6, after_fc7 = nn.Identity(), nn.Sequential(self.act(), self.drop())
+        else:
+            before_fc6, after_fc7 = self.drop(), self.act()
         return nn.Sequential(
-            nn.Dropout(self.o.dropout),
+            before_fc6,
             nn.Linear(features, hidden),  # fc6
             self.act(),
-            nn.Dropout(self.o.dropout),
+            self.drop(),
             nn.Linear(hidden, hidden),  # fc7
-            self.act(),
+            after_fc7,
             nn.Linear(hidden, self.o.num_classes),  # fc8
         )
+
+    def drop(self) -> nn.Dropout:
+        return nn.Dropout(self.o.dropout)
 
 
 def feature_stack(rows: Sequence[Conv], blocks: Blocks, *, pool_before_norm: bool = False):
