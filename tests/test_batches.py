@@ -378,3 +378,24 @@ def test_a_ring_larger_than_the_shared_memory_left_is_refused_in_one_line(tmp_pa
     check_shared_memory(1024, str(tmp_path))  # fits
     with pytest.raises(OSError, match=r"needs 1024\.0 GiB of shared memory .* --shm-size"):
         check_shared_memory(2**40, str(tmp_path))
+
+
+def test_the_paper_recipe_feeds_pixel_values_minus_the_mean_image(coords):
+    """imagenet-paper's inputs are at the paper's scale: values 0-255 minus the training set's
+    mean image, nothing divided (within float32 rounding), so LRN sees activations of the
+    size its k and alpha were chosen for."""
+    from alexnet.config import apply_overrides, load_recipe
+    from alexnet.train import batch_makers
+
+    recipe = apply_overrides(load_recipe("imagenet-paper"), [f"data.image_size={CROP}"])
+    stats = open_store(coords.root).stats()
+    maker = batch_makers(recipe, coords, coords, stats)[1]
+    raw = maker.read(CHOSEN, None)  # as evaluation reads: the centre crop
+    crops, _, ys, xs, _, _ = raw
+    x, _ = maker.finish(raw, CPU, channels_last=False)
+    y0, x0 = int(ys[0]), int(xs[0])
+    mean = stats.mean_image[y0 : y0 + CROP, x0 : x0 + CROP].permute(2, 0, 1)
+    expected = crops.permute(0, 3, 1, 2).double() - mean.double()
+    assert torch.allclose(x.double(), expected, rtol=0, atol=1e-4)
+    # The store numbers its images 0-35 in blue: 17.5 from their mean at the paper's scale.
+    assert x.abs().max() == 17.5

@@ -92,7 +92,7 @@ def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, 
     assert again.returncode == 0, again.stderr
     assert (out / "no-lrn-seed0" / "last.pt").stat().st_mtime_ns == kept
     assert (out / "no-pca-seed0" / "last.pt").is_file()
-    assert "[5/6] no-pca-seed0: training" in again.stdout + again.stderr
+    assert "[6/7] no-pca-seed0: training" in again.stdout + again.stderr
     longer = run_cli(["experiment", "ablations", "--recipe", str(tmp_path / "base.toml"), "--out",
                       str(out), "--seeds", "1", "--epochs", "2", "--no-progress"], cache)  # fmt: skip
     assert longer.returncode == 2 and "made by this experiment with other settings" in longer.stderr

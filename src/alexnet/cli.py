@@ -32,6 +32,23 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(to_json(summary) if args.json else format_table(summary))
 
 
+def cmd_lrn_divisor(args: argparse.Namespace) -> None:
+    import json
+    from dataclasses import asdict
+
+    from alexnet.lrn_divisor import describe, format_table, measure, open_network
+
+    net = open_network(args.network, args.scale, args.seed)
+    rows, skipped = measure(net, [Path(p) for p in args.images])
+    heading = describe(net, len(args.images) - len(skipped))
+    if args.json:
+        print(json.dumps({"network": heading, "layers": [asdict(r) for r in rows]}, indent=1))
+    else:
+        print(format_table(rows, heading))
+    for line in skipped:
+        print(f"alexnet lrn-divisor: skipped {line}", file=sys.stderr)
+
+
 def _start_run(args: argparse.Namespace):
     """A new run's recipe and folder; under torchrun rank 0 makes the folder, all use it."""
     import torch.distributed as dist
@@ -503,6 +520,30 @@ def _add_experiment(sub) -> None:
     p.set_defaults(func=cmd_experiment)
 
 
+def _add_lrn_divisor(sub) -> None:
+    from alexnet.models import NETWORKS
+
+    p = sub.add_parser("lrn-divisor", help="how much each LRN layer divides by, on given images",
+                       description="The distribution of LRN's divisor (k + alpha * sum a^2)^beta "
+                       "at every LRN layer (percentiles over images, positions and channels), "
+                       "under both conventions of alpha (the paper's alpha, and alpha/n as "
+                       "cuda-convnet, Caffe and torch use). A constant 2^0.75 = 1.682 means the "
+                       "layer only divides: its activations are too small to normalise.")  # fmt: skip
+    p.add_argument("network", metavar="NETWORK",
+                   help=f"{TRAINED}; or a network's name ({', '.join(NETWORKS)}) for it at its "
+                        "initialisation")  # fmt: skip
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (the centre view of each)"
+    )
+    p.add_argument("--scale", choices=("paper", "unit"),
+                   help="a network at initialisation only: 'paper' feeds values 0-255 minus the "
+                        "mean, as the paper did (default); 'unit' divides by ImageNet's deviation "
+                        "too (a trained network's images are prepared as it was trained)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="a network at initialisation: its seed")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_lrn_divisor)
+
+
 def _add_lr_find(sub) -> None:
     p = sub.add_parser("lr-find", help="a learning-rate range test: plot and suggested rate",
                        description="Train a few dozen steps while the learning rate grows "
@@ -549,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_lr_find(sub)
     _add_experiment(sub)
+    _add_lrn_divisor(sub)
 
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
     p.add_argument("action", nargs="?", choices=("info", "clear"), default="info")

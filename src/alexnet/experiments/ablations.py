@@ -52,6 +52,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("full", "nothing", lambda t: None, ""),
     Variant("no-lrn", "local response normalisation", lambda t: _options(t).update(lrn=False),
             "+1.4 / +1.2 (ImageNet); CIFAR-10's four-layer network 11% -> 13%"),
+    Variant("lrn-constant", "LRN's normalisation, kept as a constant division",
+            lambda t: _options(t).update(lrn_alpha=0.0),
+            "", "alpha = 0: every activation divided by k^beta = 2^0.75, as LRN does where "
+            "its neighbours are small; against no-lrn, what the division alone is worth"),
     Variant("no-overlap", "overlapping pooling (3x3, stride 2)",
             lambda t: _options(t).update(pooling="non-overlapping"),
             "+0.4 / +0.3 (against 2x2/2 pooling of the same output size)",

@@ -35,6 +35,9 @@ class NetworkOptions:
     activation: str = setting("relu", choices=tuple(ACTIVATIONS))
     lrn: bool = setting(True)
     lrn_formula: str = setting("paper", choices=FORMULAS)
+    # 0 leaves LRN's constant part alone, a division by k^beta = 2^0.75 (the ablation that
+    # separates "no normalisation" from "no constant division").
+    lrn_alpha: float = setting(LRN_PAPER["alpha"], min=0.0)
     pooling: str = setting("overlapping", choices=tuple(POOLINGS))
     dropout: float = setting(0.5, min=0.0, below=1.0)
     # "paper": on the outputs of fc6 and fc7 (section 4.2; Caffe's drop6 and drop7).
@@ -73,7 +76,8 @@ class Blocks:
     def norm(self, relu: bool = False) -> list[nn.Module]:
         if not self.o.lrn:
             return []
-        return [LocalResponseNorm(**LRN_PAPER, formula=self.o.lrn_formula, relu=relu)]
+        paper = {**LRN_PAPER, "alpha": self.o.lrn_alpha}
+        return [LocalResponseNorm(**paper, formula=self.o.lrn_formula, relu=relu)]
 
     def act_before_norm(self) -> tuple[nn.Module, bool]:
         """The activation of a row whose LRN follows it directly, and whether the LRN applies

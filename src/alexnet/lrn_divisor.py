@@ -1,0 +1,174 @@
+"""``alexnet lrn-divisor``: how much each LRN layer of a network divides its activations by.
+
+Section 3.3's normalisation is b = a / d with the divisor d = (k + alpha * sum a^2)^beta over a
+window of n = 5 channels, k = 2, alpha = 1e-4, beta = 0.75. Where the activations are small,
+alpha times the sum of five squares is nothing beside k, and d is the constant 2^0.75 = 1.682:
+LRN then only divides, and normalises nothing. Whether it does more depends on the scale of
+the activations, and so on the scale of the input: the paper fed pixel values 0-255 minus the
+mean image, sixty times the unit-scale inputs most code feeds.
+
+This reports d's distribution at every LRN layer (percentiles over images, positions and
+channels), for both conventions of alpha: the paper's as printed ("paper": alpha times the
+sum) and cuda-convnet's, Caffe's and torch's ("torch": alpha / n times the sum), whichever
+the network itself uses. A network is a trained one (any file ``alexnet predict`` reads), its
+images prepared as it was trained, or a registered network at its initialisation, fed at the
+paper's scale or at unit scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alexnet.config import recipe_from_dict
+from alexnet.eval_checkpoints import batch_maker, full_side, view_inputs, views_of
+from alexnet.lrn import FORMULAS, LocalResponseNorm
+from alexnet.models import NETWORKS, build_model, network
+from alexnet.models.alexnet import IMAGENET_MEAN, IMAGENET_STD
+from alexnet.predict import read_image
+from alexnet.trained import Trained, load_trained
+
+PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+SCALES = ("paper", "unit")
+STORED_SIDE = 256  # networks of the paper's size see a crop of images stored at 256 (prepare)
+
+
+@dataclass
+class LayerDivisors:
+    """One LRN layer's divisor percentiles under each convention of alpha."""
+
+    layer: str
+    channels: int
+    used: str  # the convention the network computes with
+    percentiles: dict[str, list[float]]  # formula -> the values at PERCENTILES
+
+
+def initialised(arch: str, scale: str, seed: int = 0) -> Trained:
+    """Registered network ``arch`` at its initialisation (``seed``), with images prepared as
+    the paper's (``scale="paper"``: ImageNet's per-channel mean subtracted from values 0-255,
+    nothing divided; no training set, so no mean image) or at unit scale (that mean, then
+    ImageNet's per-channel deviation divided)."""
+    if scale not in SCALES:
+        raise ValueError(f"--scale {scale}: choose {' or '.join(SCALES)}")
+    info = network(arch)
+    stored = info.input_size >= 200  # the paper's size: a crop of a stored image, as trained
+    std = [1 / 255] * 3 if scale == "paper" else list(IMAGENET_STD)
+    table = {"name": f"{arch}-initialised", "seed": seed, "model": {"arch": arch},
+             "data": {"source": "store" if stored else "imagefolder", "channels": 3,
+                      "image_size": info.input_size, "mean": list(IMAGENET_MEAN), "std": std}}  # fmt: skip
+    recipe = recipe_from_dict(table, f"{arch} at initialisation")
+    torch.manual_seed(seed)
+    model = build_model(arch).eval()
+    classes = [str(i) for i in range(info.options().num_classes)]
+    where = Path(f"{arch} at initialisation (seed {seed})")
+    return Trained(where, model, recipe, classes, classes, None, STORED_SIDE if stored else None)
+
+
+def open_network(name: str, scale: str | None, seed: int) -> Trained:
+    """A trained network from a file, run folder or published name; else a registered
+    network's name, at its initialisation (``scale`` applies to those alone)."""
+    if name in NETWORKS and not Path(name).exists():
+        return initialised(name, scale or "paper", seed)
+    if scale is not None:
+        raise ValueError(f"--scale: {name} is a trained network, whose images are prepared as "
+                         f"it was trained; --scale applies to a network at initialisation "
+                         f"({', '.join(NETWORKS)})")  # fmt: skip
+    return load_trained(name)
+
+
+def window_sums(a: torch.Tensor, size: int) -> torch.Tensor:
+    """sum of a^2 over the ``size`` channels around each channel, as LRN computes it: the
+    window of channel c runs from c - size // 2 to c + (size - 1) // 2, clipped at the ends."""
+    sq = F.pad(a.square(), (0, 0, 0, 0, size // 2, (size - 1) // 2))
+    return sq.unfold(1, size, 1).sum(-1)
+
+
+def divisors(module: LocalResponseNorm, x: torch.Tensor, formula: str) -> torch.Tensor:
+    """The divisor d at every activation of ``module``'s input ``x`` (float64)."""
+    a = x.double().relu() if module.relu else x.double()
+    alpha = module.alpha / module.size if formula == "torch" else module.alpha
+    return (module.k + alpha * window_sums(a, module.size)) ** module.beta
+
+
+def measure(
+    net: Trained, paths: list[Path], batch: int = 16
+) -> tuple[list[LayerDivisors], list[str]]:
+    """Divisor percentiles at every LRN layer over ``paths`` (centre views, ``batch`` at a
+    time), and one line for each file that could not be read."""
+    layers = [(n, m) for n, m in net.model.named_modules() if isinstance(m, LocalResponseNorm)]
+    if not layers:
+        raise ValueError(f"{net.path}: the network has no LRN layer (model.options.lrn is false)")
+    found: dict[str, dict[str, list[np.ndarray]]] = {
+        n: {f: [] for f in FORMULAS} for n, _ in layers
+    }
+
+    def keep(name: str):
+        def hook(module: LocalResponseNorm, args: tuple) -> None:
+            for f in FORMULAS:
+                found[name][f].append(divisors(module, args[0], f).float().numpy())
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers]
+    maker, view = batch_maker(net, _Side(full_side(net))), views_of(net, 1)[0]
+    skipped, read = [], 0
+    try:
+        for start in range(0, len(paths), batch):
+            images = []
+            for path in paths[start : start + batch]:
+                try:
+                    images.append(read_image(net, path))
+                except ValueError as exc:
+                    skipped.append(f"{path}: {exc}")
+            if images:
+                x = view_inputs(net, maker, torch.stack(images), view, torch.device("cpu"), False)
+                with torch.no_grad():
+                    net.model.eval()(x)
+                read += len(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not read:
+        raise ValueError("no image could be read: " + "; ".join(skipped))
+    rows = []
+    for i, (name, module) in enumerate(layers):
+        values = {f: np.concatenate([a.ravel() for a in found[name][f]]) for f in FORMULAS}
+        channels = found[name][module.formula][0].shape[1]
+        rows.append(LayerDivisors(f"lrn{i + 1} ({name})", channels, module.formula,
+                                  {f: np.percentile(v, PERCENTILES).tolist() for f, v in values.items()}))  # fmt: skip
+    return rows, skipped
+
+
+@dataclass(frozen=True)
+class _Side:
+    """What a store's batch maker reads of its split: the side of the images and channels."""
+
+    size: int
+    channels: int = 3
+
+
+def describe(net: Trained, images: int) -> str:
+    raw = all(abs(s * 255 - 1) < 1e-6 for s in net.recipe.data.std)
+    scale = ("the paper's scale (values 0-255 minus the mean)" if raw
+             else "unit scale (minus the mean, divided by the deviation)")  # fmt: skip
+    return f"{net.path}: {images} image(s), inputs at {scale}"
+
+
+def format_table(rows: list[LayerDivisors], heading: str) -> str:
+    """The percentiles as a table; the network's own convention is marked with *."""
+    head = f"{'layer':24s} {'alpha':9s}" + "".join(f"{f'p{p}':>8s}" for p in PERCENTILES)
+    lines = [heading, "divisor d = (k + alpha * sum of a^2 over 5 channels)^0.75; a constant "
+             f"2^0.75 = {2**0.75:.4f} divides and normalises nothing", head, "-" * len(head)]  # fmt: skip
+    for row in rows:
+        for formula in FORMULAS[::-1]:  # the paper's first
+            label = ("alpha" if formula == "paper" else "alpha/n") + (
+                "*" if formula == row.used else ""
+            )
+            values = "".join(f"{v:8.4f}" for v in row.percentiles[formula])
+            lines.append(f"{row.layer:24s} {label:9s}{values}")
+    lines.append("* the convention the network computes with (model.options.lrn_formula)")
+    return "\n".join(lines)
