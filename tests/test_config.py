@@ -171,3 +171,5 @@ def test_recipes_saved_before_format_3_keep_their_dropout_and_update_rule():
     assert build_model("alexnet").classifier[0].__class__ is torch.nn.Identity
     with pytest.raises(ValueError, match="old: model must be a table, got 3"):  # still named
         recipe_from_dict({"format": 2, "model": 3}, "old", saved=True)
+    with pytest.raises(ValueError, match=r"model\.arch must be a string"):
+        recipe_from_dict({"format": 2, "model": {"arch": ["alexnet"]}}, "old", saved=True)

@@ -14,13 +14,17 @@ import torch
 from torch import nn
 
 from alexnet.cli import main
+from alexnet.config import load_recipe
 from alexnet.export import (
     INSTALL,
     ExportError,
+    Probe,
     _onnx_translations,
+    compare,
     export,
     exportable,
     input_shape,
+    input_spread,
     read_safetensors,
 )
 from alexnet.lrn import LocalResponseNorm, ReLUInLRN, local_response_norm
@@ -252,3 +256,18 @@ def test_safetensors_from_elsewhere_is_refused_in_one_line(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(ExportError, match=r"bad\.safetensors: not a readable safetensors file"):
         read_safetensors(tmp_path / "bad.safetensors")
+
+
+def test_the_check_feeds_inputs_at_the_networks_own_scale():
+    """A network fed the paper's 0-255 values is checked at that scale, where LRN normalises:
+    an export computing LRN with the other alpha passes at unit scale and fails at 64."""
+    torch.manual_seed(0)
+    paper = build_model("alexnet").eval()
+    other = build_model("alexnet", lrn_formula="torch").eval()
+    other.load_state_dict(paper.state_dict())
+    shape = (3, 227, 227)
+    assert compare(other, paper, Probe(shape, 1.0), (1,), "alpha/n").ok
+    assert not compare(other, paper, Probe(shape, 64.0), (1,), "alpha/n").ok
+    recipe = load_recipe("imagenet-paper")
+    net = Trained(Path("x"), paper, recipe, [], [], None, 256)
+    assert input_spread(net) == pytest.approx(0.25 * 255)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from alexnet.checkpoint import load_checkpoint
+from alexnet.models import build_model
 from alexnet.train import fit
 
 from .conftest import CLASSES, tiny_recipe
@@ -118,3 +119,18 @@ def test_torchvision_layout_weights_fine_tune_alexnet_owt(two_classes, tmp_path,
     after = weights(tmp_path / "run")
     assert torch.equal(after["features.0.weight"], published["features.0.weight"])
     assert after["classifier.6.weight"].shape == (2, 4096)
+
+
+def test_a_start_trained_at_another_input_scale_is_said(start_run):
+    """Weights trained at unit scale, started in a run at the paper's 0-255 scale: the line
+    that reports the start says so and names data.std; the same scale says nothing of it."""
+    from alexnet.finetune import load_start_weights
+    from alexnet.trained import load_trained
+
+    start = load_trained(start_run)
+    arch, options = start.recipe.model.arch, start.recipe.model.options
+    model = build_model(arch, **options)
+    said = load_start_weights(model, arch, str(start_run), [1 / 255] * 3)
+    assert "data.std" in said and "note" in said
+    same = load_start_weights(model, arch, str(start_run), list(start.recipe.data.std))
+    assert "note" not in same

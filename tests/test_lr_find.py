@@ -46,3 +46,11 @@ def test_lr_find_refuses_too_few_steps_and_a_plot_it_cannot_write(tiny_folder, c
                          (["--plot", str(tmp_path / "no" / "p.png")], "--plot")):  # fmt: skip
         result = run_cli(["lr-find", "--recipe", str(recipe), *extra], cache)
         assert result.returncode == 2 and words in result.stderr
+
+
+def test_the_range_test_steps_with_torchs_rule_whatever_the_runs(tiny_folder, tmp_path):
+    """Its rate rises every step, which the paper's velocity would lag behind: both rules
+    give the same losses, those of torch's momentum."""
+    tests = [find_learning_rate(tiny_recipe(tiny_folder, **{"optim.rule": rule}), 12,
+                                tmp_path / f"{rule}.png") for rule in ("paper", "torch")]  # fmt: skip
+    assert tests[0].losses == tests[1].losses

@@ -85,3 +85,17 @@ def test_the_command_prints_both_conventions_and_names_bad_input(photos, tmp_pat
 def test_scale_is_refused_for_a_trained_network(tmp_path):
     with pytest.raises(ValueError, match="--scale applies to a network at initialisation"):
         open_network(str(tmp_path), "unit", 0)
+
+
+def test_the_sample_is_bounded_and_uniform_with_exact_ends():
+    from alexnet.lrn_divisor import Sample
+
+    sample = Sample(20_000, seed=1)
+    values = np.random.default_rng(2).exponential(size=(50, 10_000))
+    for row in values:
+        sample.add(row)
+    assert sample.values.size == 20_000 and sample.seen == values.size
+    found = sample.percentiles((0, 5, 50, 95, 100))
+    exact = np.percentile(values, (0, 5, 50, 95, 100))
+    assert found[0] == exact[0] and found[-1] == exact[-1]
+    assert found[1:-1] == pytest.approx(exact[1:-1], rel=0.03)

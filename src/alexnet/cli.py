@@ -514,8 +514,10 @@ def _add_experiment(sub) -> None:
     p.add_argument("--full", action="store_true",
                    help="ablations: 3 seeds of the recipe's own epochs (CIFAR-10: over 3 hours "
                         "on 2 CPU cores)")  # fmt: skip
-    p.add_argument("--variants", help="ablations: a comma-separated subset (full, no-lrn, "
-                                      "no-overlap, no-dropout, no-pca, one-tower)")  # fmt: skip
+    from alexnet.experiments.ablations import BY_NAME
+
+    p.add_argument("--variants", help="ablations: a comma-separated subset "
+                                      f"({', '.join(BY_NAME)})")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_experiment)
 

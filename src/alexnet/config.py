@@ -153,7 +153,11 @@ def _migrate(table: dict[str, Any], where: str) -> dict[str, Any]:
         model, optim = table.setdefault("model", {}), table.setdefault("optim", {})
         if isinstance(model, dict) and isinstance(model.setdefault("options", {}), dict):
             arch = model.get("arch", ModelSettings.arch)
-            if arch in NETWORKS and "dropout_placement" in model_options(arch):
+            if (
+                isinstance(arch, str)
+                and arch in NETWORKS
+                and "dropout_placement" in model_options(arch)
+            ):
                 model["options"].setdefault("dropout_placement", "torchvision")
         if isinstance(optim, dict):
             optim.setdefault("rule", "torch")

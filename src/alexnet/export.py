@@ -168,6 +168,14 @@ def _onnx_translations() -> dict[Callable, Callable]:
 # Helpers
 
 
+@dataclass(frozen=True)
+class Probe:
+    """The random inputs a written file is checked with: their shape and deviation."""
+
+    shape: tuple[int, int, int]
+    spread: float = 1.0
+
+
 def input_shape(trained: Trained) -> tuple[int, int, int]:
     """(channels, height, width) of one input of ``trained``'s network."""
     conv = next(m for m in trained.model.modules() if isinstance(m, nn.Conv2d))
@@ -177,19 +185,29 @@ def input_shape(trained: Trained) -> tuple[int, int, int]:
     return conv.in_channels, size, size
 
 
-def inputs(shape: tuple[int, int, int], batch: int) -> torch.Tensor:
-    """A normalised input of ``batch`` images, the same each time (a seeded generator)."""
+def inputs(shape: tuple[int, int, int], batch: int, spread: float = 1.0) -> torch.Tensor:
+    """A normalised input of ``batch`` images, the same each time (a seeded generator), with
+    the deviation ``spread``."""
     generator = torch.Generator().manual_seed(batch)
-    return torch.randn(batch, *shape, generator=generator)
+    return torch.randn(batch, *shape, generator=generator) * spread
+
+
+def input_spread(trained: Trained) -> float:
+    """How widely ``trained``'s inputs vary once normalised: a photograph's pixels vary by
+    about a quarter of their range (ImageNet's deviations are 0.22-0.23), divided by the
+    recipe's std: about 1 at unit scale, 64 at the paper's 0-255 scale, where LRN's
+    normalisation acts and an export that computed it wrongly would show."""
+    std = trained.recipe.data.std
+    return 0.25 / (sum(std) / len(std)) if std else 1.0
 
 
 def compare(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
-            shape: tuple[int, int, int], batches: tuple[int, ...], against: str) -> Check:  # fmt: skip
+            probe: Probe, batches: tuple[int, ...], against: str) -> Check:  # fmt: skip
     """``run``'s outputs against ``model``'s for random inputs of each batch size."""
     worst, scale = 0.0, 0.0
     with torch.inference_mode():
         for batch in batches:
-            x = inputs(shape, batch)
+            x = inputs(probe.shape, batch, probe.spread)
             expected = model(x).float()
             got = torch.as_tensor(run(x)).float()
             if got.shape != expected.shape:
@@ -274,7 +292,7 @@ def export_onnx(trained: Trained, out: Path, opset: int | None = None) -> None:
         program.save(str(tmp), external_data=False)
 
 
-def check_onnx(path: Path, model: nn.Module, shape: tuple[int, int, int],
+def check_onnx(path: Path, model: nn.Module, probe: Probe,
                batches: tuple[int, ...]) -> Check:  # fmt: skip
     """Run the ONNX file in ONNX Runtime (on the CPU) and compare with ``model``."""
     ort = need("onnxruntime")
@@ -288,7 +306,7 @@ def check_onnx(path: Path, model: nn.Module, shape: tuple[int, int, int],
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
 
-    return compare(run, model, shape, batches, f"onnxruntime {ort.__version__}")
+    return compare(run, model, probe, batches, f"onnxruntime {ort.__version__}")
 
 
 def export_pt2(trained: Trained, out: Path) -> None:
@@ -305,10 +323,10 @@ def export_pt2(trained: Trained, out: Path) -> None:
         torch.export.save(program, f, extra_files={"alexnet.json": json.dumps(metadata(trained))})
 
 
-def check_pt2(path: Path, model: nn.Module, shape: tuple[int, int, int],
+def check_pt2(path: Path, model: nn.Module, probe: Probe,
               batches: tuple[int, ...]) -> Check:  # fmt: skip
     loaded = torch.export.load(path).module()
-    return compare(loaded, model, shape, batches, "torch.export.load")
+    return compare(loaded, model, probe, batches, "torch.export.load")
 
 
 def export_safetensors(trained: Trained, out: Path) -> None:
@@ -320,7 +338,7 @@ def export_safetensors(trained: Trained, out: Path) -> None:
                           trained.classes, trained.names, trained.stored_size)  # fmt: skip
 
 
-def check_safetensors(path: Path, model: nn.Module, shape: tuple[int, int, int],
+def check_safetensors(path: Path, model: nn.Module, probe: Probe,
                       batches: tuple[int, ...]) -> Check:  # fmt: skip
     """The weights read back into a network built afresh from the file's recipe, compared."""
     from alexnet.config import recipe_from_dict
@@ -330,7 +348,7 @@ def check_safetensors(path: Path, model: nn.Module, shape: tuple[int, int, int],
     recipe = recipe_from_dict(state["recipe"], f"{path}: its recipe", saved=True)
     fresh = build_model(recipe.model.arch, **recipe.model.options)
     fresh.load_state_dict(state["model"])
-    return compare(fresh.eval(), model, shape, batches, "the weights in a new network")
+    return compare(fresh.eval(), model, probe, batches, "the weights in a new network")
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,7 +413,8 @@ def export(trained: Trained, out: Path, fmt: str | None = None, *, batch: int = 
     if fmt == "onnx" and not _installed("onnxruntime"):
         result.note = f"onnxruntime is not installed, so the file was not run ({INSTALL})"
         return result
-    result.check = CHECKS[fmt](out, trained.model, shape, tuple(sorted({1, batch})))
+    probe = Probe(shape, input_spread(trained))
+    result.check = CHECKS[fmt](out, trained.model, probe, tuple(sorted({1, batch})))
     return result
 
 

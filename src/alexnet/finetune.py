@@ -30,9 +30,13 @@ def check_start_weights(source: str) -> None:
                                 "run folder, .safetensors or .pth file, or 'torchvision')")  # fmt: skip
 
 
-def load_start_weights(model: nn.Module, arch: str, source: str) -> str:
+def load_start_weights(
+    model: nn.Module, arch: str, source: str, std: list[float] | None = None
+) -> str:
     """Copy the weights of ``source`` into ``model`` (a network of kind ``arch``); returns a
-    line saying what was loaded and what was replaced. A layer that does not fit, other than
+    line saying what was loaded and what was replaced, and, where the run's ``std`` differs
+    from the one the weights were trained with (an ``imagenet-paper`` network saw values
+    0-255, sixty times a unit-scale run's), that too. A layer that does not fit, other than
     the output layer, is a one-line error naming it."""
     start = load_trained(source)
     if start.recipe.model.arch != arch:
@@ -58,7 +62,15 @@ def load_start_weights(model: nn.Module, arch: str, source: str) -> str:
     if start.published:
         said += (f"; they expect inputs normalised by mean {list(start.published.mean)} and "
                  f"std {list(start.published.std)}")  # fmt: skip
+    elif std and _differ(std, start.recipe.data.std):
+        said += (f"; note: they were trained on inputs divided by data.std = "
+                 f"{start.recipe.data.std}, this run divides by {std} (set data.std to "
+                 "feed them at the scale they learned)")  # fmt: skip
     return said
+
+
+def _differ(a: list[float], b: list[float]) -> bool:
+    return len(a) != len(b) or any(abs(x - y) > 0.01 * abs(y) for x, y in zip(a, b, strict=True))
 
 
 def freeze_features(model: nn.Module) -> int:

@@ -25,18 +25,19 @@ class VelocitySGD(torch.optim.SGD):
     ``torch.optim.SGD`` keeps ``b = 0.9 b + grad + wd w`` and steps ``w -= eps b``: the same
     arithmetic while the rate is constant (``v = -eps b``), but a change of rate rescales all
     the stored momentum at once. After three steps at 0.1 on a unit gradient and a division
-    to 0.01, the paper's rule moves 0.254 on the next step and torch's 0.034: about eight
-    old-rate steps of movement lost at every division. Here the buffer is multiplied by
-    old / new whenever the rate has changed since the last step, which keeps ``v`` and lets
-    the fused kernel do the update; with a per-step schedule (one-cycle) that is one more pass
-    over the buffers a step, under plateau and step schedules one per division."""
+    to 0.01, the paper's rule moves 0.254 on the next step and torch's 0.034; from a steady
+    velocity (1.0 at rate 0.1) 0.91 against 0.10. Here the buffer is multiplied by old / new
+    whenever the rate has changed since the last step, which keeps ``v`` and lets the fused
+    kernel do the update; with a per-step schedule (one-cycle) that is one more pass over the
+    buffers a step, under plateau and step schedules one per division. With ``nesterov`` the
+    look-ahead is taken on the velocity kept the same way (the paper has no Nesterov)."""
 
     def step(self, closure=None):
         for group in self.param_groups:
             last = group.setdefault("velocity_lr", group["lr"])  # the rate the buffers are in
             if group["lr"] != last:
-                buffers = [self.state[p]["momentum_buffer"] for p in group["params"]
-                           if self.state[p].get("momentum_buffer") is not None]  # fmt: skip
+                held = (self.state.get(p, {}).get("momentum_buffer") for p in group["params"])
+                buffers = [b for b in held if b is not None]
                 if buffers:
                     torch._foreach_mul_(buffers, last / group["lr"])
                 group["velocity_lr"] = group["lr"]

@@ -471,7 +471,8 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
     logger = RunLogger(run_dir, rt.main, progress)
     if recipe.model.weights and resume_from is None:  # fine-tuning (finetune.py)
-        logger.say(load_start_weights(model, recipe.model.arch, recipe.model.weights))
+        logger.say(load_start_weights(model, recipe.model.arch, recipe.model.weights,
+                                      recipe.data.std))  # fmt: skip
     elif recipe.model.freeze_features and resume_from is None:
         logger.say("note: model.freeze_features without model.weights: the convolutional "
                    "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip

@@ -73,7 +73,7 @@ class AlexNet(nn.Module):
     def __init__(
         self,
         table: Sequence[Conv],
-        options: NetworkOptions,
+        options: AlexNetOptions,
         hidden: int = 4096,
         input_size: int | None = 227,
     ) -> None:
@@ -89,7 +89,9 @@ class AlexNet(nn.Module):
             if side < 1:
                 raise ValueError(f"input_size {input_size}: a {input_size}x{input_size} input "
                                  "leaves no feature map")  # fmt: skip
-        self.classifier = b.classifier(table[-1].width * side * side, hidden)
+        self.classifier = b.classifier(
+            table[-1].width * side * side, hidden, options.dropout_placement
+        )
         conv = [m for m in self.features if isinstance(m, nn.Conv2d)]
         fc = [m for m in self.classifier if isinstance(m, nn.Linear)]
         initialise(self, options.init, bias_one=[conv[1], conv[3], conv[4], fc[0], fc[1]])
@@ -113,7 +115,17 @@ class AlexNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class OneTowerOptions(NetworkOptions):
+class AlexNetOptions(NetworkOptions):
+    """The switches of the AlexNets: every network's, and where dropout acts."""
+
+    # "paper": on the outputs of fc6 and fc7 (section 4.2; Caffe's drop6 and drop7).
+    # "torchvision": on the inputs of fc6 and fc7, i.e. pool5's and fc6's outputs, the order
+    # torchvision's AlexNet and its published weights were trained with.
+    dropout_placement: str = setting("paper", choices=DROPOUT_PLACEMENTS)
+
+
+@dataclass(frozen=True)
+class OneTowerOptions(AlexNetOptions):
     """torchvision's layout: no LRN, one tower, PyTorch's initialisation, dropout on the inputs
     of fc6 and fc7 (the order its published weights were trained with)."""
 
@@ -124,7 +136,7 @@ class OneTowerOptions(NetworkOptions):
 
 
 @dataclass(frozen=True)
-class SmallOptions(NetworkOptions):
+class SmallOptions(AlexNetOptions):
     """For 28x28 and 32x32 images: ten classes, He initialisation, narrower layers."""
 
     num_classes: int = setting(10, min=1)
@@ -134,11 +146,11 @@ class SmallOptions(NetworkOptions):
     input_size: int = setting(32, min=8)
 
 
-def paper_alexnet(o: NetworkOptions) -> AlexNet:
+def paper_alexnet(o: AlexNetOptions) -> AlexNet:
     return AlexNet(PAPER_TABLE, o, input_size=227)
 
 
-def one_tower_alexnet(o: NetworkOptions) -> AlexNet:
+def one_tower_alexnet(o: AlexNetOptions) -> AlexNet:
     return AlexNet(OWT_TABLE, o, input_size=None)
 
 
@@ -150,7 +162,7 @@ def small_alexnet(o: SmallOptions) -> AlexNet:  # type: ignore[override]
 
 NETWORKS = (
     Network(
-        "alexnet", paper_alexnet, NetworkOptions, 227,
+        "alexnet", paper_alexnet, AlexNetOptions, 227,
         "the paper's network, two towers (Figure 2)", IMAGENET_MEAN, IMAGENET_STD,
     ),
     Network(

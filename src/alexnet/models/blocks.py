@@ -40,10 +40,6 @@ class NetworkOptions:
     lrn_alpha: float = setting(LRN_PAPER["alpha"], min=0.0)
     pooling: str = setting("overlapping", choices=tuple(POOLINGS))
     dropout: float = setting(0.5, min=0.0, below=1.0)
-    # "paper": on the outputs of fc6 and fc7 (section 4.2; Caffe's drop6 and drop7).
-    # "torchvision": on the inputs of fc6 and fc7, i.e. pool5's and fc6's outputs, the order
-    # torchvision's AlexNet and its published weights were trained with.
-    dropout_placement: str = setting("paper", choices=DROPOUT_PLACEMENTS)
     two_towers: bool = setting(True)
     init: str = setting("paper", choices=INITS)
 
@@ -95,13 +91,13 @@ class Blocks:
         groups = 2 if row.towers and self.o.two_towers else 1
         return nn.Conv2d(in_channels, row.width, row.kernel, row.stride, row.padding, groups=groups)
 
-    def classifier(self, features: int, hidden: int) -> nn.Sequential:
-        """fc6, fc7 (each followed by the activation) and fc8, with dropout where
-        ``dropout_placement`` puts it. fc6, fc7 and fc8 sit at indices 1, 4 and 6 in either
-        placement, torchvision's layout, so the state-dict keys are the same and its weights
-        load into alexnet-owt: the paper's order leaves slot 0 empty and gives slot 5 fc7's
-        activation and its dropout together. Dropout on fc6's outputs is slot 3 in both."""
-        if self.o.dropout_placement == "paper":
+    def classifier(self, features: int, hidden: int, placement: str) -> nn.Sequential:
+        """fc6, fc7 (each followed by the activation) and fc8, with dropout where ``placement``
+        (one of DROPOUT_PLACEMENTS) puts it. fc6, fc7 and fc8 sit at indices 1, 4 and 6 in
+        either placement, torchvision's layout, so the state-dict keys are the same and its
+        weights load into alexnet-owt: the paper's order leaves slot 0 empty and gives slot 5
+        fc7's activation and its dropout together. Dropout on fc6's outputs is slot 3 in both."""
+        if placement == "paper":
             before_fc6, after_fc7 = nn.Identity(), nn.Sequential(self.act(), self.drop())
         else:
             before_fc6, after_fc7 = self.drop(), self.act()
