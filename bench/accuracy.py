@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from machine import describe, machine, parse_held, write
 
-from alexnet.config import apply_overrides, load_recipe
+from alexnet.config import RECIPE_FORMAT, apply_overrides, load_recipe
 from alexnet.runtime import pick_precision
 from alexnet.summary import summarise
 from alexnet.train import fit, resolve
@@ -72,6 +72,7 @@ def run(recipe_name: str, data: str | None, overrides: list[str], target_acc: fl
         "wall_seconds": round(wall, 1), "epochs": final["epoch"], "images_per_s": round(images_per_s),
         "target_accuracy": target_acc, "target_train_seconds": target_s,
         "met": accuracy >= target_acc and final["train_seconds"] <= target_s,
+        "recipe_format": RECIPE_FORMAT,  # 3 on: the paper's dropout placement and update rule
     }  # fmt: skip
     result["hardware"] = use = hardware_use(recipe, images_per_s)
     print(

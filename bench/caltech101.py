@@ -24,6 +24,8 @@ from pathlib import Path
 
 from machine import describe, machine, parse_held, write
 
+from alexnet.config import RECIPE_FORMAT
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-128.tar.gz"
 TARGET_ACCURACY, TARGET_SECONDS = 0.50, 15 * 60
 
@@ -69,7 +71,7 @@ def main() -> None:
                          "mean_class_top1_acc": result["mean_class_top1_acc"],
                          "lr_find": found[0] if found else "", "history": history,
                          "target_top1_acc": TARGET_ACCURACY, "target_wall_seconds": TARGET_SECONDS,
-                         "met": met})  # fmt: skip
+                         "met": met, "recipe_format": RECIPE_FORMAT})  # fmt: skip
 
 
 if __name__ == "__main__":

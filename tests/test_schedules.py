@@ -163,8 +163,8 @@ def test_the_paper_rule_resumes_bit_for_bit_across_a_division():
         model = torch.nn.Linear(4, 3)
         return model, build_optimizer(model, recipe.optim)
 
-    def steps(model, opt, rates):
-        for i, eps in enumerate(rates):
+    def steps(model, opt, rates, first: int = 0):  # step i sees batch 100 + i
+        for i, eps in enumerate(rates, start=first):
             for group in opt.param_groups:
                 group["lr"] = eps
             torch.manual_seed(100 + i)
@@ -180,13 +180,7 @@ def test_the_paper_rule_resumes_bit_for_bit_across_a_division():
     again, again_opt = make()
     again.load_state_dict(saved[0])
     again_opt.load_state_dict(saved[1])
-    for i, eps in enumerate([0.01, 0.01]):  # the same batches as the whole run's steps 3 and 4
-        for group in again_opt.param_groups:
-            group["lr"] = eps
-        torch.manual_seed(102 + i)
-        again(torch.randn(8, 4)).square().sum().backward()
-        again_opt.step()
-        again_opt.zero_grad()
+    steps(again, again_opt, [0.01, 0.01], first=2)  # the whole run's steps 3 and 4
     for a, b in zip(whole.parameters(), again.parameters(), strict=True):
         assert torch.equal(a, b)
 
