@@ -383,3 +383,17 @@ def test_decode_image_takes_a_string_path_and_says_why_it_cannot(tmp_path):
         None,
         "cannot read: No such file or directory",
     )
+
+
+def test_an_image_too_long_once_rescaled_is_skipped(copy_of, cache, tmp_path):
+    """A 60000x1 PNG is 0.06 megapixels, but rescaled to a short side of 32 it would be
+    32x1.92 million: over a 10-megapixel limit, so it is skipped and listed, not decoded."""
+    long = copy_of / "train" / "checks" / "long.png"
+    Image.new("L", (60_000, 1)).save(long)
+    train, _ = folder(copy_of, size=32, max_pixels=10_000_000)
+    skipped = dict((os.path.basename(p), why) for p, why in train.skipped)
+    assert skipped["long.png"] == ("60000x1 rescaled to 32 on its short side would be "
+                                   "32x1920000, over the 10-megapixel limit")  # fmt: skip
+    image, why = decode_image(long, 3, None, 10_000_000, rescaled=256)
+    assert image is None and "256x15360000" in why
+    assert decode_image(long, 3, None, 10_000_000)[1] == ""  # kept at its size where not rescaled

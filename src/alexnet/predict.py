@@ -59,7 +59,8 @@ def read_image(net: Trained, path: Path, max_megapixels: float | None = None) ->
     channels = 3 if net.from_store else net.recipe.data.channels
     side = full_side(net)
     limit = int((max_megapixels or net.recipe.data.max_megapixels) * 1e6)
-    image, why = decode_image(path, channels, None if net.published else side, limit)
+    image, why = decode_image(path, channels, None if net.published else side, limit,
+                              rescaled=side)  # fmt: skip
     if image is None:
         raise ValueError(why)
     image = net.published.rescale(image) if net.published else resize_image(image, side)

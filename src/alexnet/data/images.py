@@ -1,7 +1,9 @@
 """Image files to uint8 tensors: decoding any common file safely, and reading class folders.
 
 Decoding: the header is read first (PIL opens lazily), so an image over the pixel limit is
-skipped before a byte of it is decoded. JPEG, PNG and WebP are then decoded by
+skipped before a byte of it is decoded. The limit bounds the image once rescaled too: a
+60000x1 PNG is 0.06 megapixels, but rescaled to a short side of 256 it would be 256x15.4
+million (11.8 GB), so it is skipped like any image over the limit. JPEG, PNG and WebP are then decoded by
 ``torchvision.io`` (libjpeg-turbo, libpng, libwebp straight into a tensor), measured 1.3-1.9x
 faster than PIL with its array conversion on this project's data (CIFAR-10 32x32 JPEGs:
 0.10 against 0.19 ms; ImageNet JPEGs at 227: 1.7 against 2.8 ms; 2-core AMD EPYC).
@@ -32,9 +34,17 @@ MAX_PIXELS = 64_000_000  # data.max_megapixels' default
 
 
 def decode_image(
-    path: Path | str, channels: int, size: int | None = None, max_pixels: int = MAX_PIXELS
+    path: Path | str,
+    channels: int,
+    size: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    rescaled: int | None = None,
 ) -> tuple[torch.Tensor | None, str]:
-    """``path`` as uint8 (C, H, W), or (None, why it was skipped)."""
+    """``path`` as uint8 (C, H, W), or (None, why it was skipped). ``size``: the short side
+    it will be rescaled to, which also lets a large JPEG decode at a reduced scale;
+    ``rescaled``: that side where the image must decode at full size first (published
+    weights' own preprocessing). ``max_pixels`` bounds the image as decoded and as rescaled."""
     from PIL import Image
 
     # PIL refuses images over twice its own limit while opening them, before their size is
@@ -42,13 +52,13 @@ def decode_image(
     # restored: other code in the process keeps PIL's) and ours decides, giving the size.
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        return _decode_checked(Path(path), channels, size, max_pixels)
+        return _decode_checked(Path(path), channels, size, max_pixels, rescaled or size)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
 
 def _decode_checked(
-    path: Path, channels: int, size: int | None, max_pixels: int
+    path: Path, channels: int, size: int | None, max_pixels: int, rescaled: int | None
 ) -> tuple[torch.Tensor | None, str]:
     from PIL import Image, UnidentifiedImageError
 
@@ -63,6 +73,9 @@ def _decode_checked(
         width, height = header.size
         if width * height > max_pixels:
             return None, f"{width}x{height} is over the {max_pixels / 1e6:g}-megapixel limit"
+        over = _rescaled_over(width, height, rescaled, max_pixels)
+        if over:
+            return None, over
         if header.format == "JPEG" and size and min(width, height) >= 2 * size:
             return _decode_pil(header, channels, draft=size), ""
         if header.format in TORCHVISION_FORMATS:
@@ -72,6 +85,19 @@ def _decode_checked(
         return None, "not an image"
     except (OSError, RuntimeError, ValueError, SyntaxError, EOFError) as exc:
         return None, f"cannot decode: {_decoder_message(exc)}"
+
+
+def _rescaled_over(width: int, height: int, side: int | None, max_pixels: int) -> str:
+    """Why ``width`` x ``height`` rescaled to a short side of ``side`` is over the limit, or
+    "" where it is not (or will not be rescaled)."""
+    short, long = sorted((width, height))
+    if not side or short < 1:
+        return ""
+    long_side = -(-long * side // short)  # the rescaled long side, rounded up
+    if long_side * side <= max_pixels:
+        return ""
+    return (f"{width}x{height} rescaled to {side} on its short side would be {side}x{long_side}, "
+            f"over the {max_pixels / 1e6:g}-megapixel limit")  # fmt: skip
 
 
 def _decoder_message(exc: Exception) -> str:
