@@ -266,3 +266,34 @@ def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
     run = runs / "quiet"
     assert (run / "metrics.jsonl").is_file() and (run / "best.pt").is_file()
     assert not (run / "report.md").exists() and not list(run.glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["experiment", "ablations", "--seeds", "0"], "--seeds: 0 is out of range: 1 to 100"),
+        (["experiment", "ablations", "--epochs", "0"], "--epochs: 0 is out of range"),
+        (["experiment", "ablations", "--variants", ""], "--variants: '': a comma-separated"),
+        (["experiment", "relu-vs-tanh", "--rates", ""], "--rates: needs one or more rates"),
+        (["experiment", "relu-vs-tanh", "--rates", "0.1,abc"], "--rates: 'abc' is not a number"),
+        (["experiment", "relu-vs-tanh", "--budget", "0"], "--budget: 0 is out of range"),
+        (["predict", "--max-megapixels", "0", "m", "x"], "--max-megapixels: 0 is out of range"),
+        (["predict", "--max-megapixels", "-1", "m", "x"], "--max-megapixels: -1 is out of range"),
+        (["predict", "--top", "0", "m", "x"], "--top: 0 is out of range"),
+        (["prepare", "a", "b", "--max-megapixels", "-1"], "--max-megapixels: -1 is out of range"),
+        (["prepare", "a", "b", "--size", "100000"], "--size: 100000 is out of range: 8 to 4096"),
+        (["prepare", "a", "b", "--chunk", "0"], "--chunk: 0 is out of range"),
+        (["export", "m", "o.onnx", "--batch", "100000"], "--batch: 100000 is out of range"),
+        (["eval", "m", "--batch", "0"], "--batch: 0 is out of range"),
+        (["lr-find", "--recipe", "x", "--steps", "2"], "--steps: 2 is out of range: 3 to"),
+        (["figures", "r", "--neighbours-limit", "-1"], "--neighbours-limit: -1 is out of range"),
+        (["lrn-divisor", "alexnet", "x", "--seed", "-1"], "--seed: -1 is out of range"),
+    ],
+)
+def test_the_parser_refuses_zero_negative_empty_and_absurd_numbers(args, flag, capsys):
+    """Zero, negative and empty values used to become the defaults (a full sweep, the
+    64-megapixel limit) or mean something else; now the parser names the flag."""
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    assert f"error: argument {flag}" in capsys.readouterr().err

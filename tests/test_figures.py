@@ -182,7 +182,6 @@ def test_store_networks_figures_from_the_store_and_from_the_folder(tiny_folder, 
     ("extra", "said"),
     [
         (["--data", "/no/such/data"], "--data /no/such/data: no such file or folder"),
-        (["--neighbours-limit", "-1"], "--neighbours-limit -1: must be 0 (all) or more"),
         (["--out", "FILE"], "a file, not a folder for the figures"),
     ],
 )

@@ -42,7 +42,7 @@ def test_lr_find_on_the_command_line(tiny_folder, cache, tmp_path):
 def test_lr_find_refuses_too_few_steps_and_a_plot_it_cannot_write(tiny_folder, cache, tmp_path):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(tiny_recipe(tiny_folder).to_toml())
-    for extra, words in ((["--steps", "2"], "--steps 2"),
+    for extra, words in ((["--steps", "2"], "--steps: 2 is out of range"),
                          (["--plot", str(tmp_path / "no" / "p.png")], "--plot")):  # fmt: skip
         result = run_cli(["lr-find", "--recipe", str(recipe), *extra], cache)
         assert result.returncode == 2 and words in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from alexnet import __version__
@@ -22,6 +23,55 @@ TRAINED = ("a checkpoint, a run folder (its best.pt), a .safetensors or .pth wei
 
 class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
+
+
+# Types for the parser: every number a user gives has a range, so zero, negative, empty and
+# absurd values are refused with the flag named before anything runs (argparse adds it).
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {low} to {high}")
+        return value
+
+    return parse
+
+
+def positive(high: float) -> Callable[[str], float]:
+    """A number above 0, at most ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is out of range: above 0, at most {high:g}")
+        return value
+
+    return parse
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of one or more names."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of names, none empty")
+    return items
+
+
+def rates(text: str) -> list[float]:
+    """A comma-separated list of learning rates, each above 0 and at most 10."""
+    one = positive(10.0)
+    items = [t.strip() for t in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError("needs one or more rates, e.g. 0.01,0.03")
+    return [one(t) for t in items]
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -215,8 +265,6 @@ def cmd_figures(args: argparse.Namespace) -> None:
     data = _existing_data(args.data)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: a file, not a folder for the figures")
-    if args.neighbours_limit is not None and args.neighbours_limit < 0:
-        raise UserError(f"--neighbours-limit {args.neighbours_limit}: must be 0 (all) or more")
     written, data, tb = figures_of_checkpoint(
         args.run, data, Path(args.out) if args.out else None, args.split,
         args.neighbours_limit, progress=sys.stderr.isatty() and not args.no_progress)  # fmt: skip
@@ -260,8 +308,6 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
         recipe.data.root = args.data
     recipe = apply_overrides(recipe, args.overrides)
     plot = Path(args.plot)
-    if args.steps < 3:
-        raise UserError(f"--steps {args.steps}: the range test needs at least 3 (default 100)")
     if not plot.parent.is_dir() or plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
         raise UserError(f"--plot {plot}: needs an existing folder and a .png, .pdf, .svg or "
                         ".jpg name")  # fmt: skip
@@ -294,18 +340,16 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         raise UserError(f"{wrong}: not for {args.experiment} (see --help)")
     if args.experiment == "relu-vs-tanh":
         budget = 15.0 if args.budget is None else args.budget
-        rates = [float(r) for r in args.rates.split(",")] if args.rates else None
-        if budget <= 0 or (rates is not None and min(rates) <= 0):
-            raise UserError("--budget (minutes) and --rates must be more than 0")
         run_relu_vs_tanh(recipe, out, budget_minutes=budget, progress=progress,
-                         **({"rates": rates} if rates else {}))  # fmt: skip
+                         **({"rates": args.rates} if args.rates is not None else {}))  # fmt: skip
     else:
-        seeds, epochs = (3, None) if args.full else (args.seeds or 2, args.epochs or 3)
-        if seeds < 1 or (epochs is not None and epochs < 1):
-            raise UserError("--seeds and --epochs: 1 or more")
-        variants = args.variants.split(",") if args.variants else None
+        if args.full:
+            seeds, epochs = 3, None
+        else:
+            seeds = 2 if args.seeds is None else args.seeds
+            epochs = 3 if args.epochs is None else args.epochs
         run_ablations(recipe, out, seeds=seeds, epochs=epochs, progress=progress,
-                      **({"variants": variants} if variants else {}))  # fmt: skip
+                      **({"variants": args.variants} if args.variants else {}))  # fmt: skip
     print((out / "results.md").read_text())
     print(f"written: {out / 'results.md'}, {out / 'results.json'} and the plot beside them")
 
@@ -375,11 +419,17 @@ def _add_prepare(sub) -> None:
     p.add_argument("--layout", default="raw", choices=("raw", "jpeg", "files"),
                    help="raw uint8 (fastest, largest), jpeg at 256 (about 1/6 the size), or "
                         "files (an index of the originals, decoded at each use)")  # fmt: skip
-    p.add_argument("--size", type=int, default=256, help="stored side in pixels (default 256)")
-    p.add_argument("--workers", type=int, help="processes (default: every core)")
-    p.add_argument("--chunk", type=int, default=1000, help="images per chunk (default 1000)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --layout jpeg")
-    p.add_argument("--max-megapixels", type=float, default=64.0,
+    p.add_argument(
+        "--size", type=whole(8, 4096), default=256, help="stored side in pixels (default 256)"
+    )
+    p.add_argument("--workers", type=whole(1, 256), help="processes (default: every core)")
+    p.add_argument(
+        "--chunk", type=whole(1, 100_000), default=1000, help="images per chunk (default 1000)"
+    )
+    p.add_argument(
+        "--quality", type=whole(1, 100), default=90, help="JPEG quality of --layout jpeg"
+    )
+    p.add_argument("--max-megapixels", type=positive(10_000), default=64.0,
                    help="larger images are skipped and listed (default 64)")  # fmt: skip
     p.add_argument("--verify", action="store_true",
                    help="check a store's chunks against their sha256: alexnet prepare --verify STORE")  # fmt: skip
@@ -427,8 +477,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", help="which split (default: val, else test)")
     _crops_option(p)
     _precision_option(p, None)
-    p.add_argument("--batch", type=int, default=50, help="images per batch (default 50)")
-    p.add_argument("--workers", type=int, default=0, help="processes reading images (default 0)")
+    p.add_argument("--batch", type=whole(1, 4096), default=50, help="images per batch (default 50)")
+    p.add_argument(
+        "--workers", type=whole(0, 64), default=0, help="processes reading images (default 0)"
+    )
     p.add_argument("--json", action="store_true", help="print every figure, per class too, as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
@@ -442,10 +494,10 @@ def _add_predict(sub) -> None:
                        "is 1 when any failed.")  # fmt: skip
     p.add_argument("checkpoint", metavar="CHECKPOINT", help=TRAINED)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode")
-    p.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top", type=whole(1, 100_000), default=5, help="classes per image (default 5)")
     _crops_option(p)
     _precision_option(p, "fp32")
-    p.add_argument("--max-megapixels", type=float,
+    p.add_argument("--max-megapixels", type=positive(10_000),
                    help="larger images are refused (default: the network's data.max_megapixels, "
                         "64 unless its recipe said otherwise)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
@@ -463,7 +515,7 @@ def _add_figures(sub) -> None:
     p.add_argument("--out", help="folder for the PNG files (default: figures/ in the checkpoint's "
                                  "folder)")  # fmt: skip
     p.add_argument("--split", help="which split to show (default: val, else test)")
-    p.add_argument("--neighbours-limit", type=int, metavar="N",
+    p.add_argument("--neighbours-limit", type=whole(0, 10**9), metavar="N",
                    help="search N evenly spaced training images for the nearest ones (default: "
                         "all of an in-memory set, 10000 of a store's or folder's; 0: all)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -481,9 +533,9 @@ def _add_export(sub) -> None:
     p.add_argument("out", metavar="OUT", help="the file to write (its folder must exist)")
     p.add_argument("--format", metavar="{onnx,safetensors,pt2}",
                    help="default: from OUT's suffix (.onnx, .safetensors, .pt2)")  # fmt: skip
-    p.add_argument("--batch", type=int, default=7,
+    p.add_argument("--batch", type=whole(1, 1024), default=7,
                    help="the check compares outputs at batch 1 and this (default 7)")  # fmt: skip
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's own)")
+    p.add_argument("--opset", type=whole(7, 99), help="ONNX opset (default: the exporter's own)")
     p.set_defaults(func=cmd_export)
 
 
@@ -503,20 +555,20 @@ def _add_experiment(sub) -> None:
     p.add_argument("--out", help="the experiment's folder (default runs/experiments/NAME-RECIPE)")
     p.add_argument(
         "--budget",
-        type=float,
+        type=positive(7 * 24 * 60),
         help="relu-vs-tanh: minutes of wall time, sweep included (default 15)",
     )
-    p.add_argument("--rates", help="relu-vs-tanh: the learning rates tried for each activation, "
+    p.add_argument("--rates", type=rates, help="relu-vs-tanh: the learning rates tried for each activation, "
                                    "comma-separated (default 0.003,0.01,0.03,0.1,0.3)")  # fmt: skip
-    p.add_argument("--seeds", type=int, help="ablations: seeds per variant (default 2)")
-    p.add_argument("--epochs", type=int,
+    p.add_argument("--seeds", type=whole(1, 100), help="ablations: seeds per variant (default 2)")
+    p.add_argument("--epochs", type=whole(1, 10_000),
                    help="ablations: epochs per run (default 3)")  # fmt: skip
     p.add_argument("--full", action="store_true",
                    help="ablations: 3 seeds of the recipe's own epochs (CIFAR-10: over 3 hours "
                         "on 2 CPU cores)")  # fmt: skip
     from alexnet.experiments.ablations import BY_NAME
 
-    p.add_argument("--variants", help="ablations: a comma-separated subset "
+    p.add_argument("--variants", type=names, help="ablations: a comma-separated subset "
                                       f"({', '.join(BY_NAME)})")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_experiment)
@@ -541,7 +593,9 @@ def _add_lrn_divisor(sub) -> None:
                    help="a network at initialisation only: 'paper' feeds values 0-255 minus the "
                         "mean, as the paper did (default); 'unit' divides by ImageNet's deviation "
                         "too (a trained network's images are prepared as it was trained)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="a network at initialisation: its seed")
+    p.add_argument(
+        "--seed", type=whole(0, 2**63 - 1), default=0, help="a network at initialisation: its seed"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_lrn_divisor)
 
@@ -556,7 +610,9 @@ def _add_lr_find(sub) -> None:
     p.add_argument("--data", help="data folder or archive (sets data.root)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe key")  # fmt: skip
-    p.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
+    p.add_argument(
+        "--steps", type=whole(3, 1_000_000), default=100, help="steps of the test (default 100)"
+    )
     p.add_argument("--plot", default="lr_find.png", help="where to write the plot")
     p.set_defaults(func=cmd_lr_find)
 
