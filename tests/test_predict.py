@@ -224,3 +224,18 @@ def test_exported_programs_are_named_as_such(tiny_run, tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"onnx")
     with pytest.raises(ValueError, match="an exported program, for other runtimes; alexnet reads"):
         load_trained(tmp_path / "m.onnx")
+
+
+def test_only_regular_files_are_read(tiny_run, odd_files, tmp_path, cache):
+    """/dev/zero was read without end and a pipe named .jpg hung predict; both are answered
+    as not read, and the file after them still is."""
+    import os
+
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    files = ["/dev/zero", str(pipe), str(tmp_path), str(odd_files[0])]
+    result = run_cli(["predict", str(tiny_run), *files, "--json"], cache)  # run_cli times out
+    answers = json.loads(result.stdout)
+    assert result.returncode == 1, result.stderr
+    assert [a["error"] is None for a in answers] == [False, False, False, True]
+    assert all("not a regular file" in a["error"] for a in answers[:3])

@@ -415,3 +415,20 @@ def test_a_malformed_class_index_is_refused_before_decoding(tmp_path, table, why
     (tmp_path / "imagenet_class_index.json").write_text(json.dumps(table))
     with pytest.raises(LayoutError, match=why):
         class_map(tmp_path)
+
+
+def test_prepare_skips_and_lists_what_is_not_a_regular_file(tmp_path):
+    """A pipe named .jpg in a class folder hung prepare; it is skipped and listed."""
+    import os
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    folder = src / "train" / "a"
+    folder.mkdir(parents=True)
+    Image.fromarray(smooth(40, 40, 1)).save(folder / "good.png")
+    os.mkfifo(folder / "pipe.jpg")
+    meta = prepare(src, out, plan=Plan(size=32), chunk=3, progress=False)
+    reasons = {Path(p).name: why for p, why in meta["splits"]["train"]["skipped"]}
+    assert reasons == {
+        "pipe.jpg": "not a regular file (a folder, device, pipe or socket): not read"
+    }
+    assert meta["splits"]["train"]["images"] == 1

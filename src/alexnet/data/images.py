@@ -62,10 +62,9 @@ def _decode_checked(
 ) -> tuple[torch.Tensor | None, str]:
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
+    data, why = _read_regular(path, 8 * max_pixels)
+    if data is None:
+        return None, why
     if not data:
         return None, "empty file"
     try:
@@ -85,6 +84,32 @@ def _decode_checked(
         return None, "not an image"
     except (OSError, RuntimeError, ValueError, SyntaxError, EOFError) as exc:
         return None, f"cannot decode: {_decoder_message(exc)}"
+
+
+def _read_regular(path: Path, most: int) -> tuple[bytes | None, str]:
+    """The bytes of ``path`` if it is a regular file of at most ``most`` bytes (no image
+    within the pixel limit is larger: 8 bytes a pixel is 16-bit RGBA, uncompressed), or why
+    not. Opened without blocking and checked on the open file, so a pipe named ``x.jpg``
+    cannot hang the caller and ``/dev/zero`` is not read without end."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file (a folder, device, pipe or socket): not read"
+        if info.st_size > most:
+            return None, (f"{info.st_size / 1e6:.0f} MB, larger than any image within the "
+                          f"{most / 8e6:g}-megapixel limit")  # fmt: skip
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(), ""
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
 
 
 def _rescaled_over(width: int, height: int, side: int | None, max_pixels: int) -> str:
