@@ -5,6 +5,7 @@ this package, and one-line errors for what a user can fix."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,37 @@ def test_the_check_feeds_inputs_at_the_networks_own_scale():
     recipe = load_recipe("imagenet-paper")
     net = Trained(Path("x"), paper, recipe, [], [], None, 256)
     assert input_spread(net) == pytest.approx(0.25 * 255)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("recipe", "{not json", "its 'recipe' metadata is not valid JSON"),
+        ("classes", "5", "its 'classes' metadata holds 5, not what alexnet writes there"),
+        ("stored_size", "true", "its 'stored_size' metadata holds true, not"),
+        ("format_version", "one", "its format_version metadata 'one' is not a whole number"),
+    ],
+)
+def test_bad_metadata_in_an_alexnet_safetensors_file_is_named(run_dir, tmp_path, key, value, said,
+                                                             capsys):  # fmt: skip
+    """A file whose metadata was edited or damaged: one line naming the file and the key, for
+    every command that reads one (predict here), not a bare JSON error."""
+    st = pytest.importorskip("safetensors.torch")
+    good = tmp_path / "good.safetensors"
+    export(load_trained(run_dir), good)
+    with safetensors_open(good) as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    bad = tmp_path / "bad.safetensors"
+    st.save_file(tensors, str(bad), metadata={**meta, key: value})
+    with pytest.raises(ExportError, match=re.escape(f"{bad}: {said}")):
+        read_safetensors(bad)
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(bad), str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def safetensors_open(path: Path):
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt")

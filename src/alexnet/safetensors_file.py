@@ -68,13 +68,37 @@ def read_safetensors(path: Path) -> dict[str, Any]:
     if meta.get("format") != "alexnet" or "recipe" not in meta:
         raise ExportError(f"{path}: safetensors without alexnet's metadata (a recipe); write it "
                           "with alexnet export --format safetensors")  # fmt: skip
-    if int(meta.get("format_version", "0")) > SAFETENSORS_FORMAT:
+    version = meta.get("format_version", "0")
+    if not version.isdigit():
+        raise ExportError(f"{path}: its format_version metadata {version[:40]!r} is not a whole "
+                          "number; write the file again with alexnet export")  # fmt: skip
+    if int(version) > SAFETENSORS_FORMAT:
         raise ExportError(f"{path}: written by a newer alexnet (format "
                           f"{meta['format_version']}); upgrade alexnet to read it")  # fmt: skip
     stats = {k.removeprefix(STATS_PREFIX): v for k, v in tensors.items()
              if k.startswith(STATS_PREFIX)}  # fmt: skip
     if stats:
-        stats.update(json.loads(meta.get("preprocessing", "{}")))
-    data = {key: json.loads(meta[key]) for key in ("classes", "names", "stored_size")}
+        stats.update(_metadata(meta, "preprocessing", dict, path, "{}"))
+    data = {"classes": _metadata(meta, "classes", list, path),
+            "names": _metadata(meta, "names", list, path),
+            "stored_size": _metadata(meta, "stored_size", (int, type(None)), path)}  # fmt: skip
     return {"model": {k: v for k, v in tensors.items() if not k.startswith(STATS_PREFIX)},
-            "recipe": json.loads(meta["recipe"]), "data": data, "preprocessing": stats}  # fmt: skip
+            "recipe": _metadata(meta, "recipe", dict, path), "data": data,
+            "preprocessing": stats}  # fmt: skip
+
+
+def _metadata(meta: dict[str, str], key: str, kind, path: Path, default: str | None = None):
+    """The JSON value of metadata ``key``, of type ``kind``; a missing, malformed or mistyped
+    one is a one-line error naming the file and the key."""
+    text = meta.get(key, default)
+    try:
+        if text is None:
+            raise ValueError("missing")
+        value = json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError included
+        raise ExportError(f"{path}: its {key!r} metadata is not valid JSON ({exc}); write the "
+                          "file again with alexnet export --format safetensors") from None  # fmt: skip
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ExportError(f"{path}: its {key!r} metadata holds {text[:40]}, not what alexnet "
+                          "writes there; write the file again with alexnet export")  # fmt: skip
+    return value
