@@ -226,7 +226,6 @@ def test_cli_exports_a_run_folder(run_dir, tmp_path, cache):
     (["."], "a folder; give the name of the file"),
     (["x.onnx", "--opset", "9"], "--opset 9: torch's ONNX exporter writes opsets 18 to"),
     (["x.pt2", "--opset", "18"], "--opset 18: applies to --format onnx only"),
-    (["x.pt2", "--batch", "0"], "--batch 0: must be at least 1"),
 ])  # fmt: skip
 def test_mistakes_are_one_line(run_dir, tmp_path, monkeypatch, capsys, args, says):
     pytest.importorskip("onnx")

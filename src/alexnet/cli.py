@@ -422,7 +422,8 @@ def _add_prepare(sub) -> None:
     p.add_argument(
         "--size", type=whole(8, 4096), default=256, help="stored side in pixels (default 256)"
     )
-    p.add_argument("--workers", type=whole(1, 256), help="processes (default: every core)")
+    p.add_argument("--workers", type=whole(0, 256),
+                   help="processes (default: every core; 0: this one)")  # fmt: skip
     p.add_argument(
         "--chunk", type=whole(1, 100_000), default=1000, help="images per chunk (default 1000)"
     )

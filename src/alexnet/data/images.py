@@ -119,7 +119,9 @@ def _rescaled_over(width: int, height: int, side: int | None, max_pixels: int) -
     if not side or short < 1:
         return ""
     long_side = -(-long * side // short)  # the rescaled long side, rounded up
-    if long_side * side <= max_pixels:
+    # Up to four times as long as wide is always allowed (a 4:1 panorama at 256 is 0.26
+    # megapixels), so a limit set below the crop's own size does not refuse every image.
+    if long_side * side <= max(max_pixels, 4 * side * side):
         return ""
     return (f"{width}x{height} rescaled to {side} on its short side would be {side}x{long_side}, "
             f"over the {max_pixels / 1e6:g}-megapixel limit")  # fmt: skip
