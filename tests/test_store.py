@@ -3,7 +3,9 @@ flat ILSVRC folders, settings, the training statistics, and real ImageNet JPEGs 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -432,3 +434,56 @@ def test_prepare_skips_and_lists_what_is_not_a_regular_file(tmp_path):
         "pipe.jpg": "not a regular file (a folder, device, pipe or socket): not read"
     }
     assert meta["splits"]["train"]["images"] == 1
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_stopped_prepare_leaves_no_worker_behind(tmp_path, cache, sig):
+    """Killed with SIGKILL, prepare's spawn workers were left running (about 740 MB each)
+    under PID 1; with SIGTERM too, and it said nothing. Now no worker outlives it by 5 s,
+    and SIGTERM ends it with one line, as Ctrl-C does."""
+    src = make_tree(tmp_path / "src", per_class=40)  # 120 images: 24 chunks of 5
+    out = tmp_path / "out"
+    args = ["prepare", str(src), str(out), "--chunk", "5", "--workers", "2", "--no-progress",
+            "--size", "32"]  # fmt: skip
+    proc = subprocess.Popen(ALEXNET + args, env=cli_env(cache), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list((out / "train").glob("chunk-*.json")) and proc.poll() is None:
+        assert time.time() < deadline, "prepare wrote no chunk in 2 minutes"
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert workers, "no worker processes found"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    deadline = time.time() + 5
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for pid in left:  # not to leave them running when the test fails
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers still running 5 s after the parent: {left}"
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert err.strip().splitlines()[-1].startswith("alexnet prepare: interrupted by signal 15")

@@ -180,6 +180,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from alexnet.data.prepare import Plan, prepare, verify_store
+    from alexnet.runtime import StopFlag, Stopped
 
     if args.verify:
         if len(args.paths) != 1:
@@ -196,8 +197,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     src, out = map(Path, args.paths)
     plan = Plan(args.layout, args.size, 3, args.quality, int(args.max_megapixels * 1e6))
     workers = len(os.sched_getaffinity(0)) if args.workers is None else args.workers
-    meta = prepare(src, out, splits=args.split or None, plan=plan, workers=workers,
-                   chunk=args.chunk, progress=not args.no_progress)  # fmt: skip
+    try:
+        with StopFlag():  # SIGTERM as Ctrl-C: the workers end now, the chunks done are kept
+            meta = prepare(src, out, splits=args.split or None, plan=plan, workers=workers,
+                           chunk=args.chunk, progress=not args.no_progress)  # fmt: skip
+    except Stopped as exc:
+        print(f"alexnet prepare: interrupted by signal {exc.signum}; the chunks written are "
+              "kept, and the same command continues from them", file=sys.stderr)  # fmt: skip
+        sys.exit(128 + exc.signum)
     for split, info in sorted(meta["splits"].items()):
         skipped = len(info["skipped"])
         listed = f" (listed in {out / split / 'skipped.txt'})" if skipped else ""
