@@ -188,7 +188,7 @@ CASES: list[Case] = [
     ("malicious cifar", _malicious_cifar, "test_batch: not a CIFAR-10 batch and not loaded"),
     ("non-utf8 class", _non_utf8_class, "not valid UTF-8; rename it"),
     ("read-only runs", _read_only_runs, "Permission denied; choose another"),
-    ("full disk", _full_disk, "last.pt: the disk is full; nothing was written"),
+    ("full disk", _full_disk, "last.pt: the disk holding"),
     ("same name", lambda c: _same_name(c), "r already exists; resume it with --resume"),
     ("finished", lambda c: ["train", "--resume", str(c.finished_run())], "has finished 1 epochs; its one-cycle schedule cannot be extended"),
     ("copied checkpoint", _copied_checkpoint, "was written under another recipe than"),
@@ -241,7 +241,7 @@ def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, ti
     assert not any("Traceback" in line or "weights_only" in line for line in err)
     after = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []
     assert after == before, "a failed start left a run folder behind"
-    assert not list(c.tmp.rglob(".*.tmp")), "a temporary checkpoint was left behind"
+    assert not list(c.tmp.rglob(".*.partial*")), "a temporary checkpoint was left behind"
     HELD.clear()
 
 

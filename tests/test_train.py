@@ -52,7 +52,7 @@ def test_fit_writes_every_output(tiny_folder, tmp_path, cache):
     for png in ("curves.png", "conv1_kernels.png", "predictions.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "[model.options]" in (run_dir / "recipe.toml").read_text()
-    assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave nothing behind
+    assert not list(run_dir.glob(".*.partial*"))  # atomic writes leave nothing behind
     # The corrupt file is named in the log and listed with its reason in the run folder.
     assert "broken.png (not an image)" in (run_dir / "log.txt").read_text()
     assert (

@@ -10,7 +10,6 @@ Format 1 is alexnet 0.1.0's (no ``format`` key); format 2 adds ``format`` and ``
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import pickletools
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from alexnet.files import WriteError, written
 from alexnet.settings import format_version
 
 CHECKPOINT_FORMAT = 2
@@ -31,21 +31,28 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it. On failure the
-    temporary file is removed and ``path`` keeps its previous contents."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write to a temporary file beside ``path``, fsync, then rename over it (files.written):
+    on failure the temporary file is removed and ``path`` keeps its previous contents; a
+    disk without room for the tensors is refused before writing."""
     try:
-        with open(tmp, "wb") as f:
+        with written(path, need=tensor_bytes(obj)) as tmp, open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        full = exc.errno == errno.ENOSPC or "No space left" in str(exc)
-        why = "the disk is full" if full else (exc.strerror or str(exc))
-        kept = "the previous checkpoint is kept" if path.exists() else "nothing was written"
-        raise CheckpointError(f"cannot write {path}: {why}; {kept}") from None
+    except WriteError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in ``obj`` (nested dicts, lists and tuples): about what
+    ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

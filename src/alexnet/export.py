@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.files import written
 from alexnet.lrn import LocalResponseNorm
 from alexnet.safetensors_file import (
     INSTALL,
@@ -218,19 +218,11 @@ def compare(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
     return Check(against, batches, worst, scale)
 
 
-@contextlib.contextmanager
-def _written(out: Path) -> Iterator[Path]:
-    """A temporary name beside ``out`` to write to, renamed to ``out`` once complete, so a
-    failure never leaves half a file (the suffix is kept: some writers choose by it)."""
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
-    try:
-        yield tmp
-        mask = os.umask(0)  # some writers make a private file (0600): give it the usual mode
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _written(out: Path, model: nn.Module) -> contextlib.AbstractContextManager[Path]:
+    """files.written for a network's file: refused at once where the disk has not room for
+    its weights and a fifth more (the program or graph beside them)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return written(out, need=weights + weights // 5)
 
 
 def metadata(trained: Trained) -> dict[str, str]:
@@ -288,7 +280,7 @@ def export_onnx(trained: Trained, out: Path, opset: int | None = None) -> None:
     program.model.metadata_props.update(metadata(trained))
     program.model.doc_string = (f"alexnet {trained.recipe.model.arch} from {trained.path.name}; "
                                 "metadata_props say how to preprocess an image")  # fmt: skip
-    with _written(out) as tmp:
+    with _written(out, trained.model) as tmp:
         program.save(str(tmp), external_data=False)
 
 
@@ -319,7 +311,7 @@ def export_pt2(trained: Trained, out: Path) -> None:
                                       dynamic_shapes=({0: batch},))  # fmt: skip
     # Written through a file object: given a path, the archive's inner folder takes its name,
     # which would be the temporary one.
-    with _written(out) as tmp, open(tmp, "wb") as f:
+    with _written(out, trained.model) as tmp, open(tmp, "wb") as f:
         torch.export.save(program, f, extra_files={"alexnet.json": json.dumps(metadata(trained))})
 
 
@@ -333,7 +325,7 @@ def export_safetensors(trained: Trained, out: Path) -> None:
     """Write the weights, the pixel statistics and the recipe, classes, names and stored size
     (safetensors_file.py)."""
     need("safetensors")
-    with _written(out) as tmp:
+    with _written(out, trained.model) as tmp:
         write_safetensors(tmp, trained.model.state_dict(), trained.stats, trained.recipe.to_dict(),
                           trained.classes, trained.names, trained.stored_size)  # fmt: skip
 

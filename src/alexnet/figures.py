@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from alexnet.files import written
+
 DPI = 100
 KERNEL_PIXELS = 48  # a kernel is drawn at least about this many pixels wide: 11x11 x5, 5x5 x10
 KERNEL_GAP = 2  # pixels between kernels
@@ -257,7 +259,8 @@ def confusion_figure(matrix: torch.Tensor, names: Sequence[str]) -> Figure:
 def save(fig: Figure, path: Path, writer=None, tag: str = "", step: int = 0) -> Path:
     """Write ``fig`` as a PNG at ``path`` and, given a ``SummaryWriter``, log it under ``tag``
     (TensorBoard's images tab); the figure is closed."""
-    fig.savefig(path, dpi=DPI)
+    with written(path) as tmp:  # a full disk leaves no empty PNG behind
+        fig.savefig(tmp, dpi=DPI)
     if writer is not None:
         writer.add_figure(tag or path.stem, fig, step, close=True)
     return path

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
+from alexnet.files import written
 from alexnet.runtime import Runtime, autocast
 from alexnet.schedules import build_optimizer
 
@@ -51,7 +52,8 @@ class RangeTest:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        with written(path) as tmp:  # a full disk leaves no partial plot behind
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
 
 

@@ -1,0 +1,89 @@
+"""Writing a file so that a failure leaves nothing behind: a temporary name beside the file,
+renamed over it once complete, removed on any failure; the room on its disk checked first
+where the size is known; and a failure of the disk (full, read-only, gone) said in one line
+that names the file and the disk, whatever library was writing.
+
+Every writer of the package goes through :func:`written`: checkpoints, exports, figures.
+Without it a full disk gave two chained tracebacks (``OSError 28`` inside torch's zip
+writer, then its ``RuntimeError: unexpected pos``) and left the temporary file; torch's
+``.pt2`` writer aborted the process from C++, which no handler can catch: only the check
+of the room before writing prevents that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+MARGIN = 1 << 20  # bytes kept free beyond the estimate: metadata, the file system's own
+
+
+class WriteError(ValueError):
+    """A file that could not be written; the message names it and why, in one line."""
+
+
+def disk_failure(exc: BaseException) -> OSError | None:
+    """The operating system's error behind ``exc``, if any: libraries wrap it (torch's
+    zip writer raises ``RuntimeError`` from it, safetensors its own error class)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return -1  # unknown: do not refuse on a guess
+
+
+def size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def _why(exc: BaseException, folder: Path) -> str:
+    failure = disk_failure(exc)
+    text = str(exc)
+    if (failure is not None and failure.errno == errno.ENOSPC) or "No space left" in text:
+        return f"the disk holding {folder} is full"
+    if failure is not None:
+        return failure.strerror or str(failure)
+    if 0 <= free_bytes(folder) < MARGIN:  # a library that hid the OS error (safetensors)
+        return f"the disk holding {folder} is full"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def written(out: Path, need: int = 0) -> Iterator[Path]:
+    """A temporary name beside ``out`` to write to (the suffix kept: some writers choose by
+    it), renamed to ``out`` once the block ends; ``need``: the bytes the file will take
+    about, refused at once where its disk has less free (plus a margin). Any failure of the
+    block that comes from the disk is a :class:`WriteError`; others pass as they are."""
+    folder = out.parent
+    free = free_bytes(folder)
+    if need and 0 <= free < need + MARGIN:
+        raise WriteError(f"cannot write {out}: the disk holding {folder} has {size(free)} "
+                         f"free and the file needs about {size(need)}, with {size(MARGIN)} to "
+                         "spare; nothing was written")  # fmt: skip
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    try:
+        yield tmp
+        mask = os.umask(0)  # some writers make a private file (0600): give it the usual mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, out)
+    except Exception as exc:
+        if disk_failure(exc) is None and not (0 <= free_bytes(folder) < MARGIN):
+            raise
+        kept = "the previous file is kept" if out.exists() else "nothing was written"
+        raise WriteError(f"cannot write {out}: {_why(exc, folder)}; {kept}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
