@@ -200,7 +200,9 @@ def test_ddp_two_processes_match_one_process(tmp_path, cache, recipe_file):
     assert compressed.returncode == 0, compressed.stderr[-3000:]
     wc = weights(tmp_path / "bf16")
     assert any(not torch.equal(wb[k], wc[k]) for k in wb)  # it really compressed
-    assert all(torch.allclose(wb[k], wc[k], rtol=2e-2, atol=2e-3) for k in wb)
+    # Measured on an Intel Xeon: the largest difference 6.6e-3 under the paper's update rule,
+    # whose velocity keeps moving the weights as the one-cycle rate falls, 3.2e-3 under torch's.
+    assert all(torch.allclose(wb[k], wc[k], rtol=2e-2, atol=1e-2) for k in wb)
 
 
 def test_precision_and_layout_choices():
