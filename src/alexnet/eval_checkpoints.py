@@ -12,7 +12,6 @@ networks trained in memory see their own data source's test images.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from alexnet.data.batches import MemoryBatches, StoreBatches
 from alexnet.data.layouts import is_flat, source_root, split_files
 from alexnet.data.store import StoreError, StoreSplit, is_store, open_store
 from alexnet.inference import infer, prepare_for_inference
+from alexnet.progress import bar
 from alexnet.runtime import pick_channels_last, pick_device, pick_precision
 from alexnet.trained import Trained
 
@@ -300,11 +300,8 @@ def evaluate_checkpoints(
     makers = [batch_maker(n, images) for n in nets]
     scores = Scores(first.classes, first.names)
     reads = DataLoader(_Reads(images, batch), batch_size=None, num_workers=workers)
-    from tqdm import tqdm
-
     skipped = list(images.skipped)
-    for batch_images, labels, ok, failed in tqdm(reads, desc="eval", unit="batch", file=sys.stderr,
-                                                 disable=not progress, dynamic_ncols=True):  # fmt: skip
+    for batch_images, labels, ok, failed in bar(reads, desc="eval", unit="batch", asked=progress):
         skipped += failed
         probs = torch.zeros(len(labels), len(first.classes))
         for net, maker, model, amp in zip(nets, makers, models, amps, strict=True):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from alexnet.eval_checkpoints import (
 )
 from alexnet.inference import infer
 from alexnet.models import output_layer
+from alexnet.progress import bar
 from alexnet.trained import Trained
 
 Images = StoreSplit | ImageSet
@@ -98,12 +98,9 @@ def evaluation(model: nn.Module) -> Iterator[nn.Module]:
 def _passes(look: Looker, images: Images, indices: torch.Tensor | None = None, what: str = ""):
     """Batch by batch: positions in ``images``, labels, which could be read, and the network's
     inputs view by view (made as they are asked for)."""
-    from tqdm import tqdm
-
     maker = batch_maker(look.net, images)
     reads = _Reads(images, look.batch, indices)
-    for b in tqdm(range(len(reads)), desc=what, unit="batch", file=sys.stderr,
-                  disable=not look.progress, dynamic_ncols=True, leave=False):  # fmt: skip
+    for b in bar(range(len(reads)), desc=what, unit="batch", asked=look.progress, leave=False):
         raw, labels, ok, _failed = reads[b]
         inputs = (view_inputs(look.net, maker, raw, v, look.device, look.channels_last)
                   for v in look.views)  # fmt: skip

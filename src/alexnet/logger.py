@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from alexnet.progress import bar
+
 SCALARS = ("train_loss", "train_top1_err", "train_top5_err", "val_loss", "val_top1_err",
            "val_top5_err", "lr", "images_per_s")  # fmt: skip
 
@@ -52,10 +54,8 @@ class RunLogger:
     def bar(self, total: int, epoch: int, epochs: int, initial: int = 0):
         if not self.progress:
             return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                    dynamic_ncols=True, leave=False, file=sys.stderr)  # fmt: skip
+        return bar(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                   leave=False)  # fmt: skip
 
     def epoch(self, m: dict[str, Any], model: nn.Module) -> None:
         """The epoch's line, its ``metrics.jsonl`` entry, its scalars and conv1's kernels."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from torch import nn
 
 from alexnet.files import written
+from alexnet.progress import bar
 from alexnet.runtime import Runtime, autocast
 from alexnet.schedules import build_optimizer
 
@@ -60,9 +61,11 @@ class RangeTest:
 def range_test(
     model: nn.Module, loader, optim, rt: Runtime, criterion: nn.Module, *,
     start: float = 1e-4, end: float = 2.0, steps: int = 100, smoothing: float = 0.9,
+    progress: bool = False,
 ) -> RangeTest:  # fmt: skip
     """Rates from ``start`` to ``end`` over at most ``steps`` batches of ``loader`` (its first
-    epoch, repeated if short), stopping once the loss is four times its best."""
+    epoch, repeated if short), stopping once the loss is four times its best; ``progress``:
+    a bar on a terminal."""
     if steps < 3:
         raise ValueError(f"--steps {steps}: the range test needs at least 3 (default 100)")
     saved = copy.deepcopy(model.state_dict())
@@ -74,7 +77,7 @@ def range_test(
     rates, losses, average, best = [], [], 0.0, math.inf
     model.train()
     batches = _cycle(loader)
-    for step in range(steps):
+    for step in bar(range(steps), desc="lr-find", unit="step", asked=progress, leave=False):
         rate = start * factor**step
         for group in opt.param_groups:
             group["lr"] = rate

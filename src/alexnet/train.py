@@ -311,7 +311,9 @@ def show(loop: Loop, bar, log_every: int, total: int) -> None:
     if bar is None:
         return
     bar.update(1)
-    if (s.batch - 1) % log_every == 0 or s.batch == total:
+    # A step's numbers are read one step late: nothing to show until the first is in.
+    due = (s.batch - 1) % log_every == 0 or s.batch == total or not bar.postfix
+    if due and s.sums.seen:
         bar.set_postfix(loss=f"{s.sums.loss / max(s.sums.seen, 1):.3f}",
                         top1=f"{100 * s.sums.correct / max(s.sums.seen, 1):.1f}%",
                         lr=f"{s.optimizer.param_groups[0]['lr']:.4g}",
@@ -513,7 +515,7 @@ def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime
     found = [0.0]
     if rt.main:
         criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
-        test = range_test(model, loader, recipe.optim, rt, criterion)
+        test = range_test(model, loader, recipe.optim, rt, criterion, progress=logger.progress)
         found[0] = test.suggestion
         if run_dir is not None:
             test.plot(run_dir / "lr_find.png")
@@ -536,7 +538,7 @@ def find_learning_rate(recipe: Recipe, steps: int, plot: Path) -> RangeTest:
     stats = preprocessing(recipe, train_set, None)
     loader = make_loaders(recipe, rt, train_set, test_set, stats)[0]
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
-    test = range_test(model, loader, recipe.optim, rt, criterion, steps=steps)
+    test = range_test(model, loader, recipe.optim, rt, criterion, steps=steps, progress=True)
     test.plot(plot)
     return test
 

@@ -23,7 +23,6 @@ import io
 import json
 import os
 import signal
-import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -46,6 +45,7 @@ from alexnet.data.store import (
     open_store,
     read_json,
 )
+from alexnet.progress import bar
 
 PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent ends
 
@@ -274,10 +274,8 @@ def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, work
             for i, s in enumerate(range(0, len(pairs), step))]  # fmt: skip
     todo = [j for j in jobs if not j.done()]
     done_files = sum(len(j.files) for j in jobs) - sum(len(j.files) for j in todo)
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(pairs), initial=done_files, unit="img", desc=f"prepare {split}",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+    counter = bar(total=len(pairs), initial=done_files, unit="img", desc=f"prepare {split}",
+                  asked=progress)  # fmt: skip
     if workers > 0 and len(todo) > 1:
         context = get_context("spawn")  # a clean interpreter per worker: no forked threads
         with ProcessPoolExecutor(workers, context, initializer=_init_worker,
@@ -285,14 +283,14 @@ def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, work
             futures = [pool.submit(prepare_chunk, j) for j in todo]
             try:
                 for future in as_completed(futures):
-                    bar.update(future.result()[0])
+                    counter.update(future.result()[0])
             except BaseException:  # a chunk failed (a full disk...) or a signal: stop now
                 _stop_workers(pool)
                 raise
     else:
         for job in todo:
-            bar.update(prepare_chunk(job)[0])
-    bar.close()
+            counter.update(prepare_chunk(job)[0])
+    counter.close()
     return finish_split(out, split, len(jobs), skipped, meta)
 
 
