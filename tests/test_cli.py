@@ -297,3 +297,21 @@ def test_the_parser_refuses_zero_negative_empty_and_absurd_numbers(args, flag, c
         main(args)
     assert done.value.code == 2
     assert f"error: argument {flag}" in capsys.readouterr().err
+
+
+def test_sizes_beyond_the_machine_are_refused_before_anything_is_allocated(tiny_folder, tmp_path,
+                                                                          capsys):  # fmt: skip
+    """--set data.image_size=100000 asked for 38.9 GB and died with a traceback, summary of a
+    64x4096x4096 input took 42 s and 9.5 GB: sizes have a range, training is measured on
+    the meta device against the memory available, and summary computes on it."""
+    base = ["train", "--recipe", "photos", "--data", str(tiny_folder), "--runs", str(tmp_path),
+            "--no-progress", "--set", "optim.lr_find=false"]  # fmt: skip
+    for extra, said in ((["--set", "data.image_size=100000"], "data.image_size must be <= 4096"),
+                        (["--set", "data.image_size=2048", "--set", "data.batch_size=256"],
+                         "GB to train and this machine has")):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main(base + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and said in err[-1] and not any("Traceback" in e for e in err)
+    main(["summary", "--arch", "alexnet-small", "--input", "64x4096x4096"])
+    assert "total" in capsys.readouterr().out

@@ -46,7 +46,7 @@ class ModelSettings:
 class DataSettings:
     source: str = setting("imagefolder", choices=SOURCES)
     root: str = setting("")  # stored absolute, so a run resumes from any folder
-    image_size: int = setting(0, min=0)  # 0: the source's own, or the network's input size
+    image_size: int = setting(0, min=0, max=4096)  # 0: the source's own, or the network's input
     channels: int = setting(0, choices=(0, 1, 3))  # 0: the source's own
     batch_size: int = setting(128, min=1)
     eval_batch_size: int = setting(256, min=1)

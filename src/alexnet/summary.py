@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from alexnet.models import build_model, network
+from alexnet.memory import on_meta
+from alexnet.models import network
 
 PAPER_NEURONS_CONV1 = 253_440
 MAX_SIDE, MAX_CHANNELS = 4096, 64  # one image of this size runs through a network in memory
@@ -99,7 +100,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Lay
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
@@ -116,7 +117,7 @@ def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **opti
         )
     if info.sized_by_option:
         options.setdefault("input_size", shape[1])
-    model = build_model(arch, **options)
+    model = on_meta(arch, options)  # shapes and counts only: any size at once, no memory
     try:
         rows = layer_table(model, shape)
     except (RuntimeError, ValueError) as exc:
