@@ -43,6 +43,17 @@ class Ctx:
         return run
 
 
+def _raw_pickle(c: Ctx) -> list[str]:
+    """A plain pickle (protocol 4) where a checkpoint should be: torch warned twice about its
+    protocol before our line."""
+    import pickle
+
+    run = c.runs / "raw"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    return ["train", "--resume", str(run)]
+
+
 def _copied_checkpoint(c: Ctx) -> list[str]:
     a, b = c.finished_run("a"), c.finished_run("b")
     (b / "recipe.toml").write_text((b / "recipe.toml").read_text().replace("seed = 0", "seed = 7"))
@@ -167,6 +178,8 @@ CASES: list[Case] = [
     ("unknown recipe", lambda c: ["train", "--recipe", "nope"], "unknown recipe 'nope'"),
     ("no run", lambda c: ["train", "--resume", str(c.tmp / "no-run")], "no-run/last.pt: no checkpoint"),
     ("no recipe given", lambda c: ["train"], "give --recipe"),
+    ("checkpoint recipe alone", lambda c: c.train("--checkpoint-recipe"),
+     "--checkpoint-recipe goes with --resume"),
     ("batch 0", lambda c: c.train("--set", "data.batch_size=0"), "data.batch_size must be >= 1, got 0"),
     ("batch -5", lambda c: c.train("--set", "data.batch_size=-5"), "data.batch_size must be >= 1, got -5"),
     ("epochs 0", lambda c: c.train("--set", "epochs=0"), "epochs must be >= 1, got 0"),
@@ -181,6 +194,7 @@ CASES: list[Case] = [
     ("typo table", lambda c: ["train", "--recipe", str(c.tmp / "typo.toml")], "unknown key 'trian'"),
     ("other shape", _other_shape, "its weights do not fit the network"),
     ("no recipe inside", _no_recipe, "not an alexnet training checkpoint (no recipe)"),
+    ("raw pickle", _raw_pickle, "last.pt: not a checkpoint (corrupt, or not written by torch.save)"),
     ("bare tensor", lambda c: ["train", "--resume", str(c.run_with(torch.zeros(3)))],
      "holds a Tensor, not an alexnet checkpoint"),
     ("newer format", _newer_format, "checkpoint format 9 is newer than this alexnet reads"),
@@ -315,3 +329,16 @@ def test_sizes_beyond_the_machine_are_refused_before_anything_is_allocated(tiny_
         assert stop.value.code == 2 and said in err[-1] and not any("Traceback" in e for e in err)
     main(["summary", "--arch", "alexnet-small", "--input", "64x4096x4096"])
     assert "total" in capsys.readouterr().out
+
+
+def test_one_class_trains_with_a_warning(tiny_folder, tmp_path, capsys):
+    """A one-class folder trained to loss 0 without a word."""
+    import shutil
+
+    root = tmp_path / "one"
+    for split in ("train", "val"):
+        shutil.copytree(tiny_folder / split / "checks", root / split / "checks")
+    main(["train", "--recipe", "photos", "--data", str(root), "--runs", str(tmp_path / "runs"),
+          "--no-progress", "--no-report", "--set", "epochs=1", "--set", "optim.lr_find=false",
+          "--set", "data.batch_size=8"])  # fmt: skip
+    assert "warning: the data has one class (checks)" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ def load_file(path: Path) -> Any:
             f"{path}: no checkpoint there (was the run started with this folder?)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about a foreign pickle's protocol
+            warnings.simplefilter("ignore", UserWarning)  # precede our own one line otherwise
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower() or _asks_for_objects(path):
             raise CheckpointError(

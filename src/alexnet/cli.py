@@ -148,6 +148,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                         or args.freeze_features):  # fmt: skip
         raise UserError("--resume continues a run as it was; drop --recipe, --data, --name, "
                         "--weights and --freeze-features")  # fmt: skip
+    if args.checkpoint_recipe and not args.resume:
+        raise UserError("--checkpoint-recipe goes with --resume RUN (it says which recipe a "
+                        "resumed run continues under)")  # fmt: skip
     if not (args.resume or args.recipe):
         raise UserError(f"give --recipe NAME ({', '.join(recipe_names())}) or --resume RUN_DIR")
     progress = not args.no_progress

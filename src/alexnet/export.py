@@ -356,6 +356,10 @@ def format_of(out: Path, fmt: str | None) -> str:
                               f"ending in {', '.join(FORMATS.values())}")  # fmt: skip
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    named = next((f for f, suffix in FORMATS.items() if out.suffix.lower() == suffix), None)
+    if named not in (None, fmt):  # m.onnx holding safetensors would mislead every reader
+        raise ExportError(f"{out}: the name says {named} but --format is {fmt}; name the file "
+                          f"...{FORMATS[fmt]}")  # fmt: skip
     return fmt
 
 

@@ -559,6 +559,10 @@ def announce(
     logger.text("recipe", "```\n" + recipe.to_toml() + "\n```")
     logger.say(f"run {run_dir}: {recipe.model.arch} on {recipe.data.source} ({len(train_set)} "
                f"train / {len(test_set)} test images), {rt.describe()}")  # fmt: skip
+    if len(train_set.classes) == 1:
+        logger.say(f"warning: the data has one class ({train_set.classes[0]}): every image is "
+                   "that class, so the loss goes to 0 and the network learns nothing about "
+                   "images; give it two classes or more")  # fmt: skip
     skipped = run_dir / "skipped.txt"
     if write_skip_list([train_set, test_set], skipped):
         for s in (train_set, test_set):
