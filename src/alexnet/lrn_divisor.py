@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.config import recipe_from_dict
-from alexnet.eval_checkpoints import batch_maker, full_side, view_inputs, views_of
+from alexnet.eval_checkpoints import view_inputs, views_of
 from alexnet.lrn import FORMULAS, LocalResponseNorm
 from alexnet.models import NETWORKS, build_model, network
 from alexnet.models.alexnet import IMAGENET_MEAN, IMAGENET_STD
-from alexnet.predict import read_image
+from alexnet.predict import file_maker, read_image
 from alexnet.trained import Trained, load_trained
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -172,7 +172,7 @@ def measure(
 def run_images(net: Trained, paths: list[Path], batch: int) -> tuple[list[str], int]:
     """Every readable image of ``paths`` through ``net`` (centre view, as it was trained to
     see them), ``batch`` at a time; the files that could not be read, and how many were."""
-    maker, view = batch_maker(net, _Side(full_side(net))), views_of(net, 1)[0]
+    maker, view = file_maker(net), views_of(net, 1)[0]
     skipped, read = [], 0
     for start in range(0, len(paths), batch):
         images = []
@@ -187,14 +187,6 @@ def run_images(net: Trained, paths: list[Path], batch: int) -> tuple[list[str], 
                 net.model.eval()(x)
             read += len(images)
     return skipped, read
-
-
-@dataclass(frozen=True)
-class _Side:
-    """What a store's batch maker reads of its split: the side of the images and channels."""
-
-    size: int
-    channels: int = 3
 
 
 def describe(net: Trained, images: int) -> str:

@@ -51,6 +51,12 @@ class _Stored:
     channels: int
 
 
+def file_maker(net: Trained):
+    """The batch maker for images read by :func:`read_image`: for a network trained from a
+    store, one that sees them as a store's split of their side."""
+    return batch_maker(net, _Stored(full_side(net), 3) if net.from_store else None)
+
+
 def read_image(net: Trained, path: Path, max_megapixels: float | None = None) -> torch.Tensor:
     """``path`` as the network's views are cut from it: (S, S, C) at the stored side for a
     network trained from a store, (C, H, W) at its input size otherwise; ValueError says why
@@ -80,7 +86,7 @@ def predict_files(
         raise ValueError(f"--top {top}: must be 1 or more")
     model, device, amp, layout = prepared(net, precision)
     views = views_of(net, crops)
-    maker = batch_maker(net, _Stored(full_side(net), 3) if net.from_store else None)
+    maker = file_maker(net)
     answers = [Answer(str(p)) for p in paths]
     for start in range(0, len(paths), batch):
         images, rows = [], []
