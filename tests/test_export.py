@@ -239,6 +239,24 @@ def test_mistakes_are_one_line(run_dir, tmp_path, monkeypatch, capsys, args, say
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+def test_an_existing_file_is_replaced_only_when_asked(run_dir, tmp_path, capsys):
+    """``export RUN runs/other/best.pt --format safetensors`` replaced another run's checkpoint
+    without a word; and the checkpoint being exported cannot be written over, even asked."""
+    victim = tmp_path / "best.pt"
+    victim.write_bytes(b"another run's checkpoint")
+    for args, says in (([str(run_dir), str(victim), "--format", "safetensors"],
+                        "best.pt: already exists; give --overwrite"),
+                       ([str(run_dir / "best.pt"), str(run_dir / "best.pt"), "--format",
+                         "safetensors", "--overwrite"], "the checkpoint being exported")):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            main(["export", *args])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and says in err, err
+    assert victim.read_bytes() == b"another run's checkpoint"
+    main(["export", str(run_dir), str(victim), "--format", "safetensors", "--overwrite"])
+    assert victim.read_bytes() != b"another run's checkpoint"
+
+
 def test_a_missing_package_names_the_extra(run_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
     with pytest.raises(SystemExit):

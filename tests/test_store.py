@@ -487,3 +487,21 @@ def test_a_stopped_prepare_leaves_no_worker_behind(tmp_path, cache, sig):
     if sig == signal.SIGTERM:
         assert proc.returncode == 128 + signal.SIGTERM
         assert err.strip().splitlines()[-1].startswith("alexnet prepare: interrupted by signal 15")
+        assert not list(out.rglob(".*.tmp")), "a half-written chunk was left behind"
+
+
+def test_a_prepare_stopped_mid_write_leaves_no_half_written_file(tmp_path, monkeypatch):
+    """SIGTERM to prepare left ``train/.chunk-NNNNN.data.<pid>.tmp`` (3.6 MB) until the next
+    run: a stop while a chunk is being written now removes the half-written file."""
+    import alexnet.data.prepare as prepare_module
+
+    src = make_tree(tmp_path / "src", per_class=4)
+
+    def stopped(_fd):
+        raise KeyboardInterrupt  # as a signal arriving during the write would
+
+    monkeypatch.setattr(prepare_module.os, "fsync", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, tmp_path / "out", plan=Plan(size=32), chunk=5, progress=False)
+    monkeypatch.undo()
+    assert not list((tmp_path / "out").rglob(".*.tmp"))

@@ -293,8 +293,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     from alexnet.trained import load_trained
 
     out = Path(args.out)
-    check_request(out, args.format, batch=args.batch, opset=args.opset)  # before any loading
+    check_request(out, args.format, batch=args.batch, opset=args.opset,
+                  overwrite=args.overwrite)  # before any loading  # fmt: skip
     net = load_trained(args.checkpoint)
+    if out.exists() and out.resolve() == net.path.resolve():
+        raise FileExistsError(f"{out}: the checkpoint being exported; write to another name")
     result = export(net, out, args.format, batch=args.batch, opset=args.opset)
     c, h, w = result.input_shape
     print(f"wrote {out} ({result.format}, {out.stat().st_size / 1e6:.1f} MB): input "
@@ -547,6 +550,8 @@ def _add_export(sub) -> None:
     p.add_argument("--batch", type=whole(1, 1024), default=7,
                    help="the check compares outputs at batch 1 and this (default 7)")  # fmt: skip
     p.add_argument("--opset", type=whole(7, 99), help="ONNX opset (default: the exporter's own)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it exists (default: refuse)")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
 

@@ -363,11 +363,17 @@ def format_of(out: Path, fmt: str | None) -> str:
     return fmt
 
 
-def check_request(out: Path, fmt: str | None, *, batch: int = 7, opset: int | None = None) -> str:
+def check_request(out: Path, fmt: str | None, *, batch: int = 7, opset: int | None = None,
+                  overwrite: bool = True) -> str:  # fmt: skip
     """The format of an export that can be done (checked before any work); one-line errors
-    for what cannot: an unknown format, a missing folder, a missing package, a bad option."""
+    for what cannot: an unknown format, a missing folder, a missing package, a bad option,
+    an existing file where ``overwrite`` is false (the command line's default: an export
+    named after a run's ``best.pt`` replaced the checkpoint without a word)."""
     if out.is_dir():
         raise IsADirectoryError(f"{out}: a folder; give the name of the file to write")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise FileExistsError(f"{out}: already exists; give --overwrite to replace it, or "
+                              "write to another name")  # fmt: skip
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such folder; create it first (mkdir -p "
                                 f"{out.parent}) or write elsewhere")  # fmt: skip

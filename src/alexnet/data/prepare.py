@@ -111,11 +111,14 @@ def _saved(obj) -> bytes:
 def atomic_write(path: Path, data: bytes | bytearray) -> None:
     """``data`` in ``path``, whole or not at all: written beside it, flushed to disk, renamed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +186,9 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         with contextlib.suppress(OSError, AttributeError, ValueError):
             process.kill()
+    for process in processes:  # gone before their half-written files are removed
+        with contextlib.suppress(OSError, AttributeError, ValueError, AssertionError):
+            process.join(5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +272,23 @@ def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, work
         raise StoreError(f"{src}: no images of the class list in its {split} split{first}")
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.glob(".*.tmp"):  # a killed run's half-written files
+    _remove_partial(folder)  # a killed run's half-written files
+    try:
+        return _prepare_chunks(out, split, pairs, skipped, meta, plan, workers, progress)
+    except BaseException:  # a signal or a failure: the workers' half-written chunks go too
+        _remove_partial(folder)
+        raise
+
+
+def _remove_partial(folder: Path) -> None:
+    """The store is held by this process alone (``_held``), so any ``.tmp`` in it is a
+    half-written file of this run or of a killed one, never of a live writer."""
+    for leftover in folder.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
+
+
+def _prepare_chunks(out: Path, split: str, pairs: list, skipped: list, meta: dict,
+                    plan: Plan, workers: int, progress: bool) -> dict:  # fmt: skip
     step = plan.chunk
     jobs = [ChunkJob(out, split, i, tuple(p for p, _ in pairs[s : s + step]),
                      tuple(lab for _, lab in pairs[s : s + step]), plan)
