@@ -156,16 +156,39 @@ HELD = []
 
 
 def _run_in_use(c: Ctx) -> list[str]:
-    from alexnet.runs import lock_run
+    from alexnet.runs import hold_run
 
     run = c.finished_run("busy")
-    HELD.append(lock_run(run))  # as another process training into it would
+    lock = hold_run(run)
+    lock.__enter__()  # as another process training into it would
+    HELD.append(lock)
     return ["train", "--resume", str(run), "--set", "optim.lr=0.01"]
 
 
 def _same_name(c: Ctx) -> list[str]:
     c.finished_run("r")
     return c.train()
+
+
+def _mixed_channels(c: Ctx) -> list[str]:
+    """An ensemble of a colour and a grey network died in conv1 with a traceback."""
+    colour = c.finished_run("colour")
+    main(c.train("--set", "data.channels=1", "--set", "data.mean=[0.5]", "--set", "data.std=[0.25]",
+                 "--no-report", name="grey"))  # fmt: skip
+    return ["eval", str(colour), str(c.runs / "grey")]
+
+
+def _looped_store(c: Ctx) -> list[str]:
+    loop = c.tmp / "loop"
+    loop.symlink_to(loop)
+    return ["prepare", str(c.tiny), str(loop), "--no-progress"]
+
+
+def _experiment_too_small(c: Ctx) -> list[str]:
+    """The first run of an experiment refused by its batch check left ``full-seed0/`` with
+    its lock and plan behind."""
+    return ["experiment", "ablations", "--data", str(c.tiny), "--out", str(c.runs / "exp"),
+            "--seeds", "1", "--epochs", "1", "--variants", "full", "--no-progress"]  # fmt: skip
 
 
 Case = tuple[str, Callable[..., list[str]], str]
@@ -231,6 +254,15 @@ CASES: list[Case] = [
     ("summary huge input", lambda c: ["summary", "--input", "3x100000x100000"], "at most 64 channels and 4096"),
     ("summary channels", lambda c: ["summary", "-o", "in_channels=1", "--input", "3x227x227"],
      "-o in_channels=1 but --input has 3 channels"),
+    ("ensemble channels", _mixed_channels, "its input channels differ from"),
+    ("huge crop padding", lambda c: c.train("--set", "augment.crop_padding=100000"),
+     "augment.crop_padding must be <= 512, got 100000"),
+    ("store a symlink loop", _looped_store, "loop: a symbolic link that leads back to itself"),
+    ("summary huge hidden", lambda c: ["summary", "--arch", "alexnet-small", "-o", "hidden=100000000000"],
+     "hidden must be <= 65536"),
+    ("prepare no such split", lambda c: ["prepare", str(c.tiny), str(c.runs / "store"), "--split",
+                                         "nosuch", "--no-progress"], "nosuch: no such folder"),
+    ("experiment batch check", _experiment_too_small, "make no full batch of"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
      "--resume can change only optim.lr, epochs, not data.batch_size"),
 ]  # fmt: skip
@@ -256,7 +288,9 @@ def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, ti
     after = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []
     assert after == before, "a failed start left a run folder behind"
     assert not list(c.tmp.rglob(".*.partial*")), "a temporary checkpoint was left behind"
-    HELD.clear()
+    while HELD:
+        HELD.pop().__exit__(None, None, None)
+    assert not list(c.tmp.rglob(".lock")), "a lock file was left behind"
 
 
 def test_a_closed_pipe_ends_the_command_quietly():
@@ -297,6 +331,7 @@ def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
         (["prepare", "a", "b", "--max-megapixels", "-1"], "--max-megapixels: -1 is out of range"),
         (["prepare", "a", "b", "--size", "100000"], "--size: 100000 is out of range: 8 to 4096"),
         (["prepare", "a", "b", "--chunk", "0"], "--chunk: 0 is out of range"),
+        (["prepare", "a", "b", "--split", ""], "--split: '': one folder name"),
         (["export", "m", "o.onnx", "--batch", "100000"], "--batch: 100000 is out of range"),
         (["eval", "m", "--batch", "0"], "--batch: 0 is out of range"),
         (["lr-find", "--recipe", "x", "--steps", "2"], "--steps: 2 is out of range: 3 to"),

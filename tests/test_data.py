@@ -397,3 +397,16 @@ def test_an_image_too_long_once_rescaled_is_skipped(copy_of, cache, tmp_path):
     image, why = decode_image(long, 3, None, 10_000_000, rescaled=256)
     assert image is None and "256x15360000" in why
     assert decode_image(long, 3, None, 10_000_000)[1] == ""  # kept at its size where not rescaled
+
+
+def test_a_symlink_loop_or_a_dangling_link_in_a_folder_is_skipped(copy_of, cache):
+    """A link that leads back to itself aborted train, eval --data and figures --data ("Too
+    many levels of symbolic links") while prepare skipped it: it is skipped and listed."""
+    checks = copy_of / "train" / "checks"
+    (checks / "loop.png").symlink_to("loop.png")
+    (checks / "gone.png").symlink_to("nowhere.png")
+    train, _ = folder(copy_of)
+    skipped = {os.path.basename(p): why for p, why in train.skipped}
+    assert skipped["loop.png"] == "cannot read: Too many levels of symbolic links"
+    assert skipped["gone.png"] == "cannot read: No such file or directory"
+    assert len(train) == 120

@@ -65,6 +65,13 @@ def names(text: str) -> list[str]:
     return items
 
 
+def folder_name(text: str) -> str:
+    """One plain folder name: a split of a data set."""
+    if not text or text in (".", "..") or "/" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: one folder name, e.g. train or val")
+    return text
+
+
 def rates(text: str) -> list[float]:
     """A comma-separated list of learning rates, each above 0 and at most 10."""
     one = positive(10.0)
@@ -132,9 +139,12 @@ def _start_run(args: argparse.Namespace):
 
 def _hold(run_dir: Path):
     """The run folder's lock, taken by the process that writes it (rank 0 under torchrun)."""
-    from alexnet.runs import lock_run
+    import contextlib
 
-    return lock_run(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    from alexnet.runs import hold_run
+
+    writer = int(os.environ.get("RANK", "0")) == 0 and run_dir.is_dir()
+    return hold_run(run_dir) if writer else contextlib.nullcontext()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -157,18 +167,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     try:
         with StopFlag() as stop:  # a signal before training stops at once, leaving nothing
             if args.resume:
-                _lock = _hold(Path(args.resume)) if Path(args.resume).is_dir() else None
-                r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
-                fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
-                    progress=progress, stop=stop, report=not args.no_report)  # fmt: skip
+                with _hold(Path(args.resume)):
+                    r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
+                    fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
+                        progress=progress, stop=stop, report=not args.no_report)  # fmt: skip
             else:
                 recipe, run_dir = _start_run(args)
-                _lock = _hold(run_dir)  # kept until this function returns
-                try:
-                    fit(recipe, run_dir, progress=progress, stop=stop, report=not args.no_report)
-                except BaseException:
-                    remove_failed_start(run_dir)
-                    raise
+                with _hold(run_dir):
+                    try:
+                        fit(recipe, run_dir, progress=progress, stop=stop,
+                            report=not args.no_report)  # fmt: skip
+                    except BaseException:
+                        remove_failed_start(run_dir)
+                        raise
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
@@ -426,7 +437,7 @@ def _add_prepare(sub) -> None:
                    help="SRC OUT: the images (train/<class>/*, val/<class>/*, ILSVRC's flat val/ "
                         "with its labels, or <wnid>_*.JPEG files; a folder or a .tar(.gz)) and "
                         "the store folder to write; with --verify, the store alone")  # fmt: skip
-    p.add_argument("--split", action="append", metavar="NAME",
+    p.add_argument("--split", action="append", metavar="NAME", type=folder_name,
                    help="prepare only this split (repeatable; a flat folder is one split, "
                         "train unless named)")  # fmt: skip
     p.add_argument("--layout", default="raw", choices=("raw", "jpeg", "files"),
@@ -675,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _said_by_us(exc: BaseException) -> bool:
+    """An error meant for the user: ours, the system's, or pathlib's symlink loop, which
+    ``Path.resolve`` raises as a RuntimeError (Python 3.11 and 3.12)."""
+    return not isinstance(exc, RuntimeError) or str(exc).startswith("Symlink loop from")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -683,11 +700,14 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `alexnet summary --json | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(0)
-    except (UserError, ValueError, OSError) as exc:
-        if os.environ.get("ALEXNET_DEBUG"):
+    except (UserError, ValueError, OSError, RuntimeError) as exc:
+        if os.environ.get("ALEXNET_DEBUG") or not _said_by_us(exc):
             raise
         message = str(exc).replace("\n", " ") if not isinstance(exc, OSError) or not exc.filename \
             else f"{exc.filename}: {exc.strerror}"  # fmt: skip
+        if isinstance(exc, RuntimeError):
+            looped = str(exc).removeprefix("Symlink loop from ").strip("'")
+            message = f"{looped}: a symbolic link that leads back to itself; point it elsewhere"
         message = message.encode("utf-8", "backslashreplace").decode()  # undecodable file names
         print(f"alexnet {args.command}: error: {message}", file=sys.stderr)
         sys.exit(2)

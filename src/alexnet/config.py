@@ -68,7 +68,7 @@ class AugmentSettings:
     random to the network's size (227 of 256). ``pca_std``: the colour augmentation's
     alpha deviation (the paper's 0.1; 0 turns it off)."""
 
-    crop_padding: int = setting(0, min=0)
+    crop_padding: int = setting(0, min=0, max=512)  # pixels each side, at most twice 256
     flip: bool = setting(True)
     pca_std: float = setting(0.0, min=0.0, max=10.0)
 

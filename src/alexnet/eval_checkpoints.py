@@ -113,8 +113,9 @@ def split_images(
     read the same way (the recipe's ``data.limit_train`` of an in-memory source; a store's or
     folder's train split), or None where the data has no other training split."""
     first = nets[0]
-    for what, value in (("kind", lambda n: n.from_store), ("classes", lambda n: n.classes),
-                        ("stored image size", lambda n: n.stored_size)):  # fmt: skip
+    for what, value in (("kind", _kind), ("classes", lambda n: n.classes),
+                        ("stored image size", lambda n: n.stored_size),
+                        ("input channels", lambda n: n.recipe.data.channels)):  # fmt: skip
         _same(nets, what, value)
     data = trained_data(first, data)
     if not first.from_store:

@@ -6,15 +6,16 @@ A run folder ``runs/<name>/`` holds ``recipe.toml`` (the resolved recipe), ``las
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
+from alexnet.locks import held
 
 # The keys `--resume RUN --set` may change, and what each means (docs/training.md, "Changing a run").
 RESUME_KEYS = ("optim.lr", "epochs")
@@ -29,20 +30,11 @@ def check_name(name: str, what: str) -> None:
                          "-_.+ (no '/', no leading '.', no control characters)")  # fmt: skip
 
 
-def lock_run(run_dir: Path) -> IO[bytes] | None:
-    """Hold ``run_dir`` for this process until it exits (the lock goes with the process, even
-    when it is killed), so two processes never train into the same folder."""
-    try:
-        handle = open(run_dir / ".lock", "a+b")  # noqa: SIM115 - held open for the whole run
-    except OSError:
-        return None  # a folder we cannot write to fails with its own message later
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ValueError(f"{run_dir} is in use by another alexnet process; wait for it to "
-                         "finish or stop it first") from None  # fmt: skip
-    return handle
+def hold_run(run_dir: Path) -> contextlib.AbstractContextManager:
+    """``run_dir`` held by this process for the block (locks.py), so two processes never train
+    into the same folder."""
+    return held(run_dir, f"{run_dir} is in use by another alexnet process; wait for it to "
+                         "finish or stop it first")  # fmt: skip
 
 
 def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:

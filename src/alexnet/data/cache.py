@@ -40,8 +40,12 @@ def files_key(files: Iterable[Path], *settings: object) -> str:
     modification time changes), or when a decode setting changes."""
     h = hashlib.sha256(repr(settings).encode())
     for path in files:
-        st = path.stat()
-        h.update(f"{os.fsencode(path)!r}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        try:
+            st = path.stat()
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError as exc:  # a broken link or a loop: skipped and listed when decoded
+            stamp = f"unreadable:{exc.errno}"
+        h.update(f"{os.fsencode(path)!r}:{stamp}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import io
 import json
@@ -45,6 +44,7 @@ from alexnet.data.store import (
     open_store,
     read_json,
 )
+from alexnet.locks import held
 from alexnet.progress import bar
 
 PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent ends
@@ -239,37 +239,36 @@ def prepare(
     if out == src or src in out.parents:
         raise ValueError(f"{out}: the store must not be inside the images it is made from")
     classes, names = class_map(src)
-    flat = is_flat(src)
-    splits = splits or labelled_splits(src)
-    out.mkdir(parents=True, exist_ok=True)
+    listings = {s: listed(src, s, classes) for s in splits or labelled_splits(src)}
+    out.mkdir(parents=True, exist_ok=True)  # only once every split is known to have images
     with _held(out):
         meta = begin_store(out, plan, classes, names, src)
-        for split in splits:
-            if not flat and not (src / split).is_dir():
-                raise FileNotFoundError(f"{src / split}: no such folder")
-            meta = prepare_split(src, out, split, meta, plan, workers, progress)
+        for split, (pairs, skipped) in listings.items():
+            meta = prepare_split(out, split, pairs, skipped, meta, plan, workers, progress)
     return meta
 
 
-@contextlib.contextmanager
-def _held(out: Path):
-    """The store to this process alone while it prepares: two at once would each write the
-    store's record from what they read at their start, and one split would be lost."""
-    with open(out / ".lock", "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StoreError(f"{out}: another alexnet prepare is writing it; wait for it to "
-                             "finish (it prepares one split after the other)") from None  # fmt: skip
-        yield
-
-
-def prepare_split(src: Path, out: Path, split: str, meta: dict, plan: Plan, workers: int,
-                  progress: bool) -> dict:  # fmt: skip
-    pairs, skipped = split_files(src, split, meta["classes"])
+def listed(src: Path, split: str, classes: list[str]) -> tuple[list, list]:
+    """The (file, label) pairs and the skipped files of a split, or a one-line error for a
+    split with no images (before anything is written: a failed start leaves no store)."""
+    if not is_flat(src) and not (src / split).is_dir():
+        raise FileNotFoundError(f"{src / split}: no such folder")
+    pairs, skipped = split_files(src, split, classes)
     if not pairs:
         first = f"; e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
         raise StoreError(f"{src}: no images of the class list in its {split} split{first}")
+    return pairs, skipped
+
+
+def _held(out: Path):
+    """The store to this process alone while it prepares: two at once would each write the
+    store's record from what they read at their start, and one split would be lost."""
+    return held(out, f"{out}: another alexnet prepare is writing it; wait for it to finish (it "
+                     "prepares one split after the other)")  # fmt: skip
+
+
+def prepare_split(out: Path, split: str, pairs: list, skipped: list, meta: dict, plan: Plan,
+                  workers: int, progress: bool) -> dict:  # fmt: skip
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
     _remove_partial(folder)  # a killed run's half-written files

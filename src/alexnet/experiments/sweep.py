@@ -15,6 +15,7 @@ naming the folder, instead of reporting the old results as new ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
 from alexnet.data.prepare import atomic_write
-from alexnet.runs import lock_run, open_run
+from alexnet.runs import hold_run, open_run, remove_failed_start
 from alexnet.train import TrainingError, fit
 
 
@@ -70,20 +71,29 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
     done = finished(run_dir, run.recipe.epochs)
     if done is not None or diverged.is_file():
         return done or history(run_dir)
-    _lock = lock_run(run_dir)  # held while this run trains
-    try:
-        if (run_dir / "last.pt").is_file():
-            resume = open_run(run_dir, [])
-            fit(resume.recipe, run_dir, resume_from=resume.checkpoint, progress=progress,
-                report=False)  # fmt: skip
-        else:
-            for stale in ("log.txt", "metrics.jsonl"):  # a start killed before its checkpoint
-                (run_dir / stale).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "tb", ignore_errors=True)
-            fit(run.recipe, run_dir, progress=progress, report=False)
-    except TrainingError as exc:
-        diverged.write_text(f"{exc}\n")
+    with hold_run(run_dir):
+        try:
+            _train_or_resume(run, run_dir, progress)
+        except TrainingError as exc:
+            diverged.write_text(f"{exc}\n")
+        except BaseException:
+            remove_failed_start(run_dir)  # a start refused (its batch check...) leaves nothing
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only where nothing else is in it: the experiment's first run
+            raise
     return history(run_dir)
+
+
+def _train_or_resume(run: Planned, run_dir: Path, progress: bool) -> None:
+    if (run_dir / "last.pt").is_file():
+        resume = open_run(run_dir, [])
+        fit(resume.recipe, run_dir, resume_from=resume.checkpoint, progress=progress,
+            report=False)  # fmt: skip
+        return
+    for stale in ("log.txt", "metrics.jsonl"):  # a start killed before its checkpoint
+        (run_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    fit(run.recipe, run_dir, progress=progress, report=False)
 
 
 def train_all(runs: list[Planned], out: Path, progress: bool,

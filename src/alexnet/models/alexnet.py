@@ -139,11 +139,11 @@ class OneTowerOptions(AlexNetOptions):
 class SmallOptions(AlexNetOptions):
     """For 28x28 and 32x32 images: ten classes, He initialisation, narrower layers."""
 
-    num_classes: int = setting(10, min=1)
+    num_classes: int = setting(10, min=1, max=100_000)
     init: str = setting("kaiming", choices=INITS)
-    widths: list[int] = setting([64, 128, 192, 192, 128], min=1)
-    hidden: int = setting(1024, min=1)
-    input_size: int = setting(32, min=8)
+    widths: list[int] = setting([64, 128, 192, 192, 128], min=1, max=16_384)
+    hidden: int = setting(1024, min=1, max=65_536)
+    input_size: int = setting(32, min=8, max=4096)
 
 
 def paper_alexnet(o: AlexNetOptions) -> AlexNet:

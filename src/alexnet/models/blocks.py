@@ -30,8 +30,10 @@ class NetworkOptions:
     """The switches every network takes, so each design choice of the paper can be ablated.
     Each network's own options class changes the defaults it needs."""
 
-    num_classes: int = setting(1000, min=1)
-    in_channels: int = setting(3, min=1)
+    # Every size has a range: beyond it a network is no AlexNet, and a typo like hidden=1e11
+    # overflowed PyTorch's storage arithmetic instead of being named.
+    num_classes: int = setting(1000, min=1, max=100_000)
+    in_channels: int = setting(3, min=1, max=64)
     activation: str = setting("relu", choices=tuple(ACTIVATIONS))
     lrn: bool = setting(True)
     lrn_formula: str = setting("paper", choices=FORMULAS)

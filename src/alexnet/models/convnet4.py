@@ -26,12 +26,12 @@ TABLE = (
 
 @dataclass(frozen=True)
 class ConvNet4Options(blocks.NetworkOptions):
-    num_classes: int = setting(10, min=1)
+    num_classes: int = setting(10, min=1, max=100_000)
     lrn: bool = setting(False)
     dropout: float = setting(0.0, min=0.0, below=1.0)
     two_towers: bool = setting(False)
     init: str = setting("kaiming", choices=INITS)
-    input_size: int = setting(32, min=8)
+    input_size: int = setting(32, min=8, max=4096)
 
 
 class ConvNet4(nn.Module):
