@@ -94,7 +94,33 @@ def test_a_disk_that_fills_mid_run_stops_it_in_one_line(tmp_path, recipe_file, c
         subprocess.run(["umount", str(disk)], check=False)
 
 
-@pytest.mark.parametrize("name", ["net.safetensors", "net.pt2", "net.onnx", "figures"])
+def test_prepare_on_a_full_disk_keeps_its_chunks_and_continues(tmp_path, tiny_folder, cache):
+    """prepare said a bare "[Errno 28] No space left on device", naming no file, and left
+    its lock. Now one line naming the file and the disk, no temporary file, and the chunks
+    finished are kept: with room made, the same command completes the store."""
+    disk = small_disk(tmp_path, "2m")
+    try:
+        fill(disk, leave=1_200_000)  # room for a few chunks of 20 images at 32 px
+        args = [*ALEXNET, "prepare", str(tiny_folder), str(disk / "store"), "--size", "32",
+                "--chunk", "20", "--workers", "0", "--no-progress"]  # fmt: skip
+        proc = subprocess.run(args, env=cli_env(cache), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        line = one_line_error(proc, "prepare")
+        assert "cannot write" in line and str(disk) in line and "continues from them" in line
+        assert [p for p in disk.rglob(".*")] == [], "a temporary or lock file was left"
+        kept = sorted(p.name for p in (disk / "store" / "train").iterdir())
+        assert "chunk-00000.json" in kept
+        (disk / "filler").unlink()
+        again = subprocess.run(args, env=cli_env(cache), capture_output=True, text=True,
+                               timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert "train 120 images" in again.stdout
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("name", ["net.safetensors", "net.pt2", "net.onnx", "figures",
+                                  "figures-midway"])  # fmt: skip
 def test_export_and_figures_on_a_full_disk_say_so_and_leave_nothing(
     tmp_path, recipe_file, cache, name
 ):
@@ -108,17 +134,20 @@ def test_export_and_figures_on_a_full_disk_say_so_and_leave_nothing(
     assert trained.returncode == 0, trained.stderr
     disk = small_disk(tmp_path, "1m")
     try:
-        fill(disk, leave=4096)
+        fill(disk, leave=150_000 if name == "figures-midway" else 4096)  # midway: 3 fit
         out = disk / name
-        args = ["figures", str(run / "r"), "--out", str(out)] if name == "figures" else [
+        figures = name.startswith("figures")
+        args = ["figures", str(run / "r"), "--out", str(out)] if figures else [
             "export", str(run / "r"), str(out)]  # fmt: skip
-        if name == "figures":
+        if figures:
             out.mkdir()
-        proc = subprocess.run([*ALEXNET, *args, "--no-progress"] if name == "figures" else
+        proc = subprocess.run([*ALEXNET, *args, "--no-progress"] if figures else
                               [*ALEXNET, *args], env=cli_env(cache), capture_output=True,
                               text=True, timeout=300)  # fmt: skip
         line = one_line_error(proc, args[0])
         assert "cannot write" in line and str(disk) in line, line
         assert leftovers(disk) == [], leftovers(disk)
+        if figures:  # all of the figures or none: none left from a set cut short
+            assert list(out.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=False)

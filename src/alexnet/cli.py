@@ -194,6 +194,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from alexnet.data.prepare import Plan, prepare, verify_store
+    from alexnet.files import WriteError
     from alexnet.runtime import StopFlag, Stopped
 
     if args.verify:
@@ -219,6 +220,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         print(f"alexnet prepare: interrupted by signal {exc.signum}; the chunks written are "
               "kept, and the same command continues from them", file=sys.stderr)  # fmt: skip
         sys.exit(128 + exc.signum)
+    except WriteError as exc:
+        raise WriteError(f"{exc}; the chunks finished are kept: make room, then the same "
+                         "command continues from them") from None  # fmt: skip
     for split, info in sorted(meta["splits"].items()):
         skipped = len(info["skipped"])
         listed = f" (listed in {out / split / 'skipped.txt'})" if skipped else ""

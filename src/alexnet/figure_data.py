@@ -41,6 +41,7 @@ from alexnet.eval_checkpoints import (
     view_inputs,
     views_of,
 )
+from alexnet.files import WriteError
 from alexnet.inference import infer
 from alexnet.models import output_layer
 from alexnet.progress import bar
@@ -281,9 +282,16 @@ def write_figures(data: FigureData, metrics: Sequence[dict], out: Path, writer=N
             data.neighbour_labels, data.names, title)  # fmt: skip
     if metrics:
         draw["curves"] = lambda: figures.curves_figure(metrics)
-    written = {}
-    for name, make in draw.items():
-        written[name] = figures.save(make(), out / FILES[name], writer, f"figures/{name}", step)
+    written: dict[str, Path] = {}
+    new = [out / FILES[name] for name in draw if not (out / FILES[name]).exists()]
+    try:
+        for name, make in draw.items():
+            written[name] = figures.save(make(), out / FILES[name], writer, f"figures/{name}",
+                                         step)  # fmt: skip
+    except WriteError:  # a disk that fills midway: all of the set or none of it, as before
+        for path in new:
+            path.unlink(missing_ok=True)
+        raise
     if writer is not None:
         writer.flush()
     return written

@@ -44,6 +44,7 @@ from alexnet.data.store import (
     open_store,
     read_json,
 )
+from alexnet.files import written
 from alexnet.locks import held
 from alexnet.progress import bar
 
@@ -109,16 +110,12 @@ def _saved(obj) -> bytes:
 
 
 def atomic_write(path: Path, data: bytes | bytearray) -> None:
-    """``data`` in ``path``, whole or not at all: written beside it, flushed to disk, renamed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``data`` in ``path``, whole or not at all: written beside it, flushed to disk, renamed
+    (files.written: a full disk is one line naming the file, and nothing half-written stays)."""
+    with written(path, need=len(data)) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,9 +277,9 @@ def prepare_split(out: Path, split: str, pairs: list, skipped: list, meta: dict,
 
 
 def _remove_partial(folder: Path) -> None:
-    """The store is held by this process alone (``_held``), so any ``.tmp`` in it is a
+    """The store is held by this process alone (``_held``), so any temporary file in it is a
     half-written file of this run or of a killed one, never of a live writer."""
-    for leftover in folder.glob(".*.tmp"):
+    for leftover in (*folder.glob(".*.partial*"), *folder.glob(".*.tmp")):  # .tmp: older versions
         leftover.unlink(missing_ok=True)
 
 
