@@ -191,6 +191,15 @@ def _experiment_too_small(c: Ctx) -> list[str]:
             "--seeds", "1", "--epochs", "1", "--variants", "full", "--no-progress"]  # fmt: skip
 
 
+def _nan_weights(c: Ctx) -> list[str]:
+    """A diverged network's weights loaded silently, and predict answered "nan%"."""
+    run = c.finished_run("nan")
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["model"]["features.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, run / "best.pt")
+    return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -263,6 +272,9 @@ CASES: list[Case] = [
     ("prepare no such split", lambda c: ["prepare", str(c.tiny), str(c.runs / "store"), "--split",
                                          "nosuch", "--no-progress"], "nosuch: no such folder"),
     ("experiment batch check", _experiment_too_small, "make no full batch of"),
+    ("nan weights", _nan_weights, "best.pt: features.0.weight holds NaN or infinite values"),
+    ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
+     "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
      "--resume can change only optim.lr, epochs, not data.batch_size"),
 ]  # fmt: skip

@@ -210,7 +210,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if len(args.paths) != 2:
         raise UserError("give the images and the store to write: alexnet prepare SRC OUT")
     src, out = map(Path, args.paths)
-    plan = Plan(args.layout, args.size, 3, args.quality, int(args.max_megapixels * 1e6))
+    if args.quality is not None and args.layout != "jpeg":
+        raise UserError(f"--quality {args.quality}: applies to --layout jpeg only (this store's "
+                        f"layout is {args.layout})")  # fmt: skip
+    plan = Plan(args.layout, args.size, 3, args.quality or Plan.quality,
+                int(args.max_megapixels * 1e6))  # fmt: skip
     workers = len(os.sched_getaffinity(0)) if args.workers is None else args.workers
     try:
         with StopFlag():  # SIGTERM as Ctrl-C: the workers end now, the chunks done are kept
@@ -456,7 +460,7 @@ def _add_prepare(sub) -> None:
         "--chunk", type=whole(1, 100_000), default=1000, help="images per chunk (default 1000)"
     )
     p.add_argument(
-        "--quality", type=whole(1, 100), default=90, help="JPEG quality of --layout jpeg"
+        "--quality", type=whole(1, 100), help="JPEG quality of --layout jpeg (default 90)"
     )
     p.add_argument("--max-megapixels", type=positive(10_000), default=64.0,
                    help="larger images are skipped and listed (default 64)")  # fmt: skip

@@ -142,6 +142,10 @@ def _built(path: Path, recipe: Recipe, weights: dict) -> nn.Module:
         first = str(exc).replace("\n", " ").replace("\t", "")[:200]
         raise CheckpointError(f"{path}: its weights do not fit {recipe.model.arch} ({first})") \
             from None  # fmt: skip
+    broken = [k for k, t in weights.items() if t.is_floating_point() and not t.isfinite().all()]
+    if broken:  # a diverged run's weights answered every image with nan%
+        raise CheckpointError(f"{path}: {broken[0]} holds NaN or infinite values (a run that "
+                              "diverged, or a damaged file); use an earlier checkpoint")  # fmt: skip
     return model.eval()
 
 
