@@ -200,6 +200,23 @@ def _nan_weights(c: Ctx) -> list[str]:
     return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
 
 
+def _fifo_recipe(c: Ctx) -> list[str]:
+    os.mkfifo(c.tmp / "pipe.toml")  # never opened: reading it would wait for a writer
+    return ["train", "--recipe", str(c.tmp / "pipe.toml")]
+
+
+def _empty_recipe(c: Ctx) -> list[str]:
+    """An empty file without .toml trained the paper's defaults without a word."""
+    (c.tmp / "notes").write_text("")
+    return ["train", "--recipe", str(c.tmp / "notes")]
+
+
+def _cache_a_file(c: Ctx, monkeypatch) -> list[str]:
+    (c.tmp / "cachefile").write_text("")
+    monkeypatch.setenv("ALEXNET_CACHE", str(c.tmp / "cachefile"))
+    return c.train()
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -273,6 +290,13 @@ CASES: list[Case] = [
                                          "nosuch", "--no-progress"], "nosuch: no such folder"),
     ("experiment batch check", _experiment_too_small, "make no full batch of"),
     ("nan weights", _nan_weights, "best.pt: features.0.weight holds NaN or infinite values"),
+    ("fifo recipe", _fifo_recipe, "pipe.toml is not a regular file (a pipe, socket or device)"),
+    ("empty recipe", _empty_recipe, "notes is empty; a recipe is a .toml file"),
+    ("resume elsewhere", lambda c: ["train", "--resume", str(c.finished_run()), "--runs", "x"],
+     "drop --recipe, --data, --name, --runs"),
+    ("onecycle shorter", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "epochs=1"],
+     "(1 epochs): it cannot be lengthened or shortened"),
+    ("cache a file", _cache_a_file, "cachefile is a file, not a folder; point ALEXNET_CACHE"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],

@@ -364,3 +364,24 @@ def test_the_compiled_network_is_one_graph_once_the_kernel_is_chosen():
     lrn.choose_ahead(x.device, (torch.float32,))
     explained = torch._dynamo.explain(model)(x)
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+def test_a_build_on_a_full_disk_says_so_rather_than_blame_the_compiler(monkeypatch, tmp_path):
+    """A full cache disk gave "install a C++ compiler" as the remedy."""
+    from torch.utils import cpp_extension
+
+    def full(**_):
+        raise RuntimeError("Error building extension 'alexnet_lrn_cpu'")
+
+    monkeypatch.setattr(cpp_extension, "load", full)
+    monkeypatch.setattr(native, "free_bytes", lambda _folder: 0)
+    monkeypatch.setenv("ALEXNET_NATIVE_DIR", str(tmp_path))
+    native.load.cache_clear()
+    lrn._CHOSEN.clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="is full: make room") as said:
+            assert native.load("lrn_cpu") is False
+        assert "compiler" not in str(said[0].message)
+    finally:
+        native.load.cache_clear()
+        lrn._CHOSEN.clear()

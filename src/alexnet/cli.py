@@ -127,7 +127,7 @@ def _start_run(args: argparse.Namespace):
     made = [None]
     if rank == 0:
         try:
-            made[0] = create_run_dir(Path(args.runs), args.name, recipe.name)
+            made[0] = create_run_dir(Path(args.runs or "runs"), args.name, recipe.name)
         except (ValueError, FileExistsError) as exc:
             made[0] = exc  # every rank raises it, so none waits forever
     if world > 1:
@@ -155,9 +155,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from alexnet.train import TrainingError, fit
 
     if args.resume and (args.recipe or args.data or args.name or args.weights
-                        or args.freeze_features):  # fmt: skip
-        raise UserError("--resume continues a run as it was; drop --recipe, --data, --name, "
-                        "--weights and --freeze-features")  # fmt: skip
+                        or args.freeze_features or args.runs):  # fmt: skip
+        raise UserError("--resume continues a run as it was, in its folder; drop --recipe, "
+                        "--data, --name, --runs, --weights and --freeze-features")  # fmt: skip
     if args.checkpoint_recipe and not args.resume:
         raise UserError("--checkpoint-recipe goes with --resume RUN (it says which recipe a "
                         "resumed run continues under)")  # fmt: skip
@@ -425,7 +425,7 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint-recipe", action="store_true",
                    help="with --resume: continue under the checkpoint's recipe even where the "
                         "folder's recipe.toml says otherwise")  # fmt: skip
-    p.add_argument("--runs", default="runs", help="folder that holds run folders (default runs)")
+    p.add_argument("--runs", help="folder that holds run folders (default runs)")
     p.add_argument("--name", help="run folder name (default: recipe and time)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument(

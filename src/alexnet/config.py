@@ -212,14 +212,29 @@ def read_toml(path: Path | str, text: str | None = None) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read ({exc})") from None
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, in words (never opened: a pipe would hang)."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.is_symlink() and not path.exists():
+        return "is a symbolic link to nothing, or to itself"
+    if path.exists():
+        return "is not a regular file (a pipe, socket or device)"
+    return "does not exist"
+
+
 def load_recipe(name_or_path: str) -> Recipe:
     """A shipped recipe by name (``fashion-mnist``) or a TOML file by path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.exists() or path.is_symlink():
         if not path.is_file():
-            what = "is a folder, not a file" if path.is_dir() else "does not exist"
-            raise ValueError(f"recipe file {path} {what}")
-        return recipe_from_dict(read_toml(path), str(path))
+            raise ValueError(f"recipe file {path} {_not_a_file(path)}")
+        table = read_toml(path)
+        if not table and path.suffix != ".toml":  # an empty file was the paper's every default
+            raise ValueError(f"recipe file {path} is empty; a recipe is a .toml file of the "
+                             f"keys that differ from the paper's (or one of: "
+                             f"{', '.join(recipe_names())})")  # fmt: skip
+        return recipe_from_dict(table, str(path))
     names = recipe_names()
     if name_or_path not in names:
         raise ValueError(

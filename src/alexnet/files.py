@@ -46,7 +46,10 @@ def free_bytes(folder: Path) -> int:
 
 
 def size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+    """``n`` bytes in words a person reads at a glance: 2.4 MB, 61 kB, 512 bytes."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n} bytes"
 
 
 def _why(exc: BaseException, folder: Path) -> str:

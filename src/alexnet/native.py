@@ -12,6 +12,7 @@ and callers use their PyTorch path, which is also the reference the kernels are 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from alexnet.files import MARGIN, disk_failure, free_bytes
 from alexnet.paths import cache_dir
 
 SOURCES = Path(__file__).parent / "csrc"
@@ -123,13 +125,23 @@ def load(name: str) -> bool:
             verbose=False,
         )
     except Exception as exc:  # any build or load failure falls back to the PyTorch path
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        warnings.warn(
-            f"could not build the native {name} kernel in {build} ({reason}); using the slower "
-            "PyTorch path. Install a C++ compiler (apt-get install g++) and ninja to get it, "
-            "or set ALEXNET_NATIVE=0 to silence this.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(_why_not_built(exc, name, build), RuntimeWarning, stacklevel=2)
         return False
     return True
+
+
+def _why_not_built(exc: Exception, name: str, build: Path) -> str:
+    """The build's failure, and the remedy for it: a full or unwritable disk was blamed on a
+    missing compiler."""
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    failure = disk_failure(exc)
+    folder = build if build.is_dir() else build.parent
+    if (failure is not None and failure.errno == errno.ENOSPC) or 0 <= free_bytes(folder) < MARGIN:
+        remedy = f"the disk holding {folder} is full: make room, or point ALEXNET_NATIVE_DIR " \
+                 "at another disk"  # fmt: skip
+    elif failure is not None and failure.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR):
+        remedy = f"{build} cannot be written: point ALEXNET_NATIVE_DIR at a writable folder"
+    else:
+        remedy = "install a C++ compiler (apt-get install g++) and ninja to get it"
+    return (f"could not build the native {name} kernel in {build} ({reason}); using the slower "
+            f"PyTorch path. To use it, {remedy}; or set ALEXNET_NATIVE=0 to silence this.")  # fmt: skip

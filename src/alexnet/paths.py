@@ -9,6 +9,11 @@ from pathlib import Path
 def cache_dir() -> Path:
     """``$ALEXNET_CACHE``, else ``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``."""
     if os.environ.get("ALEXNET_CACHE"):
-        return Path(os.environ["ALEXNET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "alexnet"
+        path, said = Path(os.environ["ALEXNET_CACHE"]), "ALEXNET_CACHE"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path, said = Path(base) / "alexnet", "the cache folder"
+    if path.exists() and not path.is_dir():  # every write under it failed, as "Not a directory"
+        raise ValueError(f"{said} {path} is a file, not a folder; point ALEXNET_CACHE at a "
+                         "folder (made if missing)")  # fmt: skip
+    return path

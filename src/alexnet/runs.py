@@ -144,7 +144,8 @@ def _check_changes(overrides: list[str], recipe: Recipe, run_dir: Path) -> list[
             )
     if "epochs" in keys and recipe.schedule.name == "onecycle":
         raise ValueError(
-            f"{run_dir} follows a one-cycle schedule, whose length is fixed when it starts: more "
-            "epochs cannot be added to it; start a new run (or resume with --set optim.lr only)"
+            f"{run_dir} follows a one-cycle schedule, whose length is fixed when it starts "
+            f"({recipe.epochs} epochs): it cannot be lengthened or shortened; start a new run (or "
+            "resume with --set optim.lr only)"
         )
     return keys

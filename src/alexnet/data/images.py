@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet.files import size as in_words
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
 TORCHVISION_FORMATS = ("JPEG", "PNG", "WEBP")
 DECODER_VERSION = 2  # part of the decoded cache's key: a change here re-decodes
@@ -102,7 +104,7 @@ def _read_regular(path: Path, most: int) -> tuple[bytes | None, str]:
         if not stat.S_ISREG(info.st_mode):
             return None, "not a regular file (a folder, device, pipe or socket): not read"
         if info.st_size > most:
-            return None, (f"{info.st_size / 1e6:.0f} MB, larger than any image within the "
+            return None, (f"{in_words(info.st_size)}, larger than any image within the "
                           f"{most / 8e6:g}-megapixel limit")  # fmt: skip
         with os.fdopen(os.dup(fd), "rb") as f:
             return f.read(), ""
