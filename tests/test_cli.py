@@ -217,6 +217,15 @@ def _cache_a_file(c: Ctx, monkeypatch) -> list[str]:
     return c.train()
 
 
+def _killed_early(c: Ctx) -> Path:
+    """A run killed before its first checkpoint: --resume and a new run of its name each
+    pointed at the other."""
+    run = c.runs / "r"
+    run.mkdir(parents=True)
+    (run / "recipe.toml").write_text(c.recipe.read_text())
+    return run
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -297,6 +306,10 @@ CASES: list[Case] = [
     ("onecycle shorter", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "epochs=1"],
      "(1 epochs): it cannot be lengthened or shortened"),
     ("cache a file", _cache_a_file, "cachefile is a file, not a folder; point ALEXNET_CACHE"),
+    ("resume killed early", lambda c: ["train", "--resume", str(_killed_early(c))],
+     "stopped before its first checkpoint, so there is nothing to resume; remove it"),
+    ("name killed early", lambda c: (_killed_early(c), c.train())[1],
+     "already exists and holds no checkpoint (a run stopped before its first"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],

@@ -120,3 +120,30 @@ def test_figure1_keeps_the_base_recipes_own_limit_on_training_images():
     assert figure1_recipe(whole, "relu", 0.01, 3, 0).data.limit_train == 0
     assert figure1_recipe(small, "tanh", 0.01, 1, SWEEP_IMAGES).data.limit_train == 1000
     assert figure1_recipe(small, "tanh", 0.01, 3, 0).data.limit_train == 1000
+
+
+def test_a_stopped_experiment_says_to_run_the_experiment_again(tiny_folder, tmp_path, cache):
+    """SIGTERM during an experiment's run said "resume with: alexnet train --resume
+    .../full-seed0", which continues one run and not the experiment."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import ALEXNET, cli_env
+
+    (tmp_path / "base.toml").write_text(tiny_recipe(tiny_folder).to_toml())
+    out = tmp_path / "abl"
+    proc = subprocess.Popen([*ALEXNET, "experiment", "ablations", "--recipe",
+                             str(tmp_path / "base.toml"), "--out", str(out), "--seeds", "1",
+                             "--epochs", "5000", "--variants", "full", "--no-progress"],
+                            env=cli_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not (out / "full-seed0" / "last.pt").exists() and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint in 2 minutes"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    last = err.strip().splitlines()[-1]
+    assert "the same alexnet experiment command continues" in last and "--resume" not in last

@@ -355,6 +355,8 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 def cmd_experiment(args: argparse.Namespace) -> None:
     from alexnet.config import load_recipe
     from alexnet.experiments import run_ablations, run_relu_vs_tanh
+    from alexnet.experiments.sweep import AGAIN
+    from alexnet.runtime import StopFlag, Stopped
 
     recipe = load_recipe(args.recipe)
     if args.data is not None:
@@ -370,18 +372,23 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     if other or {"--full", "--seeds"} <= given or {"--full", "--epochs"} <= given:
         wrong = ", ".join(sorted(other)) or "--full with --seeds or --epochs"
         raise UserError(f"{wrong}: not for {args.experiment} (see --help)")
-    if args.experiment == "relu-vs-tanh":
-        budget = 15.0 if args.budget is None else args.budget
-        run_relu_vs_tanh(recipe, out, budget_minutes=budget, progress=progress,
-                         **({"rates": args.rates} if args.rates is not None else {}))  # fmt: skip
-    else:
-        if args.full:
-            seeds, epochs = 3, None
-        else:
-            seeds = 2 if args.seeds is None else args.seeds
-            epochs = 3 if args.epochs is None else args.epochs
-        run_ablations(recipe, out, seeds=seeds, epochs=epochs, progress=progress,
-                      **({"variants": args.variants} if args.variants else {}))  # fmt: skip
+    try:
+        with StopFlag():  # between runs (within one, the run checkpoints first)
+            if args.experiment == "relu-vs-tanh":
+                budget = 15.0 if args.budget is None else args.budget
+                run_relu_vs_tanh(recipe, out, budget_minutes=budget, progress=progress,
+                                 **({"rates": args.rates} if args.rates is not None else {}))  # fmt: skip
+            else:
+                if args.full:
+                    seeds, epochs = 3, None
+                else:
+                    seeds = 2 if args.seeds is None else args.seeds
+                    epochs = 3 if args.epochs is None else args.epochs
+                run_ablations(recipe, out, seeds=seeds, epochs=epochs, progress=progress,
+                              **({"variants": args.variants} if args.variants else {}))  # fmt: skip
+    except Stopped as exc:
+        print(f"alexnet experiment: stopped by signal {exc.signum}; {AGAIN}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     print((out / "results.md").read_text())
     print(f"written: {out / 'results.md'}, {out / 'results.json'} and the plot beside them")
 

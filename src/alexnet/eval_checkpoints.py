@@ -170,9 +170,14 @@ def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
         raise FileNotFoundError(f"{src}: no {split}/ folder (it has {have}); choose with --split")
     pairs, skipped = split_files(src, split, net.classes)
     if not pairs:
-        raise ValueError(f"{src}: no images of {net.path}'s classes in its {split} split "
-                         f"(expected {src}/{split}/<class>/<images>, with class folders named as "
-                         f"{', '.join(net.classes[:2])}..., or <class>_*.JPEG files)")  # fmt: skip
+        named = f"class folders named as {', '.join(net.classes[:2])}..."
+        found, expected = (
+            (f"its {split} split", f"{src}/{split}/<class>/<images>, with {named}")
+            if (src / split).is_dir()  # a flat folder: neither val/ nor test/ is there
+            else ("it, which has no val/ or test/ folder", f"val/ or test/ with {named}, or "
+                  f"<class>_*.JPEG files in {src}"))  # fmt: skip
+        raise ValueError(f"{src}: no images of {net.path}'s classes in {found}; expected "
+                         f"{expected}")  # fmt: skip
     n = len(pairs)
     return StoreSplit(src, split, "files", int(net.stored_size), 3, net.classes,
                       torch.zeros(n, dtype=torch.int32), torch.arange(n), torch.zeros(n, dtype=torch.int64),

@@ -56,14 +56,22 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
             return run_dir
         except FileExistsError:
             if name is not None:
-                raise FileExistsError(
-                    f"{run_dir} already exists; resume it with --resume {run_dir}, or choose "
-                    "another --name"
-                ) from None
+                raise FileExistsError(_taken(run_dir)) from None
         except OSError as exc:
             raise ValueError(f"cannot create {run_dir}: {exc.strerror or exc}; choose another "
                              "folder with --runs DIR") from None  # fmt: skip
     raise FileExistsError(f"{runs}: too many runs named {base}-N")
+
+
+def _taken(run_dir: Path) -> str:
+    if (run_dir / "last.pt").exists():
+        return (
+            f"{run_dir} already exists; resume it with --resume {run_dir}, or choose another --name"
+        )
+    return (
+        f"{run_dir} already exists and holds no checkpoint (a run stopped before its first, "
+        f"or another folder); remove it (rm -r {run_dir}) or choose another --name"
+    )
 
 
 def remove_failed_start(run_dir: Path) -> None:
@@ -85,6 +93,10 @@ class Resume:
 def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool = False) -> Resume:
     """Load ``run_dir/last.pt`` for resuming, after the checks that keep a run consistent."""
     path = run_dir / "last.pt"
+    if not path.exists() and (run_dir / "recipe.toml").is_file():
+        raise FileNotFoundError(f"{run_dir}: stopped before its first checkpoint, so there is "
+                                f"nothing to resume; remove it (rm -r {run_dir}) and start the "
+                                "run again")  # fmt: skip
     checkpoint = load_checkpoint(path)
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"

@@ -181,9 +181,10 @@ class StopFlag:
     :class:`Stopped`), so a start that is stopped leaves nothing behind; once armed they ask
     for a checkpoint at the end of the current step, and a second Ctrl-C stops at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, again: str = "") -> None:
         self.signal: int | None = None
         self.armed = False
+        self.again = again  # what continues a stopped run; "": alexnet train --resume RUN
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:

@@ -370,8 +370,8 @@ def stop_now(loop: Loop, bar) -> None:
     if bar is not None:
         bar.close()
     signum = loop.stop.signal or signal.SIGTERM  # another rank's signal
-    loop.logger.say(f"stopped by signal {signum}; resume with: alexnet train "
-                    f"--resume {loop.run_dir}")  # fmt: skip
+    again = loop.stop.again or f"resume with: alexnet train --resume {loop.run_dir}"
+    loop.logger.say(f"stopped by signal {signum}; {again}")
     loop.logger.close()
     raise SystemExit(128 + signum)
 

@@ -27,6 +27,7 @@ from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
 from alexnet.data.prepare import atomic_write
 from alexnet.runs import hold_run, open_run, remove_failed_start
+from alexnet.runtime import StopFlag
 from alexnet.train import TrainingError, fit
 
 
@@ -49,6 +50,9 @@ def finished(run_dir: Path, epochs: int) -> list[dict] | None:
     """The metrics of a run that has trained all ``epochs``, else None."""
     done = history(run_dir)
     return done if len(done) >= epochs else None
+
+
+AGAIN = "the same alexnet experiment command continues the experiment where it stopped"
 
 
 def check_planned(run: Planned, run_dir: Path) -> None:
@@ -85,15 +89,16 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
 
 
 def _train_or_resume(run: Planned, run_dir: Path, progress: bool) -> None:
-    if (run_dir / "last.pt").is_file():
-        resume = open_run(run_dir, [])
-        fit(resume.recipe, run_dir, resume_from=resume.checkpoint, progress=progress,
-            report=False)  # fmt: skip
-        return
-    for stale in ("log.txt", "metrics.jsonl"):  # a start killed before its checkpoint
-        (run_dir / stale).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
-    fit(run.recipe, run_dir, progress=progress, report=False)
+    with StopFlag(again=AGAIN) as stop:  # a stopped run is continued by the experiment
+        if (run_dir / "last.pt").is_file():
+            resume = open_run(run_dir, [])
+            fit(resume.recipe, run_dir, resume_from=resume.checkpoint, progress=progress,
+                report=False, stop=stop)  # fmt: skip
+            return
+        for stale in ("log.txt", "metrics.jsonl"):  # a start killed before its checkpoint
+            (run_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        fit(run.recipe, run_dir, progress=progress, report=False, stop=stop)
 
 
 def train_all(runs: list[Planned], out: Path, progress: bool,
