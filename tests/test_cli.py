@@ -426,3 +426,34 @@ def test_one_class_trains_with_a_warning(tiny_folder, tmp_path, capsys):
           "--no-progress", "--no-report", "--set", "epochs=1", "--set", "optim.lr_find=false",
           "--set", "data.batch_size=8"])  # fmt: skip
     assert "warning: the data has one class (checks)" in capsys.readouterr().err
+
+
+def test_a_name_that_is_not_utf8_is_spelled_one_way_everywhere(tiny_folder, tmp_path, cache):
+    """A file name with the byte 0xff was "bad\\udcff.png" in the skip summary, a raw byte in
+    predict's answer and "bad\\xff" in another error: now "\\xff" on the terminal, in
+    log.txt and in skipped.txt alike."""
+    import subprocess
+
+    from .conftest import ALEXNET, cli_env
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_folder, root)
+    bad = os.fsdecode(b"bad\xff.png")
+    (root / "train" / "checks" / bad).write_bytes(b"not an image")
+    (tmp_path / "r.toml").write_text(tiny_recipe(root, epochs=1).to_toml())
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*ALEXNET, *args], env=cli_env(cache), capture_output=True,
+                              timeout=300)  # fmt: skip
+
+    trained = run("train", "--recipe", str(tmp_path / "r.toml"), "--runs", str(tmp_path / "runs"),
+                  "--name", "n", "--no-progress", "--no-report")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    run_dir = tmp_path / "runs" / "n"
+    for text in (trained.stderr, (run_dir / "log.txt").read_bytes(),
+                 (run_dir / "skipped.txt").read_bytes()):  # fmt: skip
+        assert b"bad\\xff.png" in text and b"\\udcff" not in text and b"\xff" not in text
+    image = tmp_path / os.fsdecode(b"ok\xff.png")
+    shutil.copy(root / "val" / "checks" / "000.png", image)
+    answered = run("predict", str(run_dir), str(image))
+    assert answered.stdout.splitlines()[0] == str(tmp_path).encode() + b"/ok\\xff.png"

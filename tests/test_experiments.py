@@ -3,7 +3,9 @@ started again continues with the runs it has not finished."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import shutil
 
 import pytest
@@ -17,10 +19,19 @@ from .test_train import run_cli
 
 def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path, cache):
     out = tmp_path / "fig1"
-    results = run_relu_vs_tanh(tiny_recipe(tiny_folder), out, budget_minutes=0.01,
-                               activations=("relu", "tanh"), rates=(0.01, 0.1), progress=False,
-                               say=lambda _: None)  # fmt: skip
-    assert results["epochs"] == 1 and set(results["rows"]) == {"relu", "tanh"}
+    run = functools.partial(run_relu_vs_tanh, tiny_recipe(tiny_folder), out,
+                            activations=("relu", "tanh"), rates=(0.01, 0.1), progress=False,
+                            say=lambda _: None)  # fmt: skip
+    # A budget the sweep spends is refused (it warned and went on), with the budget needed;
+    # the sweep's runs are kept, so the next try does not repeat them.
+    with pytest.raises(ValueError, match=r"--budget 0.01: the rate sweep took") as short:
+        run(budget_minutes=0.01)
+    sweep_runs = {p: p.stat().st_mtime_ns for p in out.glob("sweep-*/last.pt")}
+    assert sweep_runs and not (out / "plan.json").exists()
+    enough = int(re.search(r"give --budget (\d+) or more", str(short.value)).group(1))
+    results = run(budget_minutes=enough)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("sweep-*/last.pt")} == sweep_runs
+    assert results["epochs"] >= 1 and set(results["rows"]) == {"relu", "tanh"}
     assert "| relu |" in (out / "results.md").read_text() and (out / "figure1.png").stat().st_size
     plan = json.loads((out / "plan.json").read_text())
     errors = plan["sweep_errors"]
@@ -34,7 +45,7 @@ def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path, cach
         assert best not in (tried[0], tried[-1]) or a in plan["at_edge"]
     (tmp_path / "b.toml").write_text(tiny_recipe(tiny_folder).to_toml())
     again = run_cli(["experiment", "relu-vs-tanh", "--recipe", str(tmp_path / "b.toml"), "--out",
-                     str(out), "--budget", "0.02", "--rates", "0.01,0.1"], cache)  # fmt: skip
+                     str(out), "--budget", str(enough + 1), "--rates", "0.01,0.1"], cache)  # fmt: skip
     assert (
         again.returncode == 2
         and f"{out}: planned with other activations, budget_minutes;" in again.stderr

@@ -8,6 +8,7 @@ ALEXNET_DEBUG=1 shows the traceback always.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -708,6 +709,11 @@ def _said_by_us(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from alexnet.files import NAMES
+
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
+        with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a caller
+            stream.reconfigure(errors=NAMES)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -723,7 +729,6 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, RuntimeError):
             looped = str(exc).removeprefix("Symlink loop from ").strip("'")
             message = f"{looped}: a symbolic link that leads back to itself; point it elsewhere"
-        message = message.encode("utf-8", "backslashreplace").decode()  # undecodable file names
         print(f"alexnet {args.command}: error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

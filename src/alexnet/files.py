@@ -12,6 +12,7 @@ of the room before writing prevents that.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
@@ -20,6 +21,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MARGIN = 1 << 20  # bytes kept free beyond the estimate: metadata, the file system's own
+NAMES = "alexnet.names"  # the error handler every printed or written text uses (below)
+
+
+def _escaped(exc: UnicodeError) -> tuple[str, int]:
+    """A file name's bytes that are not UTF-8, which Python holds as the surrogates U+DC80 to
+    U+DCFF, written as ``\\xNN`` (the byte); any other character UTF-8 cannot hold as
+    ``\\uNNNN``. One spelling on the terminal, in logs, lists and errors: Python's own
+    handlers printed the same name as ``\\udcff`` in one place and as a raw byte in another."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else f"\\u{ord(c):04x}" for c in bad), exc.end  # fmt: skip
+
+
+codecs.register_error(NAMES, _escaped)
 
 
 class WriteError(ValueError):

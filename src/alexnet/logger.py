@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from alexnet.files import NAMES
 from alexnet.progress import bar
 
 SCALARS = ("train_loss", "train_top1_err", "train_top5_err", "val_loss", "val_top1_err",
@@ -44,7 +45,7 @@ class RunLogger:
         from tqdm import tqdm
 
         tqdm.write(text, file=sys.stderr)
-        with open(self.run_dir / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as f:
+        with open(self.run_dir / "log.txt", "a", encoding="utf-8", errors=NAMES) as f:
             f.write(text + "\n")
 
     def text(self, tag: str, body: str) -> None:

@@ -209,9 +209,8 @@ def class_folders(split: Path) -> list[str]:
         try:
             entry.name.encode("utf-8")
         except UnicodeEncodeError:
-            shown = os.fsencode(entry).decode("utf-8", "backslashreplace")
             raise ValueError(
-                f"{shown}: a class folder name that is not valid UTF-8; rename it "
+                f"{entry}: a class folder name that is not valid UTF-8; rename it "
                 "(class names are stored as text in checkpoints and reports)"
             ) from None
         names.append(entry.name)

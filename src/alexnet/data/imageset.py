@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from alexnet.files import NAMES
+
 SHOWN_SKIPS = 5  # files named in the one-line summary; the run folder gets the full list
 
 
@@ -71,6 +73,6 @@ def write_skip_list(sets: list[ImageSet], path: Path) -> bool:
     rows = [f"{p}\t{why}" for s in sets for p, why in s.skipped]
     if not rows:
         return False
-    with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
+    with open(path, "w", encoding="utf-8", errors=NAMES) as f:
         f.write("file\treason\n" + "\n".join(rows) + "\n")
     return True

@@ -44,7 +44,7 @@ from alexnet.data.store import (
     open_store,
     read_json,
 )
-from alexnet.files import written
+from alexnet.files import NAMES, written
 from alexnet.locks import held
 from alexnet.progress import bar
 
@@ -337,9 +337,7 @@ def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) 
         index["paths"] = paths
     atomic_write(folder / "index.pt", _saved(index))
     listing = "".join(f"{p}\t{why}\n" for p, why in skipped)
-    atomic_write(
-        folder / "skipped.txt", ("file\treason\n" + listing).encode("utf-8", "backslashreplace")
-    )
+    atomic_write(folder / "skipped.txt", ("file\treason\n" + listing).encode("utf-8", NAMES))
     if split == "train":
         atomic_write(out / STATS_FILE, _saved(sums.finish().to_dict()))
     meta = {**meta, "splits": {**meta["splits"], split: {

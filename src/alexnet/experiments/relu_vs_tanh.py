@@ -127,10 +127,14 @@ def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
         # Training time per epoch, plus a fifth for evaluation and checkpoints.
         epoch_s = 1.2 * sweep["seconds_per_image"] * len(train)
         fit_in = math.floor(left / len(activations) / epoch_s)
-        if fit_in < 1:
-            say(f"warning: the budget leaves no time after the sweep; one epoch each (about "
-                f"{epoch_s * len(activations) / 60:.0f} minutes more)")  # fmt: skip
-        return {**sweep, "epochs": min(MAX_EPOCHS, max(1, fit_in)), "epoch_seconds": epoch_s}
+        if fit_in < 1:  # the sweep's runs are kept: the next try does not repeat them
+            enough = math.ceil((sweep["sweep_seconds"] + epoch_s * len(activations)) / 60)
+            raise ValueError(f"--budget {budget_minutes:g}: the rate sweep took "
+                             f"{sweep['sweep_seconds'] / 60:.1f} of its minutes, and one epoch "
+                             f"per activation needs about {epoch_s * len(activations) / 60:.1f} "
+                             f"more; give --budget {enough} or more (the sweep is not "
+                             "repeated)")  # fmt: skip
+        return {**sweep, "epochs": min(MAX_EPOCHS, fit_in), "epoch_seconds": epoch_s}
 
     plan = saved_plan(out, inputs, make)
     runs = [Planned(f"figure1-{a}", figure1_recipe(base, a, plan["rates"][a], plan["epochs"], 0))
