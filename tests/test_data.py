@@ -410,3 +410,15 @@ def test_a_symlink_loop_or_a_dangling_link_in_a_folder_is_skipped(copy_of, cache
     assert skipped["loop.png"] == "cannot read: Too many levels of symbolic links"
     assert skipped["gone.png"] == "cannot read: No such file or directory"
     assert len(train) == 120
+
+
+def test_clearing_a_cache_part_linked_to_another_disk_keeps_the_link(cache, tmp_path):
+    """``decoded`` linked to a bigger disk: clear said "Cannot call rmtree on a symbolic
+    link", naming nothing. Its contents go, the link stays."""
+    elsewhere = tmp_path / "big-disk"
+    elsewhere.mkdir()
+    (elsewhere / "set.pt").write_bytes(b"x" * 1000)
+    cache.mkdir()
+    (cache / "decoded").symlink_to(elsewhere)
+    assert clear_cache(["decoded"]) == 1000
+    assert (cache / "decoded").is_symlink() and list(elsewhere.iterdir()) == []

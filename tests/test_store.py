@@ -462,7 +462,9 @@ def test_a_stopped_prepare_leaves_no_worker_behind(tmp_path, cache, sig):
     """Killed with SIGKILL, prepare's spawn workers were left running (about 740 MB each)
     under PID 1; with SIGTERM too, and it said nothing. Now no worker outlives it by 5 s,
     and SIGTERM ends it with one line, as Ctrl-C does."""
-    src = make_tree(tmp_path / "src", per_class=40)  # 120 images: 24 chunks of 5
+    # 900 images, 180 chunks of 5: still preparing when the signal comes, however fast the
+    # machine (with 120 a fast run could end first, and die of the signal after its handler)
+    src = make_tree(tmp_path / "src", per_class=300)
     out = tmp_path / "out"
     args = ["prepare", str(src), str(out), "--chunk", "5", "--workers", "2", "--no-progress",
             "--size", "32"]  # fmt: skip
@@ -485,7 +487,7 @@ def test_a_stopped_prepare_leaves_no_worker_behind(tmp_path, cache, sig):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"workers still running 5 s after the parent: {left}"
     if sig == signal.SIGTERM:
-        assert proc.returncode == 128 + signal.SIGTERM
+        assert proc.returncode == 128 + signal.SIGTERM, err
         assert err.strip().splitlines()[-1].startswith("alexnet prepare: interrupted by signal 15")
         assert not [p for p in out.rglob(".*") if p.is_file()], "a half-written chunk was left"
 
@@ -505,3 +507,19 @@ def test_a_prepare_stopped_mid_write_leaves_no_half_written_file(tmp_path, monke
         prepare(src, tmp_path / "out", plan=Plan(size=32), chunk=5, progress=False)
     monkeypatch.undo()
     assert not [p for p in (tmp_path / "out").rglob(".*") if p.is_file()]
+
+
+def test_verify_of_a_files_store_finds_originals_changed_since(tmp_path):
+    """A ``files`` store reads its originals at each use; --verify said nothing when they had
+    changed. Their size and modification time are recorded and compared."""
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(layout="files", size=16, chunk=4), progress=False)
+    assert verify_store(out) == []
+    changed = sorted((src / "train" / "b").iterdir())[0]
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    (src / "train" / "c" / "000.jpg").unlink()
+    problems = verify_store(out)
+    assert len(problems) == 2 and all("original files changed or are gone" in p for p in problems)
+    assert any(str(changed) in p for p in problems)
+    prepare(src, out, plan=Plan(layout="files", size=16, chunk=4), progress=False)
+    assert verify_store(out) == []  # the chunks made anew record the files as they are now

@@ -137,7 +137,17 @@ def clear_cache(parts: Iterable[str] = PARTS) -> int:
     freed = 0
     for part in parts:
         path = cache_dir() / part
-        if path.exists():
-            freed += _size(path)
+        if not path.exists():
+            continue
+        freed += _size(path)
+        if not path.is_symlink():
             shutil.rmtree(path)
+            continue
+        for (
+            entry
+        ) in path.iterdir():  # a part linked to another disk: its contents go, the link stays
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     return freed

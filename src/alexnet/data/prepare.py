@@ -98,7 +98,7 @@ class ChunkJob:
             data = folder / f"{name}.data"
             size = data.stat().st_size if data.exists() else 0
             return (record.get("job") == self.key and size == record["bytes"]
-                    and (folder / f"{name}.sums").is_file())  # fmt: skip
+                    and (folder / f"{name}.sums").is_file() and not changed_originals(record))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             return False
 
@@ -131,7 +131,7 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
     from torchvision.io import encode_jpeg
 
     p, folder = job.plan, job.out / job.split
-    sums, data, kept, skipped = PixelSums(), bytearray(), [], []
+    sums, data, kept, skipped, stamps = PixelSums(), bytearray(), [], [], []
     for path, label in zip(job.files, job.labels, strict=True):
         image, why = decode_image(Path(path), p.channels, p.size, p.max_pixels)
         if image is None:
@@ -146,8 +146,9 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
             with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec instead
                 warnings.simplefilter("ignore", DeprecationWarning)
                 blob = encode_jpeg(image, quality=p.quality).numpy().tobytes()
-        else:
+        else:  # files: the original is read at each use; --verify checks it is unchanged
             blob = b""
+            stamps.append(_stamp(path))
         kept.append([path, label, len(data), len(blob)])
         data += blob
     name = chunk_name(job.index)
@@ -158,8 +159,18 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
     atomic_write(folder / f"{name}.sums", _saved(sums.to_dict()))
     record = {"job": job.key, "files": len(job.files), "kept": kept, "skipped": skipped,
               "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    if p.layout == "files":
+        record["stamps"] = stamps  # [size, mtime_ns] of each kept file
     atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
     return len(job.files), len(kept)
+
+
+def _stamp(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _init_worker(parent: int) -> None:
@@ -372,4 +383,18 @@ def verify_store(out: Path) -> list[str]:
             if h.hexdigest() != record.get("sha256"):
                 problems.append(f"{data}: its sha256 differs from the one recorded when it was "
                                 f"written; {remedy}")  # fmt: skip
+            changed = changed_originals(record)
+            if changed:
+                problems.append(f"{name}.json: {len(changed)} of its original files changed or "
+                                f"are gone since it was prepared (e.g. {changed[0]}); run "
+                                "alexnet prepare again, which makes such chunks anew")  # fmt: skip
     return problems
+
+
+def changed_originals(record: dict) -> list[str]:
+    """A ``files`` store reads its originals at each use: those whose size or modification
+    time differs from the chunk's record (other layouts, and stores made before the record
+    was kept: none)."""
+    stamps = record.get("stamps") or []
+    return [row[0] for row, stamp in zip(record["kept"], stamps, strict=False)
+            if _stamp(row[0]) != stamp]  # fmt: skip
