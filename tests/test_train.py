@@ -398,3 +398,70 @@ def test_a_resume_that_fails_before_its_first_checkpoint_changes_nothing(
     assert (run / "recipe.toml").read_text() == recipe and (
         run / "last.pt"
     ).read_bytes() == checkpoint
+
+
+def test_a_run_beyond_the_gpus_free_memory_is_refused_before_anything_is_allocated(
+    tiny_folder, monkeypatch
+):
+    """The memory estimate was checked on the CPU only: a GPU run too large for its card met
+    CUDA's out-of-memory error after the data had loaded. The card's free memory (here a
+    stand-in's) is now the bound, and each process of a run counts its share of the batch."""
+    import types
+
+    from alexnet import memory
+    from alexnet.train import build_network
+
+    recipe = tiny_recipe(tiny_folder, **{"data.batch_size": 4096, "data.image_size": 256,
+                                         "data.channels": 3})  # fmt: skip
+    options = {**recipe.model.options, "num_classes": 3, "in_channels": 3, "input_size": 256}
+    eighth = memory.training_bytes(memory.on_meta("alexnet-small", options), (3, 256, 256), 512)
+    monkeypatch.setattr(memory.torch.cuda, "mem_get_info", lambda _d: (eighth + 1, 8 * 10**10))
+    monkeypatch.setattr(memory.torch.cuda, "get_device_name", lambda _d: "Stand-in GPU")
+
+    def run_on(world: int):
+        rt = types.SimpleNamespace(device=torch.device("cuda", 0), world_size=world,
+                                   channels_last=False)  # fmt: skip
+        return build_network(recipe, ["a", "b", "c"], rt)
+
+    gb = f"{(eighth + 1) / 1e9:.1f}"
+    with pytest.raises(ValueError, match=rf"train and this GPU \(Stand-in GPU\) has {gb} GB"):
+        run_on(1)
+    try:  # an eighth of the batch per GPU fits: past the check, on to the card itself
+        run_on(8)
+    except ValueError as exc:
+        assert "GB to train" not in str(exc)
+    except (RuntimeError, AssertionError):
+        pass  # no GPU on this machine: the move to it fails, after the check
+
+
+def test_the_bar_shows_no_numbers_until_the_first_step_is_read():
+    """Train's bar showed "loss=0.000, img_s=0" for its first 20 steps: a step's numbers are
+    read one step late, and the postfix waited for the next log_every. It now shows nothing
+    until the first step is in, then that step's numbers at once."""
+    import types
+
+    from alexnet.train import show
+
+    class Bar:
+        def __init__(self):
+            self.postfix, self.shown = "", []
+
+        def update(self, _n):
+            pass
+
+        def set_postfix(self, **values):
+            self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+            self.shown.append(values)
+
+    sums = types.SimpleNamespace(seen=0, loss=0.0, correct=0, seconds=0.0)
+    state = types.SimpleNamespace(batch=1, sums=sums,
+                                  optimizer=types.SimpleNamespace(param_groups=[{"lr": 0.01}]))  # fmt: skip
+    loop, bar = types.SimpleNamespace(state=state, rt=types.SimpleNamespace(world_size=1)), Bar()
+    show(loop, bar, log_every=20, total=100)
+    assert bar.shown == []  # batch 1: nothing read yet, nothing shown
+    state.batch, sums.seen, sums.loss, sums.correct, sums.seconds = 2, 16, 16 * 2.3, 2, 0.5
+    show(loop, bar, log_every=20, total=100)
+    assert bar.shown == [{"loss": "2.300", "top1": "12.5%", "lr": "0.01", "img_s": "32"}]
+    state.batch = 3
+    show(loop, bar, log_every=20, total=100)
+    assert len(bar.shown) == 1  # then every log_every steps

@@ -3,7 +3,9 @@
 The network is built on PyTorch's meta device, which keeps shapes and no data, and one image
 is run through it: every layer's output size and every parameter, for no memory and in
 moments whatever the size asked (``--set data.image_size=100000`` asked for 38.9 GB and
-died with a traceback). Training keeps about four copies of the parameters (weights,
+died with a traceback). The estimate is checked against the free memory of the device that
+will train (a GPU's own, else the machine's, shared by every process of a run on it).
+Training keeps about four copies of the parameters (weights,
 gradients, momentum, and bfloat16 autocast's float copies) and, per image of a batch, every
 layer's output for the backward pass and as much again for its gradients.
 """
@@ -43,6 +45,27 @@ def activation_bytes(model: nn.Module, shape: tuple[int, int, int]) -> int:
 def training_bytes(model: nn.Module, shape: tuple[int, int, int], batch: int) -> int:
     params = sum(p.numel() for p in model.parameters())
     return 4 * 4 * params + 2 * batch * activation_bytes(model, shape)
+
+
+def free_bytes(device: torch.device) -> int:
+    """What ``device`` could give a run now: a GPU's free memory, else the system's
+    MemAvailable; -1 if unknown (nothing is refused on a guess)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError, ValueError):
+            return -1
+    return available_bytes()
+
+
+def where(device: torch.device) -> str:
+    """The memory a refusal speaks of, in words."""
+    if device.type == "cuda":
+        try:
+            return f"this GPU ({torch.cuda.get_device_name(device)}) has"
+        except (RuntimeError, AssertionError):
+            return "this GPU has"
+    return "this machine has"
 
 
 def available_bytes() -> int:

@@ -43,7 +43,7 @@ from alexnet.finetune import (
 from alexnet.logger import RunLogger
 from alexnet.lr_find import RangeTest, range_test
 from alexnet.lrn import choose_ahead
-from alexnet.memory import available_bytes, on_meta, training_bytes
+from alexnet.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.models import build_model, network
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
@@ -119,16 +119,19 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
     if network(recipe.model.arch).sized_by_option:
         options.setdefault("input_size", d.image_size)
     shape = (d.channels, d.image_size, d.image_size)
+    local = max(1, d.batch_size // rt.world_size)  # each process's share of a batch
     try:  # on the meta device first: shapes only, no memory, whatever the sizes asked
-        need = training_bytes(on_meta(recipe.model.arch, options), shape, d.batch_size)
+        need = training_bytes(on_meta(recipe.model.arch, options), shape, local)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"model {recipe.model.arch} cannot take the data's {d.channels}x"
                          f"{d.image_size}x{d.image_size} images: {exc}") from None  # fmt: skip
-    have = available_bytes()
-    if rt.device.type == "cpu" and 0 <= have < need:
+    if rt.device.type == "cpu":
+        need *= rt.world_size  # the processes of a run on one machine share its memory
+    have = free_bytes(rt.device)
+    if 0 <= have < need:
         raise ValueError(f"{recipe.model.arch} on {d.channels}x{d.image_size}x{d.image_size} "
                          f"images at batch {d.batch_size} needs about {need / 1e9:.1f} GB to "
-                         f"train and this machine has {have / 1e9:.1f} GB available; lower "
+                         f"train and {where(rt.device)} {have / 1e9:.1f} GB available; lower "
                          "data.image_size or data.batch_size, or the network's widths")  # fmt: skip
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.arch, **options)
