@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 # torch and torchvision as they ship for Python 3.11 on x86-64; newer versions work too.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow test-notebooks lint bench setup data compiler clean
+.PHONY: demo test test-slow test-notebooks test-container lint bench setup data compiler clean
 
 $(BIN)/alexnet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,course]'
 	touch $@
 
 setup: $(BIN)/alexnet data compiler
@@ -42,6 +42,16 @@ test-slow: setup
 # Every notebook top to bottom, shortened (ALEXNET_NOTEBOOK_QUICK=1), in a scratch folder.
 test-notebooks: setup
 	$(BIN)/python -m pytest -q -m notebooks tests/test_notebooks.py
+
+# The course's container, built with podman from docker/Dockerfile and run (needs root, as CI
+# is): installs podman, runc and debootstrap when missing. tests/test_container.py says how.
+test-container: setup
+	@if ! { command -v podman && command -v runc && command -v debootstrap; } >/dev/null \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends podman runc debootstrap uidmap; \
+	fi
+	$(BIN)/python -m pytest -q -m container -p no:cacheprovider tests/test_container.py
 
 lint: $(BIN)/alexnet
 	$(BIN)/ruff check src tests bench
