@@ -226,6 +226,62 @@ def _killed_early(c: Ctx) -> Path:
     return run
 
 
+def _short_classes(c: Ctx) -> list[str]:
+    """A checkpoint whose class list is shorter than its output layer: predict met an
+    IndexError, and export wrote the file without noticing."""
+    run = c.finished_run("short")
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["data"]["classes"] = state["data"]["names"] = ["checks"]
+    torch.save(state, run / "best.pt")
+    return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
+
+
+def _negative_epoch(c: Ctx) -> list[str]:
+    run = c.finished_run("neg")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["epoch"] = -5
+    torch.save(state, run / "last.pt")
+    return ["train", "--resume", str(run)]
+
+
+def _deep_recipe(c: Ctx) -> list[str]:
+    (c.tmp / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    return ["train", "--recipe", str(c.tmp / "deep.toml")]
+
+
+def _huge_recipe(c: Ctx) -> list[str]:
+    with open(c.tmp / "huge.toml", "wb") as f:
+        f.truncate(3 << 20)  # sparse: a 3 GB one was read whole, 6.9 GB at its peak
+    return ["train", "--recipe", str(c.tmp / "huge.toml")]
+
+
+def _cache_loop(c: Ctx, monkeypatch) -> list[str]:
+    (c.tmp / "cl1").symlink_to(c.tmp / "cl2")
+    (c.tmp / "cl2").symlink_to(c.tmp / "cl1")
+    monkeypatch.setenv("ALEXNET_CACHE", str(c.tmp / "cl1"))
+    return ["cache", "info"]
+
+
+def _export_to(c: Ctx, name: str, *extra: str) -> list[str]:
+    return ["export", str(c.finished_run("x")), str(c.tmp / name), *extra]
+
+
+def _export_over_fifo(c: Ctx) -> list[str]:
+    os.mkfifo(c.tmp / "fifo.onnx")
+    return _export_to(c, "fifo.onnx", "--overwrite")
+
+
+def _store_into_images(c: Ctx) -> list[str]:
+    """prepare wrote its chunks among the class folders of an image folder."""
+    images = c.tmp / "images"
+    shutil.copytree(c.tiny, images)
+    return ["prepare", str(c.tiny), str(images), "--no-progress"]
+
+
+def _experiment_into_run(c: Ctx) -> list[str]:
+    return ["experiment", "ablations", "--out", str(c.finished_run("r1")), "--seeds", "1"]
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -310,6 +366,20 @@ CASES: list[Case] = [
      "stopped before its first checkpoint, so there is nothing to resume; remove it"),
     ("name killed early", lambda c: (_killed_early(c), c.train())[1],
      "already exists and holds no checkpoint (a run stopped before its first"),
+    ("short class list", _short_classes, "records 1 classes and 1 names for an output layer of 3"),
+    ("negative epoch", _negative_epoch, "last.pt: its epoch -5 is not a count"),
+    ("deep recipe", _deep_recipe, "deep.toml: invalid TOML: nested too deeply"),
+    ("huge recipe", _huge_recipe, "too large for a recipe (at most 1024 kB)"),
+    ("cache a loop", _cache_loop, "cl1 is a symbolic link to nothing, or to itself"),
+    ("export non-utf8 name", lambda c: _export_to(c, os.fsdecode(b"n\xffame.onnx")),
+     "a name that is not valid UTF-8"),
+    ("export over a fifo", _export_over_fifo, "fifo.onnx: not a regular file"),
+    ("non-utf8 run name", lambda c: c.train(name=os.fsdecode(b"x\xffy")), "cannot name a run folder"),
+    ("store into images", _store_into_images, "a folder with other things in it, not a store"),
+    ("experiment into a run", _experiment_into_run, "a training run's folder; give the experiment"),
+    ("huge mean", lambda c: c.train("--set", "data.mean=[1e9, 1, 1]"), "data.mean must be <= 1"),
+    ("huge lrn alpha", lambda c: c.train("--set", "model.options.lrn_alpha=1e30"),
+     "lrn_alpha must be <= 1"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
@@ -374,6 +444,10 @@ def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
         (["experiment", "relu-vs-tanh", "--rates", ""], "--rates: needs one or more rates"),
         (["experiment", "relu-vs-tanh", "--rates", "0.1,abc"], "--rates: 'abc' is not a number"),
         (["experiment", "relu-vs-tanh", "--budget", "0"], "--budget: 0 is out of range"),
+        (
+            ["experiment", "relu-vs-tanh", "--budget", "0.01"],
+            "--budget: 0.01 is out of range: 1 to",
+        ),
         (["predict", "--max-megapixels", "0", "m", "x"], "--max-megapixels: 0 is out of range"),
         (["predict", "--max-megapixels", "-1", "m", "x"], "--max-megapixels: -1 is out of range"),
         (["predict", "--top", "0", "m", "x"], "--top: 0 is out of range"),

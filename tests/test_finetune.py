@@ -99,7 +99,10 @@ def test_weights_that_do_not_fit_are_one_line(start_run, two_classes, tmp_path, 
     assert missing.returncode == 2 and "nope.pt: no such file or folder" in missing.stderr
     assert "Traceback" not in missing.stderr and not (tmp_path / "runs").exists()
     result = run_cli(["train", "--resume", str(start_run), "--weights", str(start_run)], cache)
-    assert result.returncode == 2 and "drop --recipe, --data, --name, --weights" in result.stderr
+    assert (
+        result.returncode == 2
+        and "drop --recipe, --data, --name, --runs, --weights" in result.stderr
+    )
 
 
 def test_torchvision_layout_weights_fine_tune_alexnet_owt(two_classes, tmp_path, monkeypatch):

@@ -465,3 +465,26 @@ def test_the_bar_shows_no_numbers_until_the_first_step_is_read():
     state.batch = 3
     show(loop, bar, log_every=20, total=100)
     assert len(bar.shown) == 1  # then every log_every steps
+
+
+def test_the_loaders_workers_end_with_a_killed_run(tmp_path, cache, recipe_file):
+    """Killed with SIGKILL, a run's loader workers lived 6 to 7 s on PyTorch's own watchdog
+    (and once printed a traceback); they now end with it."""
+    from .test_store import _alive, _children
+
+    path = recipe_file(epochs=500, **{"data.workers": 2, "schedule.name": "constant"})
+    proc = subprocess.Popen([*ALEXNET, "train", "--recipe", str(path), "--runs", str(tmp_path),
+                             "--name", "w", "--no-progress", "--no-report"], env=cli_env(cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: (tmp_path / "w" / "last.pt").exists() or proc.poll() is not None)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "no loader workers found"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 2
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    left = [w for w in workers if _alive(w)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"loader workers outlived the run by 2 s: {left}"

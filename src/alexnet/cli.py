@@ -58,6 +58,17 @@ def positive(high: float) -> Callable[[str], float]:
     return parse
 
 
+def minutes(text: str) -> float:
+    """A time budget in minutes: at least one (a sweep alone takes longer), at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 7 * 24 * 60:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is out of range: 1 to {7 * 24 * 60} minutes")
+    return value
+
+
 def names(text: str) -> list[str]:
     """A comma-separated list of one or more names."""
     items = [t.strip() for t in text.split(",")]
@@ -194,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from alexnet.data.prepare import Plan, prepare, verify_store
+    from alexnet.data.prepare import Plan, finished_chunks, prepare, verify_store
     from alexnet.files import WriteError
     from alexnet.runtime import StopFlag, Stopped
 
@@ -226,6 +237,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
               "kept, and the same command continues from them", file=sys.stderr)  # fmt: skip
         sys.exit(128 + exc.signum)
     except WriteError as exc:
+        if not finished_chunks(out):
+            raise
         raise WriteError(f"{exc}; the chunks finished are kept: make room, then the same "
                          "command continues from them") from None  # fmt: skip
     for split, info in sorted(meta["splits"].items()):
@@ -363,6 +376,11 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     if args.data is not None:
         recipe.data.root = str(_existing_data(args.data).resolve())
     out = Path(args.out or Path("runs") / "experiments" / f"{args.experiment}-{recipe.name}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file; an experiment writes a folder of runs")
+    if (out / "last.pt").exists() or (out / "recipe.toml").is_file():
+        raise UserError(f"--out {out}: a training run's folder; give the experiment a folder "
+                        "of its own")  # fmt: skip
     progress = not args.no_progress and sys.stderr.isatty()
     given = {o for o, v in (("--budget", args.budget), ("--rates", args.rates),
                             ("--seeds", args.seeds), ("--epochs", args.epochs),
@@ -598,7 +616,7 @@ def _add_experiment(sub) -> None:
     p.add_argument("--out", help="the experiment's folder (default runs/experiments/NAME-RECIPE)")
     p.add_argument(
         "--budget",
-        type=positive(7 * 24 * 60),
+        type=minutes,
         help="relu-vs-tanh: minutes of wall time, sweep included (default 15)",
     )
     p.add_argument("--rates", type=rates, help="relu-vs-tanh: the learning rates tried for each activation, "

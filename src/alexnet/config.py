@@ -53,7 +53,7 @@ class DataSettings:
     # "channel": (x - mean) / std per channel. "mean-image": the paper's, (x - the training
     # set's mean image) / std, the mean image computed once (stored by alexnet prepare).
     normalise: str = setting("channel", choices=("channel", "mean-image"))
-    mean: list[float] = setting([])  # per channel, [0, 1] units; []: the source's own
+    mean: list[float] = setting([], min=0.0, max=1.0)  # per channel, [0, 1] units; []: the source's
     std: list[float] = setting([], above=0.0)
     limit_train: int = setting(0, min=0)  # 0: every image
     limit_test: int = setting(0, min=0)
@@ -99,8 +99,8 @@ class ScheduleSettings:
     warmup_fraction: float = setting(0.0, min=0.0, below=1.0)
     factor: float = setting(0.1, above=0.0, below=1.0)
     patience: int = setting(1, min=0)
-    max_reductions: int = setting(3, min=0)
-    milestones: list[int] = setting([30, 60, 80], min=1)
+    max_reductions: int = setting(3, min=0, max=100)
+    milestones: list[int] = setting([30, 60, 80], min=1, max=1_000_000)
 
 
 @dataclass
@@ -203,11 +203,19 @@ def recipe_names() -> list[str]:
     )
 
 
+RECIPE_BYTES = 1 << 20  # a recipe is a page of settings: a 3 GB file was read whole first
+
+
 def read_toml(path: Path | str, text: str | None = None) -> dict[str, Any]:
     try:  # utf-8-sig: a file saved by an editor that starts it with a byte-order mark
+        if text is None and Path(path).stat().st_size > RECIPE_BYTES:
+            raise ValueError(f"{path}: {Path(path).stat().st_size / 1e6:.0f} MB, too large for "
+                             f"a recipe (at most {RECIPE_BYTES // 1024} kB)")  # fmt: skip
         return tomllib.loads(Path(path).read_text(encoding="utf-8-sig") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: invalid TOML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read ({exc})") from None
 

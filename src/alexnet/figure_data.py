@@ -267,6 +267,7 @@ def write_figures(data: FigureData, metrics: Sequence[dict], out: Path, writer=N
     """Each figure as a PNG in ``out`` (names in ``FILES``) and, given a ``SummaryWriter``,
     in TensorBoard as figures/<name>; the curves where there are ``metrics``, the
     neighbours where there was a training set."""
+    made = [f for f in (out, *out.parents) if not f.exists()]
     out.mkdir(parents=True, exist_ok=True)
     p = data.predictions
     draw = {
@@ -291,6 +292,9 @@ def write_figures(data: FigureData, metrics: Sequence[dict], out: Path, writer=N
     except WriteError:  # a disk that fills midway: all of the set or none of it, as before
         for path in new:
             path.unlink(missing_ok=True)
+        for folder in made:  # and the folders made for them, innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     if writer is not None:
         writer.flush()

@@ -13,6 +13,9 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         path, said = Path(base) / "alexnet", "the cache folder"
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"{said} {path} is a symbolic link to nothing, or to itself; point "
+                         "ALEXNET_CACHE at a folder")  # fmt: skip
     if path.exists() and not path.is_dir():  # every write under it failed, as "Not a directory"
         raise ValueError(f"{said} {path} is a file, not a folder; point ALEXNET_CACHE at a "
                          "folder (made if missing)")  # fmt: skip

@@ -24,10 +24,10 @@ RESUME_KEYS = ("optim.lr", "epochs")
 def check_name(name: str, what: str) -> None:
     """A run folder's name is one plain folder name, so a run stays inside ``--runs``."""
     bad = (not name or name.startswith(".") or "/" in name or "\\" in name
-           or any(ord(ch) < 32 for ch in name))  # fmt: skip
+           or any(ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in name))  # fmt: skip
     if bad:
         raise ValueError(f"{what} {name!r} cannot name a run folder: use letters, digits and "
-                         "-_.+ (no '/', no leading '.', no control characters)")  # fmt: skip
+                         "-_.+ (no '/', no leading '.', no control characters, valid UTF-8)")  # fmt: skip
 
 
 def hold_run(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -98,6 +98,11 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
                                 f"nothing to resume; remove it (rm -r {run_dir}) and start the "
                                 "run again")  # fmt: skip
     checkpoint = load_checkpoint(path)
+    for key in ("epoch", "batch"):  # an edited count sent the schedule past its end
+        count = checkpoint.get(key, 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"{path}: its {key} {count!r} is not a count; a damaged or edited "
+                             "checkpoint (best.pt, if there, may still be sound)")  # fmt: skip
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says

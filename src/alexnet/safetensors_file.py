@@ -95,6 +95,9 @@ def _metadata(meta: dict[str, str], key: str, kind, path: Path, default: str | N
         if text is None:
             raise ValueError("missing")
         value = json.loads(text)
+    except RecursionError:
+        raise ExportError(f"{path}: its {key!r} metadata is nested too deeply to be alexnet's; "
+                          "write the file again with alexnet export") from None  # fmt: skip
     except ValueError as exc:  # json.JSONDecodeError included
         raise ExportError(f"{path}: its {key!r} metadata is not valid JSON ({exc}); write the "
                           "file again with alexnet export --format safetensors") from None  # fmt: skip

@@ -20,7 +20,7 @@ from torch import nn
 from alexnet.checkpoint import CheckpointError, load_file, migrate
 from alexnet.config import Recipe, recipe_from_dict
 from alexnet.data.stats import PixelStats
-from alexnet.models import build_model
+from alexnet.models import build_model, output_layer
 from alexnet.models.weights import PUBLISHED, PublishedWeights, imagenet_classes
 from alexnet.safetensors_file import read_safetensors
 
@@ -130,8 +130,12 @@ def load_trained(path: Path | str) -> Trained:
     saved = state.get("preprocessing") or {}
     stats = PixelStats.from_dict(saved) if saved else None
     stored = data.get("stored_size") or (int(stats.mean_image.shape[0]) if stats else None)
-    return Trained(path, model, recipe, classes, list(data.get("names") or classes), stats,
-                   stored)  # fmt: skip
+    names = list(data.get("names") or classes)
+    outputs = model.get_submodule(output_layer(model)).out_features
+    if not len(classes) == len(names) == outputs:  # predict met an index past the list
+        raise CheckpointError(f"{path}: records {len(classes)} classes and {len(names)} names "
+                              f"for an output layer of {outputs}; a damaged or edited file")  # fmt: skip
+    return Trained(path, model, recipe, classes, names, stats, stored)
 
 
 def _built(path: Path, recipe: Recipe, weights: dict) -> nn.Module:

@@ -15,6 +15,7 @@ a quarter of the bytes of the float batch they become, through a ring of shared 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from alexnet.data.batches import Batches, to_device
 from alexnet.data.store import StoreError
+from alexnet.processes import die_with
 
 _PREFETCH = 2  # batches each loader worker is asked for ahead (DataLoader's default)
 
@@ -191,7 +193,8 @@ class _Keys:
         return self.stop - self.start
 
 
-def _one_thread(_worker: int) -> None:
+def _worker_start(parent: int, _worker: int) -> None:
+    die_with(parent)  # killed with SIGKILL, a run's workers lived on for 5 s and more
     torch.set_num_threads(1)  # the workers are the parallelism; the training step has the cores
 
 
@@ -266,7 +269,7 @@ class BatchLoader:
                 num_workers=self.workers, prefetch_factor=_PREFETCH, persistent_workers=True,
                 # The ring is pinned already; other batches are pinned by a DataLoader thread.
                 pin_memory=self.device.type == "cuda" and self._slots is None,
-                worker_init_fn=_one_thread,
+                worker_init_fn=functools.partial(_worker_start, os.getpid()),
                 # Its own generator: a DataLoader otherwise draws its workers' base seed from
                 # the global random state, which dropout uses and checkpoints save, so a
                 # resumed run would draw one number more than the run it continues (the

@@ -16,12 +16,11 @@ the devkit's labels, flat ``<wnid>_*.JPEG`` files).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import io
 import json
 import os
-import signal
+import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -46,9 +45,8 @@ from alexnet.data.store import (
 )
 from alexnet.files import NAMES, written
 from alexnet.locks import held
+from alexnet.processes import die_with
 from alexnet.progress import bar
-
-PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent ends
 
 
 @dataclass(frozen=True)
@@ -174,15 +172,8 @@ def _stamp(path: str) -> list[int] | None:
 
 
 def _init_worker(parent: int) -> None:
-    """A worker dies with ``parent``: killed with SIGKILL, the parent cannot stop its workers,
-    which were left re-parented to PID 1 holding about 740 MB each. Linux sends the signal
-    chosen here when the parent ends (prctl PR_SET_PDEATHSIG); a parent already gone before
-    that call is caught by the check after it."""
+    die_with(parent)  # a killed prepare left its workers running under PID 1
     torch.set_num_threads(1)  # the workers are the parallelism
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: no parent-death signal
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -246,14 +237,28 @@ def prepare(
     src, out = source_root(src.resolve()), out.resolve()
     if out == src or src in out.parents:
         raise ValueError(f"{out}: the store must not be inside the images it is made from")
+    if out.is_dir() and not (out / STORE_FILE).is_file() and any(out.iterdir()):
+        raise StoreError(f"{out}: a folder with other things in it, not a store; give a new or "
+                         "empty folder (a store was written among image folders and runs)")  # fmt: skip
     classes, names = class_map(src)
     listings = {s: listed(src, s, classes) for s in splits or labelled_splits(src)}
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # only once every split is known to have images
-    with _held(out):
-        meta = begin_store(out, plan, classes, names, src)
-        for split, (pairs, skipped) in listings.items():
-            meta = prepare_split(out, split, pairs, skipped, meta, plan, workers, progress)
+    try:
+        with _held(out):
+            meta = begin_store(out, plan, classes, names, src)
+            for split, (pairs, skipped) in listings.items():
+                meta = prepare_split(out, split, pairs, skipped, meta, plan, workers, progress)
+    except BaseException:
+        if made and not finished_chunks(out):  # a failed start leaves no store behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return meta
+
+
+def finished_chunks(out: Path) -> int:
+    """How many chunks of the store ``out`` are finished (a stopped run keeps them)."""
+    return sum(1 for _ in out.glob("*/chunk-*.json"))
 
 
 def listed(src: Path, split: str, classes: list[str]) -> tuple[list, list]:

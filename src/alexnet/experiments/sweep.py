@@ -62,8 +62,15 @@ def check_planned(run: Planned, run_dir: Path) -> None:
         raise ValueError(f"{run_dir}: made by this experiment with other settings (recipe, data "
                          "or epochs); give another --out, or remove the folder to start it "
                          "again")  # fmt: skip
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
-    planned.write_text(wanted)
+    try:
+        atomic_write(planned, wanted.encode())  # a full disk: one line naming the file
+    except BaseException:
+        for folder in made:  # the folders this start made, innermost first, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:

@@ -39,7 +39,7 @@ class NetworkOptions:
     lrn_formula: str = setting("paper", choices=FORMULAS)
     # 0 leaves LRN's constant part alone, a division by k^beta = 2^0.75 (the ablation that
     # separates "no normalisation" from "no constant division").
-    lrn_alpha: float = setting(LRN_PAPER["alpha"], min=0.0)
+    lrn_alpha: float = setting(LRN_PAPER["alpha"], min=0.0, max=1.0)  # the paper's: 1e-4
     pooling: str = setting("overlapping", choices=tuple(POOLINGS))
     dropout: float = setting(0.5, min=0.0, below=1.0)
     two_towers: bool = setting(True)
