@@ -84,7 +84,7 @@ def test_the_readme_and_compose_publish_both_ports_and_mount_both_folders():
     notebooks/runs/."""
     yaml = pytest.importorskip("yaml")
     readme = (DOCKER.parent / "README.md").read_text()
-    lab = next(line for line in readme.splitlines() if line.strip().startswith("docker run -d"))
+    lab = next((ln for ln in readme.splitlines() if ln.strip().startswith("docker run -d")), "")
     for needed in ("-p 8888:8888", "-p 6006:6006", '"$PWD/runs:/home/alexnet/alexnet/runs"',
                    '"$PWD/notebooks:/home/alexnet/alexnet/notebooks"'):  # fmt: skip
         assert needed in lab
