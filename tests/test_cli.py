@@ -282,6 +282,20 @@ def _experiment_into_run(c: Ctx) -> list[str]:
     return ["experiment", "ablations", "--out", str(c.finished_run("r1")), "--seeds", "1"]
 
 
+def _bad_preprocessing(c: Ctx) -> list[str]:
+    """Edited statistics gave a KeyError traceback in predict, eval and export."""
+    run = c.finished_run("pre")
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["preprocessing"] = {"mean": [0, 0, 0], "std": [0, 0, 0]}
+    torch.save(state, run / "best.pt")
+    return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
+
+
+def _plot_a_fifo(c: Ctx) -> list[str]:
+    os.mkfifo(c.tmp / "fifo.png")  # was replaced by a regular file
+    return ["lr-find", "--recipe", str(c.recipe), "--steps", "5", "--plot", str(c.tmp / "fifo.png")]
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -380,6 +394,12 @@ CASES: list[Case] = [
     ("huge mean", lambda c: c.train("--set", "data.mean=[1e9, 1, 1]"), "data.mean must be <= 1"),
     ("huge lrn alpha", lambda c: c.train("--set", "model.options.lrn_alpha=1e30"),
      "lrn_alpha must be <= 1"),
+    ("damaged preprocessing", _bad_preprocessing,
+     "its preprocessing statistics are damaged (no mean_image)"),
+    ("lr-find plot a fifo", _plot_a_fifo, "fifo.png: not a regular file"),
+    ("experiment out not utf8", lambda c: ["experiment", "ablations", "--out",
+                                           str(c.tmp / os.fsdecode(b"e\xff"))],
+     "a name that is not valid UTF-8"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],

@@ -163,6 +163,7 @@ def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe
                               "--no-report"], env=cli_env(cache), capture_output=True, text=True,
                              timeout=300)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
+    events = set((tmp_path / "runs" / "r" / "tb").glob("events.*"))
     disk = small_disk(tmp_path, "1m")
     try:
         fill(disk, leave=4096)
@@ -180,5 +181,6 @@ def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe
             line = one_line_error(proc, args[0])
             assert "cannot write" in line and str(disk) in line and "kept" not in line, line
             assert not (disk / made).exists(), f"{args[0]} left {made}/ behind"
+        assert set((tmp_path / "runs" / "r" / "tb").glob("events.*")) == events, "a log was left"
     finally:
         subprocess.run(["umount", str(disk)], check=False)

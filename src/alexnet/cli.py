@@ -354,6 +354,9 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
         recipe.data.root = args.data
     recipe = apply_overrides(recipe, args.overrides)
     plot = Path(args.plot)
+    if (plot.exists() or plot.is_symlink()) and not plot.is_file():
+        raise UserError(f"--plot {plot}: not a regular file (a device, pipe, socket or a link to "
+                        "nothing); give the name of a file to write")  # fmt: skip
     if not plot.parent.is_dir() or plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
         raise UserError(f"--plot {plot}: needs an existing folder and a .png, .pdf, .svg or "
                         ".jpg name")  # fmt: skip
@@ -378,6 +381,10 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / "experiments" / f"{args.experiment}-{recipe.name}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: a file; an experiment writes a folder of runs")
+    try:  # its runs' names and records are text
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"--out {out}: a name that is not valid UTF-8; choose another") from None
     if (out / "last.pt").exists() or (out / "recipe.toml").is_file():
         raise UserError(f"--out {out}: a training run's folder; give the experiment a folder "
                         "of its own")  # fmt: skip

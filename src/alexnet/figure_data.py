@@ -343,10 +343,15 @@ def figures_of_checkpoint(
     look = looker_for(net, progress)
     figure_data = collect(look, test, train, limit)
     metrics = run_metrics(net.path)
+    before = set(tb.glob("events.out.tfevents.*"))
     writer = SummaryWriter(str(tb))
     try:
         step = int(metrics[-1]["epoch"]) if metrics else 0
         written = write_figures(figure_data, metrics, out, writer, step)
-    finally:
+    except BaseException:  # no figures: their TensorBoard log goes too
         writer.close()
+        for events in set(tb.glob("events.out.tfevents.*")) - before:
+            events.unlink(missing_ok=True)
+        raise
+    writer.close()
     return written, figure_data, tb

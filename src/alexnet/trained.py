@@ -128,7 +128,11 @@ def load_trained(path: Path | str) -> Trained:
     count = recipe.model.options.get("num_classes", 0)
     classes = list(data.get("classes") or [str(i) for i in range(count)])
     saved = state.get("preprocessing") or {}
-    stats = PixelStats.from_dict(saved) if saved else None
+    try:
+        stats = PixelStats.from_dict(saved) if saved else None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: its preprocessing statistics are damaged ({exc}); "
+                              "write the file again from its run") from None  # fmt: skip
     stored = data.get("stored_size") or (int(stats.mean_image.shape[0]) if stats else None)
     names = list(data.get("names") or classes)
     outputs = model.get_submodule(output_layer(model)).out_features
