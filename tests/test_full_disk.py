@@ -156,7 +156,8 @@ def test_export_and_figures_on_a_full_disk_say_so_and_leave_nothing(
 def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe_file, cache):
     """On a full disk, prepare left an empty store folder (saying the chunks finished were
     kept, though none was), figures an empty --out, and an experiment a 0-byte planned.toml
-    in two folders with a bare "[Errno 28]". Each now says which file, and leaves nothing."""
+    in two folders with a bare "[Errno 28]", and train a TensorBoard thread's traceback and an
+    empty runs folder. Each now says which file or folder, and leaves nothing."""
     recipe = recipe_file(epochs=1)
     trained = subprocess.run([*ALEXNET, "train", "--recipe", str(recipe), "--runs",
                               str(tmp_path / "runs"), "--name", "r", "--no-progress",
@@ -172,6 +173,8 @@ def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe
                        "--workers", "0"]),
             ("figs", ["figures", str(tmp_path / "runs" / "r"), "--out", str(disk / "figs"),
                       "--no-progress"]),
+            ("runs", ["train", "--recipe", str(recipe), "--runs", str(disk / "runs"), "--name",
+                      "x", "--no-progress"]),
             ("exp", ["experiment", "ablations", "--recipe", str(recipe), "--out",
                      str(disk / "exp"), "--seeds", "1", "--epochs", "1", "--variants", "full",
                      "--no-progress"]),
@@ -179,6 +182,7 @@ def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe
             proc = subprocess.run([*ALEXNET, *args], env=cli_env(cache), capture_output=True,
                                   text=True, timeout=300)  # fmt: skip
             line = one_line_error(proc, args[0])
+            assert "Exception in thread" not in proc.stderr, proc.stderr
             assert "cannot write" in line and str(disk) in line and "kept" not in line, line
             assert not (disk / made).exists(), f"{args[0]} left {made}/ behind"
         assert set((tmp_path / "runs" / "r" / "tb").glob("events.*")) == events, "a log was left"

@@ -162,7 +162,7 @@ def _hold(run_dir: Path):
 def cmd_train(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
-    from alexnet.runs import open_run, remove_failed_start
+    from alexnet.runs import open_run, remove_failed_start, remove_made
     from alexnet.runtime import StopFlag, Stopped
     from alexnet.train import TrainingError, fit
 
@@ -184,6 +184,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                     fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
                         progress=progress, stop=stop, report=not args.no_report)  # fmt: skip
             else:
+                runs = Path(args.runs or "runs")
+                made = [p for p in (runs, *runs.parents) if not p.exists()]
                 recipe, run_dir = _start_run(args)
                 with _hold(run_dir):
                     try:
@@ -191,6 +193,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                             report=not args.no_report)  # fmt: skip
                     except BaseException:
                         remove_failed_start(run_dir)
+                        remove_made(made)  # and the runs folder made for it, if empty
                         raise
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
