@@ -296,6 +296,15 @@ def _plot_a_fifo(c: Ctx) -> list[str]:
     return ["lr-find", "--recipe", str(c.recipe), "--steps", "5", "--plot", str(c.tmp / "fifo.png")]
 
 
+def _data_not_a_dict(c: Ctx) -> list[str]:
+    """An edited data record gave an AttributeError traceback in eval, predict and export."""
+    run = c.finished_run("dat")
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["data"] = "garbage"
+    torch.save(state, run / "best.pt")
+    return ["export", str(run), str(c.tmp / "o.safetensors")]
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -400,6 +409,7 @@ CASES: list[Case] = [
     ("experiment out not utf8", lambda c: ["experiment", "ablations", "--out",
                                            str(c.tmp / os.fsdecode(b"e\xff"))],
      "a name that is not valid UTF-8"),
+    ("data not a record", _data_not_a_dict, "best.pt: its data record is a str"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
@@ -551,3 +561,31 @@ def test_a_name_that_is_not_utf8_is_spelled_one_way_everywhere(tiny_folder, tmp_
     shutil.copy(root / "val" / "checks" / "000.png", image)
     answered = run("predict", str(run_dir), str(image))
     assert answered.stdout.splitlines()[0] == str(tmp_path).encode() + b"/ok\\xff.png"
+
+
+def test_a_full_disk_in_a_writer_thread_is_said_once_without_a_traceback():
+    """TensorBoard's writer thread printed "Exception in thread" and a traceback when the disk
+    filled during a run's report; the command's own line says it. Other errors still reach
+    the usual hook, which prints them."""
+    import errno
+    import threading
+
+    from alexnet.cli import _quiet_disk_failures_in_threads
+
+    def fail(exc: BaseException) -> None:
+        def run() -> None:
+            raise exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    default, shown = threading.excepthook, []
+    try:
+        threading.excepthook = lambda args: shown.append(args.exc_type)  # the usual printer
+        _quiet_disk_failures_in_threads()
+        fail(OSError(errno.ENOSPC, "No space left on device"))
+        fail(ValueError("a real bug"))
+    finally:
+        threading.excepthook = default
+    assert shown == [ValueError]

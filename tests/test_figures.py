@@ -203,3 +203,28 @@ def test_cli_refuses_an_empty_folder_and_a_corrupt_checkpoint(tmp_path, capsys):
             main(["figures", str(given)])
         err = capsys.readouterr().err
         assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def test_figures_stopped_midway_leave_none_of_the_set(run_dir, tiny_folder, tmp_path, monkeypatch,
+                                                      capsys):  # fmt: skip
+    """SIGTERM to figures left three PNGs in --out and a new TensorBoard log in the run's
+    tb/. A stop midway (here at the third figure) now leaves neither."""
+    from alexnet import figures
+
+    events = set((run_dir / "tb").glob("events.*"))
+    made, real_save = [], figures.save
+
+    def stopped_at_the_third(*args, **kwargs):
+        made.append(args[1])
+        if len(made) == 3:
+            raise KeyboardInterrupt  # as a signal arriving then would
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(figures, "save", stopped_at_the_third)
+    out = tmp_path / "figs"
+    with pytest.raises(SystemExit) as stop:
+        main(["figures", str(run_dir), "--data", str(tiny_folder), "--out", str(out),
+              "--no-progress"])  # fmt: skip
+    assert stop.value.code == 130 and "interrupted" in capsys.readouterr().err
+    assert len(made) == 3 and not out.exists()
+    assert set((run_dir / "tb").glob("events.*")) == events

@@ -307,13 +307,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from alexnet.figure_data import figures_of_checkpoint
+    from alexnet.runtime import StopFlag, Stopped
 
     data = _existing_data(args.data)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: a file, not a folder for the figures")
-    written, data, tb = figures_of_checkpoint(
-        args.run, data, Path(args.out) if args.out else None, args.split,
-        args.neighbours_limit, progress=sys.stderr.isatty() and not args.no_progress)  # fmt: skip
+    try:
+        with StopFlag():  # a signal midway leaves none of the set (figure_data.write_figures)
+            written, data, tb = figures_of_checkpoint(
+                args.run, data, Path(args.out) if args.out else None, args.split,
+                args.neighbours_limit, progress=sys.stderr.isatty() and not args.no_progress)  # fmt: skip
+    except Stopped as exc:
+        print(f"alexnet figures: stopped by signal {exc.signum}; nothing was kept",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(128 + exc.signum)
     for path in written.values():
         print(path)
     if data.neighbours is None:
@@ -736,9 +743,27 @@ def _said_by_us(exc: BaseException) -> bool:
     return not isinstance(exc, RuntimeError) or str(exc).startswith("Symlink loop from")
 
 
+def _quiet_disk_failures_in_threads() -> None:
+    """TensorBoard's writer thread printed a traceback when the disk filled ("Exception in
+    thread Thread-1"). Such a failure is said once, in the command's one line: the writer
+    raises it again in the main thread, and the next file written meets the same disk."""
+    import threading
+
+    from alexnet.files import disk_failure
+
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        if args.exc_value is None or disk_failure(args.exc_value) is None:
+            default(args)
+
+    threading.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> None:
     from alexnet.files import NAMES
 
+    _quiet_disk_failures_in_threads()
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
         with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a caller
             stream.reconfigure(errors=NAMES)

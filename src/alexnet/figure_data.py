@@ -41,7 +41,6 @@ from alexnet.eval_checkpoints import (
     view_inputs,
     views_of,
 )
-from alexnet.files import WriteError
 from alexnet.inference import infer
 from alexnet.models import output_layer
 from alexnet.progress import bar
@@ -289,7 +288,7 @@ def write_figures(data: FigureData, metrics: Sequence[dict], out: Path, writer=N
         for name, make in draw.items():
             written[name] = figures.save(make(), out / FILES[name], writer, f"figures/{name}",
                                          step)  # fmt: skip
-    except WriteError:  # a disk that fills midway: all of the set or none of it, as before
+    except BaseException:  # a full disk or a signal midway: all of the set or none of it
         for path in new:
             path.unlink(missing_ok=True)
         for folder in made:  # and the folders made for them, innermost first

@@ -125,6 +125,9 @@ def load_trained(path: Path | str) -> Trained:
     recipe = recipe_from_dict(state["recipe"], f"{path}: its recipe", saved=True)
     model = _built(path, recipe, state["model"])
     data = state.get("data") or {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: its data record is a {type(data).__name__}, not what "
+                              "alexnet writes; a damaged or edited file")  # fmt: skip
     count = recipe.model.options.get("num_classes", 0)
     classes = list(data.get("classes") or [str(i) for i in range(count)])
     saved = state.get("preprocessing") or {}
@@ -135,6 +138,9 @@ def load_trained(path: Path | str) -> Trained:
                               "write the file again from its run") from None  # fmt: skip
     stored = data.get("stored_size") or (int(stats.mean_image.shape[0]) if stats else None)
     names = list(data.get("names") or classes)
+    if not all(isinstance(n, str) for n in (*classes, *names)):
+        raise CheckpointError(f"{path}: its class names are not all text; a damaged or edited "
+                              "file")  # fmt: skip
     outputs = model.get_submodule(output_layer(model)).out_features
     if not len(classes) == len(names) == outputs:  # predict met an index past the list
         raise CheckpointError(f"{path}: records {len(classes)} classes and {len(names)} names "
