@@ -44,6 +44,9 @@ HOST_UID = HOST_GID = 4321  # a host user other than root and other than the usu
 STANDIN = "localhost/alexnet-test-base:bookworm"
 IMAGE = "localhost/alexnet:test"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+# Peak disk use: the stand-in's torch layer (6 GB, CUDA wheels) in storage and again as the
+# blob podman writes to /var/tmp while committing it, the wheelhouse, the image on top.
+NEEDED = 20e9
 CHECKOUT = Path(os.environ.get("ALEXNET_CONTAINER_CHECKOUT", ROOT))  # another: a one-off run
 WHEELS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-container"
 
@@ -152,6 +155,9 @@ def built(tmp_path_factory):
     if os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("debootstrap"):
         pytest.skip("needs root, podman and debootstrap (make test-container installs them)")
     WHEELS.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage("/var/tmp").free
+    assert free > NEEDED, (f"the container builds need about {NEEDED / 1e9:.0f} GB free on the "
+                           f"disk holding /var/tmp and /var/lib/containers; it has {free / 1e9:.0f}")  # fmt: skip
     (WHEELS / "containers.conf").write_text('[containers]\ndefault_ulimits = []\n\n'
                                             '[engine]\nruntime = "runc"\n')  # fmt: skip
     work = tmp_path_factory.mktemp("container")
