@@ -162,7 +162,8 @@ def _hold(run_dir: Path):
 def cmd_train(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
-    from alexnet.runs import open_run, remove_failed_start, remove_made
+    from alexnet.files import missing_folders, remove_empty
+    from alexnet.runs import open_run, remove_failed_start
     from alexnet.runtime import StopFlag, Stopped
     from alexnet.train import TrainingError, fit
 
@@ -185,7 +186,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                         progress=progress, stop=stop, report=not args.no_report)  # fmt: skip
             else:
                 runs = Path(args.runs or "runs")
-                made = [p for p in (runs, *runs.parents) if not p.exists()]
+                made = missing_folders(runs)
                 recipe, run_dir = _start_run(args)
                 with _hold(run_dir):
                     try:
@@ -193,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                             report=not args.no_report)  # fmt: skip
                     except BaseException:
                         remove_failed_start(run_dir)
-                        remove_made(made)  # and the runs folder made for it, if empty
+                        remove_empty(made)  # and the runs folder made for it
                         raise
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)

@@ -41,6 +41,7 @@ from alexnet.eval_checkpoints import (
     view_inputs,
     views_of,
 )
+from alexnet.files import missing_folders, remove_empty
 from alexnet.inference import infer
 from alexnet.models import output_layer
 from alexnet.progress import bar
@@ -266,7 +267,7 @@ def write_figures(data: FigureData, metrics: Sequence[dict], out: Path, writer=N
     """Each figure as a PNG in ``out`` (names in ``FILES``) and, given a ``SummaryWriter``,
     in TensorBoard as figures/<name>; the curves where there are ``metrics``, the
     neighbours where there was a training set."""
-    made = [f for f in (out, *out.parents) if not f.exists()]
+    made = missing_folders(out)
     out.mkdir(parents=True, exist_ok=True)
     p = data.predictions
     draw = {
@@ -291,9 +292,7 @@ def write_figures(data: FigureData, metrics: Sequence[dict], out: Path, writer=N
     except BaseException:  # a full disk or a signal midway: all of the set or none of it
         for path in new:
             path.unlink(missing_ok=True)
-        for folder in made:  # and the folders made for them, innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)  # and the folders made for them
         raise
     if writer is not None:
         writer.flush()

@@ -55,6 +55,19 @@ def disk_failure(exc: BaseException) -> OSError | None:
     return None
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those above it that do not exist yet, innermost first: what a start
+    that makes them removes again if it fails (:func:`remove_empty`)."""
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Each of ``folders`` (innermost first) that is still empty; others are left alone."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def free_bytes(folder: Path) -> int:
     try:
         return shutil.disk_usage(folder).free

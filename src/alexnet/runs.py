@@ -15,7 +15,7 @@ from typing import Any
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
-from alexnet.files import MARGIN, WriteError, free_bytes, size
+from alexnet.files import MARGIN, WriteError, free_bytes, missing_folders, remove_empty, size
 from alexnet.locks import held
 
 # The keys `--resume RUN --set` may change, and what each means (docs/training.md, "Changing a run").
@@ -44,7 +44,7 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
     if name is not None:
         check_name(name, "--name")
     check_name(recipe_name, "the recipe's name")
-    made = [p for p in (runs, *runs.parents) if not p.exists()]
+    made = missing_folders(runs)
     try:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -52,7 +52,7 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
                          "another with --runs DIR") from None  # fmt: skip
     free = free_bytes(runs)
     if 0 <= free < MARGIN:  # TensorBoard's writer thread met the full disk with a traceback
-        remove_made(made)
+        remove_empty(made)
         raise WriteError(f"cannot write a run into {runs}: the disk holding it has {size(free)} "
                          "free; make room, or choose another --runs")  # fmt: skip
     base = name or f"{recipe_name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -85,13 +85,6 @@ def remove_failed_start(run_dir: Path) -> None:
     """A run that failed before its first checkpoint leaves no folder behind."""
     if run_dir.is_dir() and not (run_dir / "last.pt").exists():
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def remove_made(folders: list[Path]) -> None:
-    """``folders`` (innermost first) that a failed start made, where still empty."""
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
 
 
 @dataclass

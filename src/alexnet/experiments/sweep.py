@@ -15,7 +15,6 @@ naming the folder, instead of reporting the old results as new ones.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
 from alexnet.data.prepare import atomic_write
+from alexnet.files import missing_folders, remove_empty
 from alexnet.runs import hold_run, open_run, remove_failed_start
 from alexnet.runtime import StopFlag
 from alexnet.train import TrainingError, fit
@@ -62,14 +62,12 @@ def check_planned(run: Planned, run_dir: Path) -> None:
         raise ValueError(f"{run_dir}: made by this experiment with other settings (recipe, data "
                          "or epochs); give another --out, or remove the folder to start it "
                          "again")  # fmt: skip
-    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    made = missing_folders(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(planned, wanted.encode())  # a full disk: one line naming the file
     except BaseException:
-        for folder in made:  # the folders this start made, innermost first, if still empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)  # the folders this start made
         raise
 
 
@@ -89,8 +87,7 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
             diverged.write_text(f"{exc}\n")
         except BaseException:
             remove_failed_start(run_dir)  # a start refused (its batch check...) leaves nothing
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only where nothing else is in it: the experiment's first run
+            remove_empty([out])  # only where nothing else is in it: the experiment's first run
             raise
     return history(run_dir)
 
