@@ -3,14 +3,20 @@
 container commands run against it, checked from the host.
 
 The stand-in base. No image registry is reachable from CI, so PyTorch's CUDA runtime image is
-replaced by one made here that, like it, already holds Python and torch in ``/opt/conda``:
+replaced by one made here that, like it, has Python in ``/opt/conda`` and torch installed:
 Debian bookworm (``debootstrap --variant=minbase``, imported into podman), this machine's own
 Python 3.11 (the one running these tests; bookworm's is 3.11.2, below the package's 3.11.4)
-and torch and torchvision installed into it from the wheels pip has here. It differs from
-the real base in: Debian for Ubuntu, torch 2.14.1 (CUDA 13 wheels, no GPU used) for 2.7.1,
-and pip pointed at a wheelhouse made on the host, since no index is reachable from a build
-(``/etc/pip.conf``; PyPI is reachable from the host alone). The GPU image shares every line of
-the Dockerfile with what is built here; only BASE differs.
+and the torch and torchvision these tests run with. It differs from the real base in: Debian
+for Ubuntu, torch 2.14.1 (CUDA 13 wheels, no GPU used) for 2.7.1, pip pointed at a wheelhouse
+made on the host, since no index is reachable from a build (``/etc/pip.conf``; PyPI is
+reachable from the host alone), and torch not copied into a layer: its 6 GB, written once
+in the layer and again while podman commits it, took 20 GB of disk, more than CI's machines
+can be counted on to have free. The packages torch needs are instead hard-linked from this
+environment into a folder that every container and build mounts at ``/opt/torch``
+(``volumes`` in the tests' containers.conf), and a ``.pth`` file in the base's site-packages
+puts it on Python's path: to Python and pip in the image, torch is installed in the base, as
+in the real one. The GPU image shares every line of the Dockerfile with what is built here;
+only BASE differs.
 
 ``ALEXNET_CONTAINER_KEEP=1`` keeps the images and builds only where none is there (while
 working on the checks); ``ALEXNET_CONTAINER_CHECKOUT`` checks another checkout's files.
@@ -32,6 +38,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from importlib.metadata import Distribution, distribution
 from pathlib import Path
 
 import pytest
@@ -44,9 +51,10 @@ HOST_UID = HOST_GID = 4321  # a host user other than root and other than the usu
 STANDIN = "localhost/alexnet-test-base:bookworm"
 IMAGE = "localhost/alexnet:test"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-# Peak disk use: the stand-in's torch layer (6 GB, CUDA wheels) in storage and again as the
-# blob podman writes to /var/tmp while committing it, the wheelhouse, the image on top.
-NEEDED = 20e9
+# Peak disk use: the wheelhouse (torch's wheels are not in it) and the image's layers, each
+# in storage and again as the blob podman writes to /var/tmp while committing it.
+NEEDED = 6e9
+TORCH_SITE = "/opt/torch"  # where the stand-in's torch is mounted
 CHECKOUT = Path(os.environ.get("ALEXNET_CONTAINER_CHECKOUT", ROOT))  # another: a one-off run
 WHEELS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-container"
 
@@ -106,7 +114,7 @@ def as_podman(command: str, folder: Path, extra: list[str]) -> list[str]:
 
 def standin_base(work: Path) -> None:
     """The base stand-in (see the module's text), built from nothing but Debian's packages
-    and this machine's Python and wheels."""
+    and this machine's Python and torch."""
     rootfs = work / "rootfs"
     subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs),
                     "http://deb.debian.org/debian"], check=True, capture_output=True,
@@ -128,25 +136,74 @@ def standin_base(work: Path) -> None:
         "RUN echo /opt/conda/lib > /etc/ld.so.conf.d/conda.conf && ldconfig\n"
         "ENV PATH=/opt/conda/bin:$PATH\n"
         "COPY pip.conf /etc/pip.conf\n"
-        f"RUN python3 -m ensurepip && python3 -m pip install --no-cache-dir {torch_pins()}\n"
+        "RUN python3 -m ensurepip && echo " + TORCH_SITE + " > \"$(python3 -c 'import site; "
+        "print(site.getsitepackages()[0])')/standin-torch.pth\"\n"
+        "RUN python3 -c 'import torch, torchvision'\n"  # the mount works: torch is there
     )  # fmt: skip
     podman("build", "--network", "host", "-v", f"{WHEELS / 'wheels'}:/wheels:ro", "-t", STANDIN,
            str(context), timeout=1800)  # fmt: skip
 
 
-def torch_pins() -> str:
-    from importlib.metadata import version
+def torch_distributions() -> dict[str, Distribution]:
+    """torch, torchvision and every package they need (with the extras asked for), as
+    installed in the environment running these tests."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    return f"torch=={version('torch')} torchvision=={version('torchvision')}"
+    found: dict[str, Distribution] = {}
+    done: set[tuple[str, str]] = set()
+    todo = [("torch", ""), ("torchvision", "")]
+    while todo:
+        name, extra = todo.pop()
+        key = canonicalize_name(name)
+        if (key, extra) in done:
+            continue
+        done.add((key, extra))
+        dist = found.setdefault(key, distribution(name))
+        for line in dist.requires or []:
+            wanted = Requirement(line)
+            if wanted.marker is None or wanted.marker.evaluate({"extra": extra}):
+                todo += [(wanted.name, e) for e in ("", *wanted.extras)]
+    return found
 
 
-def wheelhouse() -> None:
-    """Every wheel the builds install, downloaded on the host (kept between runs)."""
+def torch_site(folder: Path) -> set[str]:
+    """The packages of :func:`torch_distributions`, hard-linked into ``folder`` (copied where
+    it is on another disk); returns their names."""
+    found = torch_distributions()
+    for dist in found.values():
+        for name in dist.files or []:
+            source = Path(dist.locate_file(name))
+            if ".." in name.parts or not source.is_file():  # scripts in bin/; stale .pyc
+                continue
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+    return set(found)
+
+
+def wheelhouse(provided: set[str]) -> None:
+    """Every wheel the image's build installs, downloaded on the host (kept between runs):
+    the package's requirements and JupyterLab's, but for what the base provides."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["export"],
+              *project["optional-dependencies"]["course"], "jupyterlab==4.6.6",
+              *tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["build-system"]["requires"]]  # fmt: skip
+    wanted = [w for w in wanted if canonicalize_name(Requirement(w).name) not in provided]
     folder = WHEELS / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(folder), *torch_pins().split(),
-                    f"{CHECKOUT}[export,course]", "jupyterlab==4.6.6", "setuptools>=68", "wheel"],
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(folder), *wanted],
                    check=True, capture_output=True, timeout=1800)  # fmt: skip
+    heavy = sorted(w.name for w in folder.glob("*.whl") if w.name.startswith(("torch", "nvidia")))
+    assert not heavy, f"the wheelhouse pulled in torch's wheels, which the base provides: {heavy}"
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +215,15 @@ def built(tmp_path_factory):
     free = shutil.disk_usage("/var/tmp").free
     assert free > NEEDED, (f"the container builds need about {NEEDED / 1e9:.0f} GB free on the "
                            f"disk holding /var/tmp and /var/lib/containers; it has {free / 1e9:.0f}")  # fmt: skip
-    (WHEELS / "containers.conf").write_text('[containers]\ndefault_ulimits = []\n\n'
-                                            '[engine]\nruntime = "runc"\n')  # fmt: skip
     work = tmp_path_factory.mktemp("container")
+    provided = torch_site(work / "torch")
+    (WHEELS / "containers.conf").write_text(
+        f'[containers]\ndefault_ulimits = []\nvolumes = ["{work / "torch"}:{TORCH_SITE}:ro"]\n\n'
+        '[engine]\nruntime = "runc"\n')  # fmt: skip
     keep = os.environ.get("ALEXNET_CONTAINER_KEEP") == "1"  # while working on the checks
     try:
         if not (keep and podman("image", "exists", IMAGE, check=False).returncode == 0):
-            wheelhouse()
+            wheelhouse(provided)
             standin_base(work)
             build = as_podman(readme_commands()["build"], CHECKOUT, [])
             build[1:1] = ["--build-arg", f"BASE={STANDIN}", "-v", f"{WHEELS / 'wheels'}:/wheels:ro"]
