@@ -296,6 +296,11 @@ def _plot_a_fifo(c: Ctx) -> list[str]:
     return ["lr-find", "--recipe", str(c.recipe), "--steps", "5", "--plot", str(c.tmp / "fifo.png")]
 
 
+def _runs_a_link_loop(c: Ctx) -> list[str]:
+    (c.tmp / "loop").symlink_to("loop")  # mkdir said only "File exists"
+    return ["train", "--recipe", str(c.recipe), "--runs", str(c.tmp / "loop")]
+
+
 def _data_not_a_dict(c: Ctx) -> list[str]:
     """An edited data record gave an AttributeError traceback in eval, predict and export."""
     run = c.finished_run("dat")
@@ -410,6 +415,10 @@ CASES: list[Case] = [
                                            str(c.tmp / os.fsdecode(b"e\xff"))],
      "a name that is not valid UTF-8"),
     ("data not a record", _data_not_a_dict, "best.pt: its data record is a str"),
+    ("runs not utf8", lambda c: ["train", "--recipe", str(c.recipe), "--runs",
+                                 str(c.tmp / os.fsdecode(b"r\xff"))],
+     "a name that is not valid UTF-8, which TensorBoard cannot write to"),
+    ("runs a link loop", _runs_a_link_loop, "loop: a symbolic link to nothing, or back to itself"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
@@ -440,6 +449,18 @@ def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, ti
     while HELD:
         HELD.pop().__exit__(None, None, None)
     assert not list(c.tmp.rglob(".lock")), "a lock file was left behind"
+
+
+@pytest.mark.parametrize("args", [["eval", "m", "--bogus"], ["cache", "info", "--bogus", "1"]])
+def test_an_unknown_flag_is_named_with_its_command(args, capsys):
+    """argparse's top parser said "alexnet: error: unrecognized arguments", without the
+    command, and printed the top-level usage instead of the command's."""
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert f"alexnet {args[0]}: error: unrecognized arguments: --bogus" in err, err
+    assert f"usage: alexnet {args[0]} " in err
 
 
 def test_a_closed_pipe_ends_the_command_quietly():

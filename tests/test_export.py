@@ -257,6 +257,33 @@ def test_an_existing_file_is_replaced_only_when_asked(run_dir, tmp_path, capsys)
     assert victim.read_bytes() != b"another run's checkpoint"
 
 
+STOPPED_WHILE_WRITING = """
+import os, signal, sys
+import alexnet.export as export
+real = export.write_safetensors
+
+def stopped_midway(tmp, *args, **kwargs):
+    real(tmp, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)  # the file half done, as a `kill` arriving then
+
+export.write_safetensors = stopped_midway
+from alexnet.cli import main
+main(["export", *sys.argv[1:]])
+"""
+
+
+def test_sigterm_while_writing_says_so_and_leaves_nothing(run_dir, tmp_path, cache):
+    """``kill`` during export ended it at once, silently, with status 143; now it unwinds as
+    Ctrl-C does: one line, and no file, partial or final, is left."""
+    out = tmp_path / "out" / "m.safetensors"
+    out.parent.mkdir()
+    done = subprocess.run([sys.executable, "-c", STOPPED_WHILE_WRITING, str(run_dir), str(out)],
+                          capture_output=True, text=True, env=cli_env(cache), timeout=300)  # fmt: skip
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == "alexnet export: stopped by signal 15\n"
+    assert list(out.parent.iterdir()) == []
+
+
 def test_a_missing_package_names_the_extra(run_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
     with pytest.raises(SystemExit):
@@ -299,6 +326,13 @@ def test_the_check_feeds_inputs_at_the_networks_own_scale():
         ("classes", "5", "its 'classes' metadata holds 5, not what alexnet writes there"),
         ("stored_size", "true", "its 'stored_size' metadata holds true, not"),
         ("format_version", "one", "its format_version metadata 'one' is not a whole number"),
+        (
+            "preprocessing",
+            '{"images": -3}',
+            """its 'preprocessing' metadata holds {"images": -3}""",
+        ),
+        ("preprocessing", '{"images": true}', "its 'preprocessing' metadata holds {\"images\": t"),
+        ("preprocessing", '{"images": 9, "mean_image": 1}', "its 'preprocessing' metadata holds"),
     ],
 )
 def test_bad_metadata_in_an_alexnet_safetensors_file_is_named(run_dir, tmp_path, key, value, said,

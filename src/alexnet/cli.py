@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -163,8 +164,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from alexnet.files import missing_folders, remove_empty
+    from alexnet.processes import Stopped
     from alexnet.runs import open_run, remove_failed_start
-    from alexnet.runtime import StopFlag, Stopped
+    from alexnet.runtime import StopFlag
     from alexnet.train import TrainingError, fit
 
     if args.resume and (args.recipe or args.data or args.name or args.weights
@@ -211,7 +213,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from alexnet.data.prepare import Plan, finished_chunks, prepare, verify_store
     from alexnet.files import WriteError
-    from alexnet.runtime import StopFlag, Stopped
+    from alexnet.processes import Stopped
+    from alexnet.runtime import StopFlag
 
     if args.verify:
         if len(args.paths) != 1:
@@ -308,7 +311,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from alexnet.figure_data import figures_of_checkpoint
-    from alexnet.runtime import StopFlag, Stopped
+    from alexnet.processes import Stopped
+    from alexnet.runtime import StopFlag
 
     data = _existing_data(args.data)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -384,7 +388,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from alexnet.config import load_recipe
     from alexnet.experiments import run_ablations, run_relu_vs_tanh
     from alexnet.experiments.sweep import AGAIN
-    from alexnet.runtime import StopFlag, Stopped
+    from alexnet.files import text_name
+    from alexnet.processes import Stopped
+    from alexnet.runtime import StopFlag
 
     recipe = load_recipe(args.recipe)
     if args.data is not None:
@@ -392,10 +398,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / "experiments" / f"{args.experiment}-{recipe.name}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: a file; an experiment writes a folder of runs")
-    try:  # its runs' names and records are text
-        str(out).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UserError(f"--out {out}: a name that is not valid UTF-8; choose another") from None
+    text_name(out, "TensorBoard")  # each of its runs logs there
     if (out / "last.pt").exists() or (out / "recipe.toml").is_file():
         raise UserError(f"--out {out}: a training run's folder; give the experiment a folder "
                         "of its own")  # fmt: skip
@@ -735,6 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with clear: decoded, extracted, native and/or downloads (default: all "
                         "but downloads)")  # fmt: skip
     p.set_defaults(func=cmd_cache)
+    for p in sub.choices.values():
+        p.set_defaults(parser=p)  # main's errors name the command
     return parser
 
 
@@ -763,12 +768,16 @@ def _quiet_disk_failures_in_threads() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from alexnet.files import NAMES
+    from alexnet.processes import Stopped, raise_stopped
 
     _quiet_disk_failures_in_threads()
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
         with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a caller
             stream.reconfigure(errors=NAMES)
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # said by the command's own parser, so that its name is in the message
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    on_term = signal.signal(signal.SIGTERM, raise_stopped) or signal.SIG_DFL
     try:
         args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is met inside the try, not at exit
@@ -788,6 +797,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Stopped as exc:  # SIGTERM outside a command's own StopFlag
+        print(f"alexnet {args.command}: stopped by signal {exc.signum}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
+    finally:
+        signal.signal(signal.SIGTERM, on_term)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.files import written
+from alexnet.files import text_name, written
 from alexnet.lrn import LocalResponseNorm
 from alexnet.safetensors_file import (
     INSTALL,
@@ -371,10 +371,7 @@ def check_request(out: Path, fmt: str | None, *, batch: int = 7, opset: int | No
     named after a run's ``best.pt`` replaced the checkpoint without a word)."""
     if out.is_dir():
         raise IsADirectoryError(f"{out}: a folder; give the name of the file to write")
-    try:  # the ONNX, safetensors and pt2 writers and readers take names as UTF-8 text
-        str(out).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ExportError(f"{out}: a name that is not valid UTF-8; choose another") from None
+    text_name(out, "the ONNX, safetensors and pt2 writers")
     if out.exists() and not out.is_file():  # --overwrite of /dev/null made it a regular file
         raise ExportError(f"{out}: not a regular file (a device, pipe or socket); write to a "
                           "file")  # fmt: skip

@@ -41,7 +41,7 @@ from alexnet.eval_checkpoints import (
     view_inputs,
     views_of,
 )
-from alexnet.files import missing_folders, remove_empty
+from alexnet.files import missing_folders, remove_empty, text_name
 from alexnet.inference import infer
 from alexnet.models import output_layer
 from alexnet.progress import bar
@@ -336,6 +336,7 @@ def figures_of_checkpoint(
     out = out or folder / "figures"
     is_run = (folder / "metrics.jsonl").is_file() or (folder / "tb").is_dir()
     tb = folder / "tb" if is_run else out / "tb"
+    text_name(tb, "TensorBoard")
     if limit is None:
         limit = STORE_NEIGHBOURS if isinstance(train, StoreSplit) else 0
     look = looker_for(net, progress)

@@ -43,6 +43,17 @@ class WriteError(ValueError):
     """A file that could not be written; the message names it and why, in one line."""
 
 
+def text_name(path: Path, writer: str) -> None:
+    """Refuse, before any work, a name whose bytes are not UTF-8 where ``writer`` takes
+    names as text: TensorBoard's and the ONNX, safetensors and pt2 writers fail on one with
+    a ``UnicodeEncodeError`` naming no file. Elsewhere such names are written as they are."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise WriteError(f"{path}: a name that is not valid UTF-8, which {writer} cannot "
+                         "write to; rename it or choose another") from None  # fmt: skip
+
+
 def disk_failure(exc: BaseException) -> OSError | None:
     """The operating system's error behind ``exc``, if any: libraries wrap it (torch's
     zip writer raises ``RuntimeError`` from it, safetensors its own error class)."""

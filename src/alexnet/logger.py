@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from alexnet.files import NAMES
+from alexnet.files import NAMES, text_name
 from alexnet.progress import bar
 
 SCALARS = ("train_loss", "train_top1_err", "train_top5_err", "val_loss", "val_top1_err",
@@ -36,6 +36,7 @@ class RunLogger:
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
+            text_name(run_dir, "TensorBoard")  # a run folder renamed since it began
             self.writer = SummaryWriter(str(run_dir / "tb"))
 
     def say(self, text: str) -> None:

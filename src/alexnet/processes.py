@@ -1,4 +1,4 @@
-"""Worker processes that end with their parent, however the parent ends.
+"""How processes end: workers with their parent, however it ends; a command on SIGTERM.
 
 A parent killed with SIGKILL cannot stop its workers: prepare's were left re-parented to
 PID 1 holding about 740 MB each, and the training loader's lived on for PyTorch's 5-second
@@ -22,3 +22,16 @@ def die_with(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
+
+
+class Stopped(BaseException):
+    """A signal stopped the command; what it was writing is removed as it unwinds."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_stopped(signum: int, _frame) -> None:
+    """A signal handler: SIGTERM unwinds the command as Ctrl-C does."""
+    raise Stopped(signum)

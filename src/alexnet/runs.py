@@ -15,7 +15,15 @@ from typing import Any
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
-from alexnet.files import MARGIN, WriteError, free_bytes, missing_folders, remove_empty, size
+from alexnet.files import (
+    MARGIN,
+    WriteError,
+    free_bytes,
+    missing_folders,
+    remove_empty,
+    size,
+    text_name,
+)
 from alexnet.locks import held
 
 # The keys `--resume RUN --set` may change, and what each means (docs/training.md, "Changing a run").
@@ -44,12 +52,18 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
     if name is not None:
         check_name(name, "--name")
     check_name(recipe_name, "the recipe's name")
+    text_name(runs, "TensorBoard")
     made = missing_folders(runs)
     try:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"cannot create the runs folder {runs}: {exc.strerror or exc}; choose "
-                         "another with --runs DIR") from None  # fmt: skip
+        why = exc.strerror or str(exc)
+        if runs.is_symlink() and not runs.exists():  # mkdir says only "File exists"
+            why = "a symbolic link to nothing, or back to itself"
+        elif runs.exists() and not runs.is_dir():
+            why = "a file, not a folder"
+        raise ValueError(f"cannot create the runs folder {runs}: {why}; choose another with "
+                         "--runs DIR") from None  # fmt: skip
     free = free_bytes(runs)
     if 0 <= free < MARGIN:  # TensorBoard's writer thread met the full disk with a traceback
         remove_empty(made)

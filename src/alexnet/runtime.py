@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from alexnet.processes import Stopped
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -166,14 +168,6 @@ def any_rank(rt: Runtime, *flags: bool) -> list[bool]:
     votes = torch.tensor([float(f) for f in flags], device=rt.device)
     dist.all_reduce(votes, op=dist.ReduceOp.MAX)
     return [bool(v) for v in votes.tolist()]
-
-
-class Stopped(BaseException):
-    """A signal stopped the run before training began; nothing was kept."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 class StopFlag:

@@ -78,7 +78,13 @@ def read_safetensors(path: Path) -> dict[str, Any]:
     stats = {k.removeprefix(STATS_PREFIX): v for k, v in tensors.items()
              if k.startswith(STATS_PREFIX)}  # fmt: skip
     if stats:
-        stats.update(_metadata(meta, "preprocessing", dict, path, "{}"))
+        counted = _metadata(meta, "preprocessing", dict, path, "{}")
+        images = counted.get("images")  # the one statistic that is no tensor
+        if set(counted) != {"images"} or type(images) is not int or images < 1:
+            raise ExportError(f"{path}: its 'preprocessing' metadata holds "
+                              f"{meta['preprocessing'][:40]}, not what alexnet writes there "
+                              "(the count of images); write the file again with alexnet export")  # fmt: skip
+        stats["images"] = images
     data = {"classes": _metadata(meta, "classes", list, path),
             "names": _metadata(meta, "names", list, path),
             "stored_size": _metadata(meta, "stored_size", (int, type(None)), path)}  # fmt: skip
