@@ -45,7 +45,7 @@ def test_step_keeps_the_milestones_already_passed():
 
 
 def test_plateau_keeps_the_reductions_left():
-    opt, sched = setup("plateau", factor=0.1, patience=0, max_reductions=3)
+    opt, sched = setup("plateau", factor=0.1, patience=0, patience_images=0, max_reductions=3)
     sched.step(0.5)
     sched.step(0.5)  # no improvement: the first of three reductions
     assert lr(opt) == pytest.approx(0.1)
@@ -55,6 +55,20 @@ def test_plateau_keeps_the_reductions_left():
         sched.step(0.5)
         seen.append(lr(opt))
     assert sorted(set(round(x, 9) for x in seen), reverse=True) == [0.5, 0.05, 0.005]
+
+
+@pytest.mark.parametrize(("steps", "flat_epochs"), [(10_010, 2), (45, 223)])
+def test_plateau_waits_for_as_many_images_as_the_papers_test_saw(steps, flat_epochs):
+    """On ImageNet (10,010 steps of 128) the rate is divided after two flat epochs, as
+    before; on Caltech-101 (45 steps an epoch) it divided after two flat epochs too, three
+    times within six noisy ones. It now waits until one ImageNet epoch of images has passed
+    without a better validation error: 223 epochs of 5,760 images."""
+    opt, sched = setup("plateau", steps=steps, lr=0.01)
+    sched.step(0.5)
+    for epoch in range(1, flat_epochs + 1):
+        assert lr(opt) == pytest.approx(0.01), epoch
+        sched.step(0.5)
+    assert lr(opt) == pytest.approx(0.001)
 
 
 def test_onecycle_is_scaled_to_its_new_peak():
@@ -85,7 +99,7 @@ def test_onecycle_runs_any_number_of_steps(steps, warmup):
 def test_paper_schedule_divides_by_ten_at_most_three_times():
     recipe = load_recipe("imagenet-paper")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.optim.lr)
-    sched = build_schedule(opt, recipe, steps_per_epoch=10)
+    sched = build_schedule(opt, recipe, steps_per_epoch=10_010)  # ImageNet's epoch
     lrs = []
     for _ in range(20):  # validation error never improves after the first epoch
         sched.step(0.5)

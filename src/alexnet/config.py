@@ -91,14 +91,16 @@ class OptimSettings:
 @dataclass
 class ScheduleSettings:
     """``plateau`` (the paper's: divide by ``factor`` when the validation error stops
-    improving, at most ``max_reductions`` times), ``onecycle`` (linear warm-up over
-    ``warmup_fraction`` of the steps, then linear decay), ``step`` (divide by ``factor`` at
-    each of ``milestones``), ``constant``."""
+    improving, at most ``max_reductions`` times; "stops improving" is ``patience`` epochs and
+    at least ``patience_images`` training images without a better error), ``onecycle``
+    (linear warm-up over ``warmup_fraction`` of the steps, then linear decay), ``step``
+    (divide by ``factor`` at each of ``milestones``), ``constant``."""
 
     name: str = setting("plateau", choices=SCHEDULES)
     warmup_fraction: float = setting(0.0, min=0.0, below=1.0)
     factor: float = setting(0.1, above=0.0, below=1.0)
     patience: int = setting(1, min=0)
+    patience_images: int = setting(1_281_167, min=0, max=10**12)  # one ImageNet epoch
     max_reductions: int = setting(3, min=0, max=100)
     milestones: list[int] = setting([30, 60, 80], min=1, max=1_000_000)
 

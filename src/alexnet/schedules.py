@@ -1,7 +1,12 @@
 """The optimiser and the learning-rate schedules, and what changing a run's rate means.
 
 ``plateau`` is the paper's: divide by ``factor`` when the validation error stops improving,
-at most ``max_reductions`` times (the paper: three). ``onecycle`` warms up linearly to the
+at most ``max_reductions`` times (the paper: three). The paper tested that on ImageNet, an
+epoch of 1.28 million images (10,000 steps); on a small set an epoch is a few dozen steps
+and its validation error is noisy, and a patience of one epoch divided the rate three times
+within a few flat epochs. So the error must also have failed to improve over
+``patience_images`` training images (default: one ImageNet epoch, as the paper's test saw),
+which leaves ImageNet's schedule as it was. ``onecycle`` warms up linearly to the
 rate over ``warmup_fraction`` of all steps and decays linearly to 1/1000 of it; it is stepped
 per batch, the others per epoch.
 """
@@ -80,9 +85,10 @@ def build_schedule(opt: torch.optim.Optimizer, recipe, steps_per_epoch: int) -> 
     s, lr = recipe.schedule, recipe.optim.lr
     if s.name == "plateau":
         floor = lr * s.factor**s.max_reductions * (1 - 1e-6)
-        return ReduceLROnPlateau(
-            opt, mode="min", factor=s.factor, patience=s.patience, min_lr=floor
-        )
+        epoch_images = max(1, steps_per_epoch * recipe.data.batch_size)
+        # torch divides after patience + 1 epochs without improvement
+        patience = max(s.patience, math.ceil(s.patience_images / epoch_images) - 1)
+        return ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=patience, min_lr=floor)
     if s.name == "onecycle":
         total = max(1, recipe.epochs * steps_per_epoch) + 1  # the last step stays in range
         return OneCycleLR(
