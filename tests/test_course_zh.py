@@ -1,0 +1,98 @@
+"""The course's Chinese pages: the glossary (docs/glossary.md) names terms the notebooks
+really use, and every relative link of the Chinese pages leads to a file that exists."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GLOSSARY = ROOT / "docs" / "glossary.md"
+FROM_TF = ROOT / "docs" / "from-tensorflow.md"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CJK = re.compile(r"[\u4e00-\u9fff]")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def notebook_cells(path: Path) -> list:
+    import nbformat
+
+    return nbformat.read(path, as_version=4).cells
+
+
+@functools.cache
+def notebooks_text() -> str:
+    """What the notebooks teach in: every cell, lower-cased."""
+    return "\n".join(c.source for path in NOTEBOOKS for c in notebook_cells(path)).lower()
+
+
+def glossary_rows() -> list[list[str]]:
+    """The glossary's table rows as cells: Chinese, English, meaning, where it is taught."""
+    rows = []
+    for line in GLOSSARY.read_text().splitlines():
+        if not line.startswith("| ") or line.startswith(("| 中文 |", "|---")):
+            continue
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def english_terms(cell: str) -> list[str]:
+    """``a / b (AB)`` -> ["a", "b", "AB"]: each name the notebooks should contain."""
+    terms = []
+    for part in cell.split(" / "):
+        name, _, abbreviation = part.partition(" (")
+        terms += [name.strip(), *([abbreviation.rstrip(")")] if abbreviation else [])]
+    return terms
+
+
+def relative_links(text: str) -> list[str]:
+    found = [target.split("#")[0] for target in LINK.findall(text)]
+    return [t for t in found if t and not re.match(r"[a-z]+:", t)]
+
+
+def test_the_glossary_is_a_table_of_four_columns():
+    rows = glossary_rows()
+    assert len(rows) >= 60
+    for row in rows:
+        assert len(row) == 4, row
+        chinese, english, meaning, where = row
+        assert CJK.search(chinese) or chinese == english, row  # ReLU, softmax: the same in both
+        assert english and not CJK.search(english), row
+        assert CJK.search(meaning), row
+        assert relative_links(where), f"{english}: where is it taught?"
+    englishes = [row[1].lower() for row in rows]
+    assert len(set(englishes)) == len(englishes), "a term listed twice"
+
+
+def test_the_glossary_has_the_courses_core_terms():
+    english = {term.lower() for row in glossary_rows() for term in english_terms(row[1])}
+    core = {"convolution", "pooling", "overlapping pooling", "lrn", "dropout", "keep probability",
+            "cross-entropy", "momentum", "weight decay", "kernel map", "parameters",
+            "multiply-adds", "data augmentation", "learning rate", "training set",
+            "validation set", "test set", "top-1 error", "top-5 error", "relu", "softmax",
+            "stride", "padding", "kernel", "epoch", "batch size", "mean image",
+            "colour augmentation"}  # fmt: skip
+    assert core <= english, sorted(core - english)
+
+
+@pytest.mark.parametrize("row", glossary_rows(), ids=lambda row: row[1])
+def test_each_glossary_term_is_one_the_notebooks_use(row):
+    text = notebooks_text()
+    for term in english_terms(row[1]):
+        assert term.lower() in text, f"{term!r} is not in the notebooks"
+
+
+@pytest.mark.parametrize("page", [GLOSSARY, FROM_TF], ids=lambda p: p.name)
+def test_every_relative_link_of_the_chinese_pages_exists(page):
+    links = relative_links(page.read_text())
+    assert links
+    for target in links:
+        assert (page.parent / target).is_file(), f"{page.name}: {target} does not exist"
+
+
+def test_the_glossary_and_the_tensorflow_page_link_each_other():
+    assert "from-tensorflow.md" in relative_links(GLOSSARY.read_text())
+    assert "glossary.md" in relative_links(FROM_TF.read_text())
