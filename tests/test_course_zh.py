@@ -1,5 +1,6 @@
-"""The course's Chinese pages: the glossary (docs/glossary.md) names terms the notebooks
-really use, and every relative link of the Chinese pages leads to a file that exists."""
+"""The course's Chinese layer: each notebook opens with a Chinese summary and has bilingual
+section headings, the glossary (docs/glossary.md) names terms the notebooks really use, and
+every relative link of the Chinese pages and the notebooks leads to a file that exists."""
 
 from __future__ import annotations
 
@@ -23,10 +24,31 @@ def notebook_cells(path: Path) -> list:
     return nbformat.read(path, as_version=4).cells
 
 
+def markdown_lines(source: str, headings_only: bool = False) -> list[str]:
+    """A markdown cell's lines outside fenced code (``#`` there is a comment, not a heading)."""
+    lines, fenced = [], False
+    for line in source.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (not headings_only or re.match(r"#{1,2} ", line)):
+            lines.append(line)
+    return lines
+
+
+def english_of(line: str) -> str:
+    """The English of a line: a bilingual heading's second half; nothing of other Chinese."""
+    if re.match(r"#+ ", line) and " / " in line:
+        return line.split(" / ", 1)[1]
+    return "" if CJK.search(line) else line
+
+
 @functools.cache
 def notebooks_text() -> str:
-    """What the notebooks teach in: every cell, lower-cased."""
-    return "\n".join(c.source for path in NOTEBOOKS for c in notebook_cells(path)).lower()
+    """What the notebooks teach in, lower-cased: every cell in English, without the Chinese
+    summaries and notes added for the course."""
+    cells = [c for path in NOTEBOOKS for c in notebook_cells(path)
+             if "zh-summary" not in c.metadata.get("tags", [])]  # fmt: skip
+    return "\n".join(english_of(line) for c in cells for line in c.source.splitlines()).lower()
 
 
 def glossary_rows() -> list[list[str]]:
@@ -96,3 +118,42 @@ def test_every_relative_link_of_the_chinese_pages_exists(page):
 def test_the_glossary_and_the_tensorflow_page_link_each_other():
     assert "from-tensorflow.md" in relative_links(GLOSSARY.read_text())
     assert "glossary.md" in relative_links(FROM_TF.read_text())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_opens_with_a_chinese_summary(path):
+    first = notebook_cells(path)[0]
+    assert first.cell_type == "markdown" and first.metadata.get("tags") == ["zh-summary"]
+    text = first.source
+    assert len(CJK.findall(text)) > 150, "a summary, in Chinese"
+    assert "**练习**" in text, "what its exercises ask"
+    assert "../docs/glossary.md" in relative_links(text)
+    assert not [line for line in markdown_lines(text) if line.startswith("#")], (
+        "no heading of its own"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_section_heading_is_bilingual(path):
+    headings = [line for c in notebook_cells(path) if c.cell_type == "markdown"
+                for line in markdown_lines(c.source, headings_only=True)]  # fmt: skip
+    assert headings[0].startswith("# ") and len(headings) >= 5
+    for heading in headings:
+        chinese, slash, english = heading.partition(" / ")
+        assert slash and CJK.search(chinese), f"{path.name}: {heading!r} is not bilingual"
+        assert re.search(r"[A-Za-z]{3}", english) and not CJK.search(english), heading
+
+
+@pytest.mark.parametrize("stem", ["03_activations_softmax_loss", "04_dropout_lrn_pooling"])
+def test_the_tensorflow_page_is_linked_where_tensorflow_differs(stem):
+    body = [c for c in notebook_cells(ROOT / "notebooks" / f"{stem}.ipynb")[1:]
+            if c.cell_type == "markdown"]  # fmt: skip
+    assert any("../docs/from-tensorflow.md" in relative_links(c.source) for c in body)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_relative_link_of_the_notebooks_exists(path):
+    for cell in notebook_cells(path):
+        if cell.cell_type == "markdown":
+            for target in relative_links(cell.source):
+                assert (path.parent / target).is_file(), f"{path.name}: {target} does not exist"
