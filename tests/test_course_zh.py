@@ -1,16 +1,28 @@
-"""The course's Chinese layer: each notebook opens with a Chinese summary and has bilingual
-section headings, the glossary (docs/glossary.md) names terms the notebooks really use, and
-every relative link of the Chinese pages and the notebooks leads to a file that exists."""
+"""The course's Chinese layer: README.zh-CN.md shows the English README's newcomer commands
+exactly, and its results are the README's; each notebook opens with a Chinese summary and has
+bilingual section headings; the glossary (docs/glossary.md) names terms the notebooks really
+use; and every relative link of the Chinese pages and the notebooks leads to a file."""
 
 from __future__ import annotations
 
 import functools
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
+from alexnet import cli_reference
+from alexnet.cli import build_parser
+
+from .test_readme import shown_commands
+
 ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+README_ZH = ROOT / "README.zh-CN.md"
+ZH_COMMANDS = shown_commands(README_ZH.read_text())
+# The README's sections a newcomer reads, whose every command the Chinese one shows.
+NEWCOMER = ("## Two commands", "## Commands", "## Learning with it", "## In a container")
 GLOSSARY = ROOT / "docs" / "glossary.md"
 FROM_TF = ROOT / "docs" / "from-tensorflow.md"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -107,7 +119,55 @@ def test_each_glossary_term_is_one_the_notebooks_use(row):
         assert term.lower() in text, f"{term!r} is not in the notebooks"
 
 
-@pytest.mark.parametrize("page", [GLOSSARY, FROM_TF], ids=lambda p: p.name)
+def section(text: str, heading: str) -> str:
+    """From ``heading`` to the next heading of its level."""
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
+def test_the_readme_points_to_the_chinese_one_first():
+    assert "[README.zh-CN.md](README.zh-CN.md)" in "\n".join(README.splitlines()[:5])
+    assert "](README.md)" in "\n".join(README_ZH.read_text().splitlines()[:5])
+
+
+@pytest.mark.parametrize("heading", NEWCOMER)
+def test_the_chinese_readme_shows_each_newcomer_command_as_the_readme_does(heading):
+    shown = shown_commands(section(README, heading))
+    assert shown, f"README.md: no command under {heading}"
+    missing = [command for command in shown if command not in ZH_COMMANDS]
+    assert not missing, f"README.zh-CN.md lacks, or shows otherwise: {missing}"
+
+
+def test_the_chinese_readme_shows_no_command_of_its_own():
+    """Every line it shows is the README's, or an ``alexnet`` line (which must parse)."""
+    readme = set(shown_commands(README))
+    extra = [c for c in ZH_COMMANDS if c not in readme and c.split()[0] != "alexnet"]
+    assert not extra, extra
+
+
+@pytest.mark.parametrize("line", [c for c in ZH_COMMANDS if c.split()[0] == "alexnet"])
+def test_every_alexnet_line_of_the_chinese_readme_parses(line):
+    args = shlex.split(line)[1:]
+    assert build_parser().parse_args(args).command == args[0]
+
+
+def test_the_chinese_command_table_names_every_command():
+    table = section(README_ZH.read_text(), "## 命令")
+    for name, _, _ in cli_reference.commands():
+        assert f"[`alexnet {name}`](docs/cli.md#alexnet-{name})" in table, name
+
+
+def test_the_chinese_results_are_the_readmes():
+    text = README_ZH.read_text()
+    results = text[text.index("<!-- results:start -->") : text.index("<!-- results:end -->")]
+    numbers = re.findall(r"\d[\d,]*(?:\.\d+)?%?", results)
+    assert len(numbers) >= 15
+    invented = [n for n in numbers if n not in README]
+    assert not invented, f"figures the English README does not give: {invented}"
+
+
+@pytest.mark.parametrize("page", [README_ZH, GLOSSARY, FROM_TF], ids=lambda p: p.name)
 def test_every_relative_link_of_the_chinese_pages_exists(page):
     links = relative_links(page.read_text())
     assert links
@@ -118,6 +178,8 @@ def test_every_relative_link_of_the_chinese_pages_exists(page):
 def test_the_glossary_and_the_tensorflow_page_link_each_other():
     assert "from-tensorflow.md" in relative_links(GLOSSARY.read_text())
     assert "glossary.md" in relative_links(FROM_TF.read_text())
+    zh = relative_links(README_ZH.read_text())
+    assert "docs/glossary.md" in zh and "docs/from-tensorflow.md" in zh
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

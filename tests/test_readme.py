@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def shown_commands() -> list[str]:
-    """The README's indented code lines, continuations joined, comments dropped."""
+def shown_commands(text: str = README) -> list[str]:
+    """A page's indented code lines (the README's by default), continuations joined, comments
+    dropped."""
     lines, joined = [], ""
-    for raw in README.splitlines():
+    for raw in text.splitlines():
         if not raw.startswith("    ") or raw.lstrip().startswith("- "):
             continue
         line = raw.strip()
