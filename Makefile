@@ -60,8 +60,9 @@ lint: $(BIN)/alexnet
 # Benchmarks, each writing bench/results/<name>-<cpu kind>.json, then one table of them all.
 # A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only
 # CPU's code paths, emulated), ISA=avx512 to AVX-512 without bfloat16 (an older Xeon's); each
-# result then names the kind it stood for. All of them take over 25 minutes.
-BENCH ?= lrn throughput inference winograd loader ddp fashion_mnist cifar10 caltech101
+# result then names the kind it stood for. All of them take over an hour (paper_recipe: 30 min
+# to 2 hours, by the CPU).
+BENCH ?= lrn throughput inference winograd loader ddp fashion_mnist cifar10 caltech101 paper_recipe
 ISA   ?= native
 CIFAR ?= ../shared/data/cifar10-jpeg.tar.gz
 bench: setup

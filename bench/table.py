@@ -124,6 +124,19 @@ def _caltech(r: dict) -> tuple[str, str, bool | None]:
     return text, goal, r["met"]
 
 
+def _paper_recipe(r: dict) -> tuple[str, str, bool | None]:
+    """bench/paper_recipe.py: imagenet-paper on Caltech-101 at each input scale."""
+    parts = [f"{x['scale']} scale {100 * x['crops_1']['top1_err']:.1f}% top-1 error (10 crops "
+             f"{100 * x['crops_10']['top1_err']:.1f}%), top-5 {100 * x['crops_1']['top5_err']:.1f}%"
+             f", rate divided after epochs {x['lr_divided_after_epochs'] or 'none'}"
+             for x in r["results"]]  # fmt: skip
+    first = r["results"][0]
+    text = (f"imagenet-paper on Caltech-101 upscaled 128->256, {r['epochs']} epochs "
+            f"({first['precision']}, {first['train_wall_seconds'] / 60:.0f} min each): "
+            + "; ".join(parts))  # fmt: skip
+    return text, "", None
+
+
 def _gpu(r: dict) -> tuple[str, str, bool | None]:
     """bench/gpu.py on one GPU: the network alone, then fed from a store by the loader."""
     alone = [x for x in r["rows"] if "images_per_s" in x and not x.get("store")]
@@ -148,7 +161,7 @@ SUMMARIES: dict[str, Callable[[dict], tuple[str, str, bool | None]]] = {
     "lrn": _lrn, "throughput": _throughput, "inference": _inference,
     "winograd": _winograd, "loader": _loader,
     "fashion_mnist": _accuracy, "cifar10": _accuracy, "caltech101": _caltech, "ddp": _ddp,
-    "gpu": _gpu,
+    "paper_recipe": _paper_recipe, "gpu": _gpu,
 }  # fmt: skip
 
 
