@@ -23,7 +23,7 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-# The LRN kernel (src/alexnet/csrc) is compiled on first use with the machine's C++ compiler;
+# The LRN kernel (src/alexnet/ops/csrc) is compiled on first use with the machine's C++ compiler;
 # without one the slower PyTorch path runs. Install g++ when we may (root) and it is missing.
 compiler:
 	@if ! command -v g++ >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -56,6 +56,7 @@ test-container: setup
 lint: $(BIN)/alexnet
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 # Benchmarks, each writing bench/results/<name>-<cpu kind>.json, then one table of them all.
 # A subset: make bench BENCH="lrn throughput". ISA=avx2 holds the libraries to AVX2 (an AVX2-only

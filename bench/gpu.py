@@ -28,8 +28,8 @@ import torch
 
 from alexnet.config import apply_overrides, load_recipe
 from alexnet.data.loader import BatchLoader
-from alexnet.lrn import choose_ahead
 from alexnet.models import build_model
+from alexnet.ops.lrn import choose_ahead
 from alexnet.runtime import tune_cudnn
 from alexnet.summary import summarise
 
@@ -84,7 +84,7 @@ def lrn_times(batch: int = 512) -> dict:
     pooling of the squares: several kernels and intermediates per call)."""
     from triton.testing import do_bench
 
-    from alexnet.lrn import LocalResponseNorm
+    from alexnet.ops.lrn import LocalResponseNorm
 
     times = {}
     for name, shape in (("conv1", (batch, 96, 55, 55)), ("conv2", (batch, 256, 27, 27))):

@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--latency-calls", type=int, default=40)
     setup = speed_arguments(parser)
     args, tv = setup["args"], setup["torchvision"]
-    # Winograd's convolutions serve float32 only (alexnet.winograd): timed without them too.
+    # Winograd's convolutions serve float32 only (alexnet.ops.winograd): timed without them too.
     winograd = [] if setup["machine"]["fast_bf16"] else ["alexnet winograd=off"]
     names = ["plain", "alexnet", *winograd, *tv]
     print(f"throughput, batch {args.batch}:")

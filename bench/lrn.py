@@ -1,4 +1,4 @@
-"""Forward+backward time of alexnet.lrn.LocalResponseNorm against torch.nn.LocalResponseNorm.
+"""Forward+backward time of alexnet.ops.lrn.LocalResponseNorm against torch.nn.LocalResponseNorm.
 
 Shapes are the paper's: conv1's output (128x96x55x55) and conv2's (128x256x27x27), batch 128,
 in float32 and bfloat16, NCHW and channels_last. torch's CPU LocalResponseNorm has no bfloat16
@@ -18,7 +18,7 @@ import argparse
 import torch
 from machine import describe, interleaved, machine, parse_held, write
 
-from alexnet.lrn import LocalResponseNorm
+from alexnet.ops.lrn import LocalResponseNorm
 
 PAPER = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}

@@ -42,8 +42,8 @@ def plain_alexnet():
     (torch divides alpha by n, so the paper's alpha=1e-4 is passed as 5e-4)."""
     from torch import nn
 
-    from alexnet.lrn import LocalResponseNorm, ReLUInLRN
     from alexnet.models import build_model
+    from alexnet.ops.lrn import LocalResponseNorm, ReLUInLRN
 
     model = build_model("alexnet")
     for i, layer in enumerate(model.features):

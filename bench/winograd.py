@@ -1,4 +1,4 @@
-"""The Winograd convolutions of float32 inference (alexnet.winograd) layer by layer, against
+"""The Winograd convolutions of float32 inference (alexnet.ops.winograd) layer by layer, against
 the direct convolution and against what fewer multiplications could do at best.
 
 Winograd's F(m, r) computes an m x m tile of an r x r convolution with (m + r - 1)^2
@@ -61,7 +61,7 @@ def convolutions(batch: int) -> dict:
 def tiles(conv) -> list[int]:
     """The output tile sizes m worth trying: none for a strided convolution."""
     r = conv.kernel_size[0]
-    from alexnet.winograd import LARGEST_TILE  # m + r - 1 at most, as the package's
+    from alexnet.ops.winograd import LARGEST_TILE  # m + r - 1 at most, as the package's
 
     return [] if conv.stride != (1, 1) else list(range(2, LARGEST_TILE - r + 2))
 
@@ -85,7 +85,7 @@ def layer_cases(conv, shape: tuple[int, ...]) -> dict:
     MB); and NNPACK's convolution where PyTorch has it."""
     import torch
 
-    from alexnet.winograd import WinogradConv2d, eligible, enabled
+    from alexnet.ops.winograd import WinogradConv2d, eligible, enabled
 
     conv = conv.to(memory_format=torch.channels_last)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)

@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from alexnet.lrn import LocalResponseNorm, pick_implementation
+from alexnet.ops.lrn import LocalResponseNorm, pick_implementation
 
 from .conftest import tiny_recipe
 

@@ -28,8 +28,8 @@ from alexnet.export import (
     input_spread,
     read_safetensors,
 )
-from alexnet.lrn import LocalResponseNorm, ReLUInLRN, local_response_norm
 from alexnet.models import build_model
+from alexnet.ops.lrn import LocalResponseNorm, ReLUInLRN, local_response_norm
 from alexnet.train import fit
 from alexnet.trained import Trained, load_trained
 

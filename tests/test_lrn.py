@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexnet import lrn, native
-from alexnet.lrn import LocalResponseNorm, local_response_norm
+from alexnet.ops import lrn, native
+from alexnet.ops.lrn import LocalResponseNorm, local_response_norm
 
 IMPLEMENTATIONS = ["torch", "native"]
 
@@ -248,8 +248,8 @@ def test_fused_relu_is_relu_then_lrn(impl, channels_last):
 
 
 def test_networks_fuse_relu_into_lrn_and_keep_their_layer_indices():
-    from alexnet.lrn import ReLUInLRN
     from alexnet.models import build_model
+    from alexnet.ops.lrn import ReLUInLRN
 
     fused = build_model("alexnet")
     assert isinstance(fused.features[1], ReLUInLRN) and fused.features[2].relu
@@ -260,8 +260,8 @@ def test_networks_fuse_relu_into_lrn_and_keep_their_layer_indices():
 
 TRITON_CHECK = """
 import torch
-from alexnet import lrn_triton
-from alexnet.lrn import _torch_backward, _torch_forward
+from alexnet.ops import lrn_triton
+from alexnet.ops.lrn import _torch_backward, _torch_forward
 torch.manual_seed(0)
 cases = [((2, 10, 5, 6), False, 5, 0.75, False), ((2, 10, 5, 6), True, 5, 0.75, True),
          ((1, 7, 3, 3), True, 4, 0.6, False), ((2, 5, 9), False, 3, 0.5, True),

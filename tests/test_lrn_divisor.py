@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.lrn import LocalResponseNorm
 from alexnet.lrn_divisor import divisors, initialised, measure, open_network
+from alexnet.ops.lrn import LocalResponseNorm
 
 from .conftest import ALEXNET, cli_env
 

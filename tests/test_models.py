@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet.lrn import LocalResponseNorm
 from alexnet.models import NETWORKS, build_model, model_options
+from alexnet.ops.lrn import LocalResponseNorm
 
 
 def count(model: nn.Module) -> int:

@@ -1,9 +1,15 @@
-"""The built wheel carries the recipes and installs the `alexnet` command."""
+"""The built wheel carries the recipes, the kernels' sources and the `alexnet` command; modules
+that moved into a subpackage still import by their old names."""
 
+import importlib
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
+
+import alexnet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,5 +29,18 @@ def test_wheel_holds_the_recipes_and_the_console_script(tmp_path):
     recipes = {Path(n).name for n in names if n.startswith("alexnet/recipes/")}
     assert {"fashion-mnist.toml", "cifar10.toml", "imagenet-paper.toml"} <= recipes
     assert "alexnet = alexnet.cli:main" in scripts
-    assert {"alexnet/models/alexnet.py", "alexnet/data/imagefolder.py", "alexnet/train.py"} <= names
+    assert {"alexnet/models/alexnet.py", "alexnet/data/imagefolder.py", "alexnet/train.py",
+            "alexnet/ops/csrc/lrn_cpu.cpp", "alexnet/ops/csrc/winograd_cpu.cpp"} <= names  # fmt: skip
     assert "Requires-Python: >=3.11" in metadata and "Requires-Dist: tomli-w" in metadata
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(alexnet.MOVED.items()))
+def test_a_moved_module_imports_by_its_old_name_as_itself_with_a_warning(old, new):
+    """Code written against ``alexnet.lrn`` keeps working after the move to ``alexnet.ops``:
+    the old name gives the very module (one set of ops registered, one set of globals)."""
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} is now {new}"):
+        moved = importlib.import_module(old)
+    assert moved is importlib.import_module(new)
+    assert moved.__name__ == moved.__spec__.name == new
+    assert not (ROOT / "src" / (old.replace(".", "/") + ".py")).exists()

@@ -130,3 +130,25 @@ def test_the_command_table_and_docs_cli_match_the_parser():
     assert done.value.code == 0, "run: python -m alexnet.cli_reference"
     names = [name for name, _, _ in cli_reference.commands()]
     assert all(f"`alexnet {name}`" in README for name in names)
+
+
+def test_the_code_map_names_every_module_and_only_modules_that_exist():
+    """The README's "The code" table against the tree: each name in it is a file or folder
+    of ``src/alexnet`` (under the folder it follows, where it is inside one), and every
+    module and subpackage there is named."""
+    section = README[README.index("## The code") :].split("\n## ", 1)[0]
+    package = ROOT / "src" / "alexnet"
+    named = set()
+    for row in (line for line in section.splitlines() if line.startswith("| ") and "`" in line):
+        folder = package
+        for name in re.findall(r"`([^`]+)`", row.split("|")[2]):
+            found = [base / name.rstrip("/") for base in (folder, package)]
+            path = next((p for p in found if p.exists()), None)
+            assert path, f"the README's code map names {name}, which is not in {package}"
+            named.add(path.relative_to(package).parts[0])
+            folder = path if path.is_dir() else folder
+    present = {
+        p.name for p in package.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()
+    }
+    missing = present - named - {"__init__.py", "__main__.py"}
+    assert not missing, f"the README's code map leaves out {sorted(missing)}"

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet import native, winograd
 from alexnet.inference import infer, prepare_for_inference
 from alexnet.models import build_model
+from alexnet.ops import native, winograd
 
 needs_kernel = pytest.mark.skipif(not winograd.enabled(), reason="no compiled Winograd kernel here")
 

@@ -13,8 +13,8 @@ program (``.pt2``). ``alexnet export CHECKPOINT OUT --format onnx|safetensors|pt
   that reads the saved program (the same version or a newer one) is installed.
 
 The local response normalisation (section 3.3 of the paper) has its own fast kernels here
-(:mod:`alexnet.lrn`), which neither ONNX nor a saved program knows. While exporting, each
-:class:`~alexnet.lrn.LocalResponseNorm` is replaced by an export-time module that computes the
+(:mod:`alexnet.ops.lrn`), which neither ONNX nor a saved program knows. While exporting, each
+:class:`~alexnet.ops.lrn.LocalResponseNorm` is replaced by an export-time module that computes the
 same values:
 
 * for ONNX, a custom operator ``alexnet::lrn`` that the exporter translates into ONNX's own
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.files import text_name, written
-from alexnet.lrn import LocalResponseNorm
+from alexnet.ops.lrn import LocalResponseNorm
 from alexnet.safetensors_file import (
     INSTALL,
     ExportError,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet import winograd
+from alexnet.ops import winograd
 from alexnet.runtime import autocast, tune_cudnn
 
 

@@ -42,9 +42,9 @@ from alexnet.finetune import (
 )
 from alexnet.logger import RunLogger
 from alexnet.lr_find import RangeTest, range_test
-from alexnet.lrn import choose_ahead
 from alexnet.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.models import build_model, network
+from alexnet.ops.lrn import choose_ahead
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
 from alexnet.state import EpochSums, TrainingState

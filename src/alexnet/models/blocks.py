@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from alexnet.lrn import FORMULAS, LocalResponseNorm, ReLUInLRN
+from alexnet.ops.lrn import FORMULAS, LocalResponseNorm, ReLUInLRN
 from alexnet.settings import setting
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}

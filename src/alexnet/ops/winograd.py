@@ -30,7 +30,7 @@ from functools import cache
 import torch
 from torch import nn
 
-from alexnet import native
+from alexnet.ops import native
 
 LARGEST_TILE = 8  # points per side; beyond it float32 loses digits fast (points up to +-2, 1/2)
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2),

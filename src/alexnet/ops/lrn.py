@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from alexnet import native
+from alexnet.ops import native
 
 Formula = Literal["torch", "paper"]
 Implementation = Literal["auto", "torch", "native", "triton"]
@@ -165,7 +165,7 @@ def _native_backward(grad: torch.Tensor, x: torch.Tensor, *params) -> torch.Tens
 @torch.library.custom_op("alexnet_lrn_triton::forward", mutates_args=())
 def _triton_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                     relu: bool) -> torch.Tensor:  # fmt: skip
-    from alexnet import lrn_triton
+    from alexnet.ops import lrn_triton
 
     return lrn_triton.forward(x, size, alpha, beta, k, relu)
 
@@ -173,7 +173,7 @@ def _triton_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: fl
 @torch.library.custom_op("alexnet_lrn_triton::backward", mutates_args=())
 def _triton_backward(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float,
                      k: float, relu: bool) -> torch.Tensor:  # fmt: skip
-    from alexnet import lrn_triton
+    from alexnet.ops import lrn_triton
 
     return lrn_triton.backward(grad, x, size, alpha, beta, k, relu)
 
