@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.lrn import LocalResponseNorm
 from alexnet.models.blocks import LRN_PAPER
+from alexnet.ops.lrn import LocalResponseNorm
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = (ROOT / "docs" / "from-tensorflow.md").read_text()
