@@ -247,7 +247,9 @@ def test_an_existing_file_is_replaced_only_when_asked(run_dir, tmp_path, capsys)
     for args, says in (([str(run_dir), str(victim), "--format", "safetensors"],
                         "best.pt: already exists; give --overwrite"),
                        ([str(run_dir / "best.pt"), str(run_dir / "best.pt"), "--format",
-                         "safetensors", "--overwrite"], "the checkpoint being exported")):  # fmt: skip
+                         "safetensors", "--overwrite"], "the checkpoint being exported"),
+                       ([str(run_dir), str(run_dir / "last.pt"), "--format", "pt2",
+                         "--overwrite"], "last.pt: a checkpoint of the run being exported")):  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             main(["export", *args])
         err = capsys.readouterr().err

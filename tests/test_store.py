@@ -395,6 +395,21 @@ def test_a_damaged_chunk_read_by_a_worker_is_one_clear_error(tmp_path):
     assert "Traceback" not in str(caught.value)
 
 
+def test_evaluating_a_damaged_chunk_is_the_stores_error_not_an_index_error(tmp_path):
+    """eval and figures on a raw store with a cut-short chunk ended in an IndexError (the
+    handler looked up the image's original file, which only a files store lists)."""
+    from alexnet.data.store import StoreError
+    from alexnet.eval_checkpoints import _Reads
+
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
+    data = out / "train" / "chunk-00000.data"
+    data.write_bytes(data.read_bytes()[:100])
+    reads = _Reads(open_store(out).split("train"), 4)
+    with pytest.raises(StoreError, match=r"chunk-00000\.data: image .* cut short"):
+        reads[0]
+
+
 def test_a_process_keeps_few_chunk_files_open(tmp_path, monkeypatch):
     from alexnet.data import store
 

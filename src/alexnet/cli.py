@@ -346,6 +346,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     net = load_trained(args.checkpoint)
     if out.exists() and out.resolve() == net.path.resolve():
         raise FileExistsError(f"{out}: the checkpoint being exported; write to another name")
+    if out.resolve().parent == net.path.resolve().parent and out.name in ("best.pt", "last.pt"):
+        raise FileExistsError(f"{out}: a checkpoint of the run being exported (--resume needs "
+                              "last.pt); write to another name")  # fmt: skip
     result = export(net, out, args.format, batch=args.batch, opset=args.opset)
     c, h, w = result.input_shape
     print(f"wrote {out} ({result.format}, {out.stat().st_size / 1e6:.1f} MB): input "

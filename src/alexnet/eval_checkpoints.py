@@ -212,6 +212,8 @@ class _Reads(Dataset):
                 full.append(self.images.decode(i))
                 ok.append(True)
             except StoreError as exc:  # a file of a folder that cannot be read: counted
+                if not self.images.paths:  # a chunk of a raw or jpeg store: the store is damaged
+                    raise
                 full.append(torch.zeros(self.images.size, self.images.size, 3, dtype=torch.uint8))
                 ok.append(False)
                 path = self.images.paths[int(self.images.offset[i])]
