@@ -475,6 +475,23 @@ def test_a_closed_pipe_ends_the_command_quietly():
     assert done.returncode == 0 and done.stderr == ""
 
 
+def test_a_closed_output_is_one_line_and_a_closed_error_stream_is_no_failure():
+    """``alexnet summary >&-`` ended in an AttributeError traceback (flush on None), and
+    ``2>&-`` made commands that draw progress fail with nothing said."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "alexnet", "summary"]
+    closed_out = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *run], capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+    assert closed_out.returncode == 2
+    assert closed_out.stderr == ("alexnet summary: error: its standard output is closed; give "
+                                 "it one (> FILE, or > /dev/null to discard it)\n")  # fmt: skip
+    closed_err = subprocess.run(["sh", "-c", '"$@" 2>&-', "sh", *run], capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+    assert closed_err.returncode == 0 and "conv1" in closed_err.stdout
+
+
 def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
     from alexnet.cli import main
 

@@ -774,12 +774,18 @@ def main(argv: list[str] | None = None) -> None:
     from alexnet.processes import Stopped, raise_stopped
 
     _quiet_disk_failures_in_threads()
+    if sys.stderr is None:  # `2>&-`: nowhere to say anything, but the command itself can run
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
         with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a caller
             stream.reconfigure(errors=NAMES)
     args, extra = build_parser().parse_known_args(argv)
     if extra:  # said by the command's own parser, so that its name is in the message
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if sys.stdout is None:  # `>&-`: what the command prints would be lost (or a traceback)
+        print(f"alexnet {args.command}: error: its standard output is closed; give it one "
+              "(> FILE, or > /dev/null to discard it)", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     on_term = signal.signal(signal.SIGTERM, raise_stopped) or signal.SIG_DFL
     try:
         args.func(args)
