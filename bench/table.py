@@ -128,12 +128,10 @@ def _paper_recipe(r: dict) -> tuple[str, str, bool | None]:
     """bench/paper_recipe.py: imagenet-paper on Caltech-101 at each input scale."""
     parts = [f"{x['scale']} scale {100 * x['crops_1']['top1_err']:.1f}% top-1 error (10 crops "
              f"{100 * x['crops_10']['top1_err']:.1f}%), top-5 {100 * x['crops_1']['top5_err']:.1f}%"
-             f", rate divided after epochs {x['lr_divided_after_epochs'] or 'none'}"
-             for x in r["results"]]  # fmt: skip
-    first = r["results"][0]
+             f", rate divided after epochs {x['lr_divided_after_epochs'] or 'none'}, "
+             f"{x['train_wall_seconds'] / 60:.0f} min" for x in r["results"]]  # fmt: skip
     text = (f"imagenet-paper on Caltech-101 upscaled 128->256, {r['epochs']} epochs "
-            f"({first['precision']}, {first['train_wall_seconds'] / 60:.0f} min each): "
-            + "; ".join(parts))  # fmt: skip
+            f"({r['results'][0]['precision']}): " + "; ".join(parts))  # fmt: skip
     return text, "", None
 
 
