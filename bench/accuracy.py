@@ -21,9 +21,9 @@ import torch
 from machine import describe, machine, parse_held, write
 
 from alexnet.config import RECIPE_FORMAT, apply_overrides, load_recipe
+from alexnet.models.summary import summarise
 from alexnet.runtime import pick_precision
-from alexnet.summary import summarise
-from alexnet.train import fit, resolve
+from alexnet.training.train import fit, resolve
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

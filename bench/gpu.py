@@ -3,7 +3,7 @@ fused SGD and the Triton LRN, eager and under ``torch.compile``, at several batc
 synthetic data; and the fraction of the GPU's dense bfloat16 peak that it reaches.
 
 With ``--store STORE`` (a store made by ``alexnet prepare``), the same network is then trained
-by the package's own loop (``alexnet.train.fit``, the imagenet-paper recipe) fed by its own
+by the package's own loop (``alexnet.training.train.fit``, the imagenet-paper recipe) fed by its own
 loader: uint8 crops read by worker processes, pinned, copied, and the mean image, flip and PCA
 noise applied on the GPU. The loader's own rate (batches made and delivered, no network) is
 printed beside it, so it is plain whether the loader keeps up.
@@ -29,9 +29,9 @@ import torch
 from alexnet.config import apply_overrides, load_recipe
 from alexnet.data.loader import BatchLoader
 from alexnet.models import build_model
+from alexnet.models.summary import summarise
 from alexnet.ops.lrn import choose_ahead
 from alexnet.runtime import tune_cudnn
-from alexnet.summary import summarise
 
 # Dense bfloat16 tensor-core peaks, FLOP/s, from the vendors' data sheets (SXM parts).
 PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
@@ -138,7 +138,7 @@ def loader_rate(store: Path, batch: int, workers: int, ring: bool = True, passes
     ``ring=False``, as it was before its ring of shared buffers (loader._Slots): a new
     shared-memory batch per step, pinned by DataLoader's thread."""
     from alexnet.runtime import start_runtime
-    from alexnet.train import load_data_once, make_loaders, preprocessing, resolve
+    from alexnet.training.train import load_data_once, make_loaders, preprocessing, resolve
 
     recipe = resolve(store_recipe(store, batch, 1, workers, False))
     rt = start_runtime(recipe.train)
@@ -167,7 +167,7 @@ def store_training(store: Path, batch: int, workers: int, compiled: bool, epochs
     the workers' start) is reported apart from the rest."""
     import tempfile
 
-    from alexnet.train import fit
+    from alexnet.training.train import fit
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"

@@ -1,5 +1,5 @@
 """Inference images/s and one-image latency of the paper's network through the package's
-inference path (``alexnet.inference``, which ``alexnet eval``, ``predict`` and ``figures``
+inference path (``alexnet.inference.prepared``, which ``alexnet eval``, ``predict`` and ``figures``
 use), against the same network written plainly and torchvision's alexnet in its best setting.
 
 Cases, each in its own process, taking turns in rounds (see machine.in_processes):
@@ -60,7 +60,7 @@ def package_case(batch: int):
     import torch
 
     from alexnet.config import TrainSettings
-    from alexnet.inference import infer, prepare_for_inference
+    from alexnet.inference.prepared import infer, prepare_for_inference
     from alexnet.models import build_model
     from alexnet.runtime import start_runtime
 

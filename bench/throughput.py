@@ -83,8 +83,8 @@ def package_step(batch: int, allocator: str = "auto", **options):
 
     from alexnet.config import load_recipe
     from alexnet.runtime import start_runtime
-    from alexnet.schedules import build_optimizer
-    from alexnet.train import build_network, forward_loss, resolve, update
+    from alexnet.training.schedules import build_optimizer
+    from alexnet.training.train import build_network, forward_loss, resolve, update
 
     recipe = resolve(load_recipe("imagenet-paper"))
     recipe.model.options.update(options)

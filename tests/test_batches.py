@@ -385,7 +385,7 @@ def test_the_paper_recipe_feeds_pixel_values_minus_the_mean_image(coords):
     mean image, nothing divided (within float32 rounding), so LRN sees activations of the
     size its k and alpha were chosen for."""
     from alexnet.config import apply_overrides, load_recipe
-    from alexnet.train import batch_makers
+    from alexnet.training.train import batch_makers
 
     recipe = apply_overrides(load_recipe("imagenet-paper"), [f"data.image_size={CROP}"])
     stats = open_store(coords.root).stats()

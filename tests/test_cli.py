@@ -156,7 +156,7 @@ HELD = []
 
 
 def _run_in_use(c: Ctx) -> list[str]:
-    from alexnet.runs import hold_run
+    from alexnet.training.runs import hold_run
 
     run = c.finished_run("busy")
     lock = hold_run(run)

@@ -162,7 +162,7 @@ def test_a_training_epoch_waits_for_the_gpu_only_to_read_each_step(tmp_path, tin
     next step. Reading a step (one step late) and checkpointing are the places allowed to
     wait. (In-memory batches here; the store's ring of buffers is checked in the loader test
     above.)"""
-    from alexnet import train
+    from alexnet.training import train
 
     def allowed_to_wait(fn):
         def call(*args, **kwargs):

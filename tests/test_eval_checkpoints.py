@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.crops import CROPS, centre, ten
 from alexnet.data.prepare import Plan, prepare
 from alexnet.data.store import open_store
-from alexnet.eval_checkpoints import evaluate_checkpoints
-from alexnet.train import fit
-from alexnet.trained import load_trained
+from alexnet.inference.crops import CROPS, centre, ten
+from alexnet.inference.eval_checkpoints import evaluate_checkpoints
+from alexnet.inference.trained import load_trained
+from alexnet.training.train import fit
 
 from .conftest import tiny_recipe
 from .test_train import run_cli

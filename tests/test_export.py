@@ -16,7 +16,7 @@ from torch import nn
 
 from alexnet.cli import main
 from alexnet.config import load_recipe
-from alexnet.export import (
+from alexnet.inference.export import (
     INSTALL,
     ExportError,
     Probe,
@@ -28,10 +28,10 @@ from alexnet.export import (
     input_spread,
     read_safetensors,
 )
+from alexnet.inference.trained import Trained, load_trained
 from alexnet.models import build_model
 from alexnet.ops.lrn import LocalResponseNorm, ReLUInLRN, local_response_norm
-from alexnet.train import fit
-from alexnet.trained import Trained, load_trained
+from alexnet.training.train import fit
 
 from .conftest import ALEXNET, cli_env, tiny_recipe
 
@@ -261,7 +261,7 @@ def test_an_existing_file_is_replaced_only_when_asked(run_dir, tmp_path, capsys)
 
 STOPPED_WHILE_WRITING = """
 import os, signal, sys
-import alexnet.export as export
+import alexnet.inference.export as export
 real = export.write_safetensors
 
 def stopped_midway(tmp, *args, **kwargs):

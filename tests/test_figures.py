@@ -12,7 +12,7 @@ import torch
 
 from alexnet.cli import main
 from alexnet.data import ImageSet
-from alexnet.figure_data import (
+from alexnet.inference.figure_data import (
     FILES,
     confusion_matrix,
     features,
@@ -22,11 +22,11 @@ from alexnet.figure_data import (
     predict,
     spaced,
 )
-from alexnet.figures import confused_pairs, confusion_figure, curves_figure, kernel_grid
+from alexnet.inference.figures import confused_pairs, confusion_figure, curves_figure, kernel_grid
+from alexnet.inference.trained import load_trained
 from alexnet.models import build_model
-from alexnet.state import EpochSums
-from alexnet.train import fit
-from alexnet.trained import load_trained
+from alexnet.training.state import EpochSums
+from alexnet.training.train import fit
 
 from .conftest import NATIVE_DIR, tiny_recipe
 
@@ -106,7 +106,7 @@ def look(run_dir):
 
 
 def tiny_sets(tiny_folder, look) -> tuple[ImageSet, ImageSet]:
-    from alexnet.eval_checkpoints import split_images
+    from alexnet.inference.eval_checkpoints import split_images
 
     return split_images([look.net], tiny_folder, None, training=True)
 
@@ -209,7 +209,7 @@ def test_figures_stopped_midway_leave_none_of_the_set(run_dir, tiny_folder, tmp_
                                                       capsys):  # fmt: skip
     """SIGTERM to figures left three PNGs in --out and a new TensorBoard log in the run's
     tb/. A stop midway (here at the third figure) now leaves neither."""
-    from alexnet import figures
+    from alexnet.inference import figures
 
     events = set((run_dir / "tb").glob("events.*"))
     made, real_save = [], figures.save

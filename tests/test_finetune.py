@@ -11,7 +11,7 @@ import torch
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.models import build_model
-from alexnet.train import fit
+from alexnet.training.train import fit
 
 from .conftest import CLASSES, tiny_recipe
 from .test_train import run_cli
@@ -127,8 +127,8 @@ def test_torchvision_layout_weights_fine_tune_alexnet_owt(two_classes, tmp_path,
 def test_a_start_trained_at_another_input_scale_is_said(start_run):
     """Weights trained at unit scale, started in a run at the paper's 0-255 scale: the line
     that reports the start says so and names data.std; the same scale says nothing of it."""
-    from alexnet.finetune import load_start_weights
-    from alexnet.trained import load_trained
+    from alexnet.inference.trained import load_trained
+    from alexnet.training.finetune import load_start_weights
 
     start = load_trained(start_run)
     arch, options = start.recipe.model.arch, start.recipe.model.options

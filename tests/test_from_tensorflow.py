@@ -384,7 +384,7 @@ def test_l2_loss_times_the_decay_is_sgds_weight_decay(rng):
 
 
 def test_momentum_optimizer_is_torchs_sgd_and_the_papers_rule_only_at_a_constant_rate(rng):
-    from alexnet.schedules import VelocitySGD
+    from alexnet.training.schedules import VelocitySGD
 
     w0 = rng.normal(size=(4, 3))
     grads = [rng.normal(size=(4, 3)) for _ in range(6)]
@@ -414,7 +414,7 @@ def test_momentum_optimizer_is_torchs_sgd_and_the_papers_rule_only_at_a_constant
 def test_a_run_writes_the_tensorboard_tags_the_page_names(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from alexnet.logger import SCALARS, RunLogger
+    from alexnet.training.logger import SCALARS, RunLogger
 
     logger = RunLogger(tmp_path, main=True, progress=False)
     metrics = {key: 0.5 for key in SCALARS} | {"epoch": 1, "epoch_seconds": 1.0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
-from alexnet.train import find_learning_rate, fit
+from alexnet.training.train import find_learning_rate, fit
 
 from .conftest import tiny_recipe
 from .test_train import run_cli

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.lrn_divisor import divisors, initialised, measure, open_network
+from alexnet.inference.lrn_divisor import divisors, initialised, measure, open_network
 from alexnet.ops.lrn import LocalResponseNorm
 
 from .conftest import ALEXNET, cli_env
@@ -88,7 +88,7 @@ def test_scale_is_refused_for_a_trained_network(tmp_path):
 
 
 def test_the_sample_is_bounded_and_uniform_with_exact_ends():
-    from alexnet.lrn_divisor import Sample
+    from alexnet.inference.lrn_divisor import Sample
 
     sample = Sample(20_000, seed=1)
     values = np.random.default_rng(2).exponential(size=(50, 10_000))

@@ -29,7 +29,7 @@ def test_wheel_holds_the_recipes_and_the_console_script(tmp_path):
     recipes = {Path(n).name for n in names if n.startswith("alexnet/recipes/")}
     assert {"fashion-mnist.toml", "cifar10.toml", "imagenet-paper.toml"} <= recipes
     assert "alexnet = alexnet.cli:main" in scripts
-    assert {"alexnet/models/alexnet.py", "alexnet/data/imagefolder.py", "alexnet/train.py",
+    assert {"alexnet/models/alexnet.py", "alexnet/data/imagefolder.py", "alexnet/training/train.py",
             "alexnet/ops/csrc/lrn_cpu.cpp", "alexnet/ops/csrc/winograd_cpu.cpp"} <= names  # fmt: skip
     assert "Requires-Python: >=3.11" in metadata and "Requires-Dist: tomli-w" in metadata
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.crops import centre
-from alexnet.eval_checkpoints import batch_maker, evaluate_checkpoints, view_inputs
+from alexnet.inference.crops import centre
+from alexnet.inference.eval_checkpoints import batch_maker, evaluate_checkpoints, view_inputs
+from alexnet.inference.predict import _Stored, predict_files, read_image
+from alexnet.inference.trained import load_trained
 from alexnet.models.weights import PUBLISHED, imagenet_classes
-from alexnet.predict import _Stored, predict_files, read_image
-from alexnet.train import fit
-from alexnet.trained import load_trained
+from alexnet.training.train import fit
 
 from .conftest import SHARED_DATA, tiny_recipe
 from .test_train import run_cli
@@ -188,7 +188,7 @@ def test_torchvision_weights_predict_and_eval_real_images(torchvision_home, tmp_
 
 def test_exported_safetensors_predict_as_the_checkpoint_does(tiny_run, odd_files, tmp_path):
     pytest.importorskip("safetensors")
-    from alexnet.export import export
+    from alexnet.inference.export import export
 
     export(load_trained(tiny_run), tmp_path / "tiny.safetensors", check=False)
     shared = predict_files(load_trained(tmp_path / "tiny.safetensors"), odd_files[:3], top=3)

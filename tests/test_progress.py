@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet.train import fit
+from alexnet.training.train import fit
 
 from .conftest import ALEXNET, cli_env, tiny_recipe
 

@@ -52,7 +52,7 @@ def test_settings_reject_unknown_choices():
 def test_a_network_prepared_in_bfloat16_can_be_prepared_again_in_float32():
     """Figures (bfloat16 where it pays) and then predict (float32 by default) on one loaded
     network: the second preparation must not keep the first one's weights."""
-    from alexnet.inference import infer, prepare_for_inference
+    from alexnet.inference.prepared import infer, prepare_for_inference
     from alexnet.models import build_model
 
     model = build_model("alexnet-small", num_classes=10, in_channels=1, input_size=28)

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from alexnet.config import apply_overrides, load_recipe
-from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
+from alexnet.training.schedules import (
+    build_optimizer,
+    build_schedule,
+    change_learning_rate,
+    per_step,
+)
 
 
 def setup(schedule: str, lr: float = 1.0, epochs: int = 6, steps: int = 1, **keys):

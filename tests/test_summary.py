@@ -5,7 +5,7 @@ import json
 import pytest
 
 from alexnet.cli import main
-from alexnet.summary import parse_input, summarise
+from alexnet.models.summary import parse_input, summarise
 
 PAPER_NEURONS = [290_400, 186_624, 64_896, 64_896, 43_264, 4_096, 4_096, 1_000]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from alexnet.checkpoint import load_checkpoint
-from alexnet.train import TrainingError, fit
+from alexnet.training.train import TrainingError, fit
 
 from .conftest import ALEXNET, cli_env, tiny_recipe
 
@@ -235,7 +235,7 @@ def test_exploded_weights_are_never_saved(tiny_folder, tmp_path, cache, recipe_f
 
 
 def test_non_finite_validation_stops_without_saving(tiny_folder, tmp_path, cache, monkeypatch):
-    import alexnet.train
+    import alexnet.training.train
 
     calls = []
 
@@ -244,7 +244,7 @@ def test_non_finite_validation_stops_without_saving(tiny_folder, tmp_path, cache
         bad = float("nan") if len(calls) == 2 else 0.5
         return {"loss": bad, "top1_err": 0.5, "top5_err": 0.0, "count": 36.0}
 
-    monkeypatch.setattr(alexnet.train, "evaluate", evaluate)
+    monkeypatch.setattr(alexnet.training.train, "evaluate", evaluate)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with pytest.raises(TrainingError, match="validation loss became nan at the end of epoch 2"):
@@ -349,16 +349,16 @@ LEGACY_DIGESTS = Path(__file__).parent / "golden" / "legacy_resume.json"
 
 
 def test_a_signal_while_loading_leaves_no_run_folder(tmp_path, cache, recipe_file, monkeypatch):
-    import alexnet.train
+    import alexnet.training.train
     from alexnet.cli import main
 
-    real = alexnet.train.load_data
+    real = alexnet.training.train.load_data
 
     def interrupted(recipe):
         os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler pre-empting the job would
         return real(recipe)
 
-    monkeypatch.setattr(alexnet.train, "load_data", interrupted)
+    monkeypatch.setattr(alexnet.training.train, "load_data", interrupted)
     with pytest.raises(SystemExit) as stop:
         main(["train", "--recipe", str(recipe_file()), "--runs", str(tmp_path / "runs"),
               "--name", "r", "--no-progress"])  # fmt: skip
@@ -408,8 +408,8 @@ def test_a_run_beyond_the_gpus_free_memory_is_refused_before_anything_is_allocat
     stand-in's) is now the bound, and each process of a run counts its share of the batch."""
     import types
 
-    from alexnet import memory
-    from alexnet.train import build_network
+    from alexnet.models import memory
+    from alexnet.training.train import build_network
 
     recipe = tiny_recipe(tiny_folder, **{"data.batch_size": 4096, "data.image_size": 256,
                                          "data.channels": 3})  # fmt: skip
@@ -440,7 +440,7 @@ def test_the_bar_shows_no_numbers_until_the_first_step_is_read():
     until the first step is in, then that step's numbers at once."""
     import types
 
-    from alexnet.train import show
+    from alexnet.training.train import show
 
     class Bar:
         def __init__(self):

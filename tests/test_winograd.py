@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet.inference import infer, prepare_for_inference
+from alexnet.inference.prepared import infer, prepare_for_inference
 from alexnet.models import build_model
 from alexnet.ops import native, winograd
 

@@ -1,8 +1,12 @@
 """AlexNet (Krizhevsky, Sutskever and Hinton, NIPS 2012): the network, its training recipe, tools.
 
 The package's parts: ``ops`` (LRN and Winograd's convolutions, with their compiled kernels),
-``models``, ``data``, the training modules, the modules that use a trained network, the
-``experiments`` and the command line (``cli``).
+``models``, ``data``, ``training``, ``inference`` (what uses a trained network), the ``experiments``
+and the command line (``cli``).
+
+Importing the package imports nothing heavy: the names below load PyTorch when first used, so
+that the ``alexnet`` command can install its signal handlers before PyTorch's few seconds of
+import, and ``alexnet --version`` answers at once.
 """
 
 import importlib
@@ -11,11 +15,28 @@ import importlib.util
 import sys
 import warnings
 
-from alexnet.models import MODELS, NETWORKS, build_model
-from alexnet.ops.lrn import LocalResponseNorm, local_response_norm
-
 __all__ = ["MODELS", "NETWORKS", "LocalResponseNorm", "build_model", "local_response_norm"]
 __version__ = "0.1.0"
+
+# The package's own names, from the modules that define them (loaded on first use).
+_EXPORTS = {
+    "MODELS": "alexnet.models",
+    "NETWORKS": "alexnet.models",
+    "build_model": "alexnet.models",
+    "LocalResponseNorm": "alexnet.ops.lrn",
+    "local_response_norm": "alexnet.ops.lrn",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'alexnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 # Modules that moved into a subpackage, and their new names. Code written against the old names
 # still imports them (the same module object) with a DeprecationWarning.
@@ -24,6 +45,26 @@ MOVED = {
     "alexnet.lrn_triton": "alexnet.ops.lrn_triton",
     "alexnet.native": "alexnet.ops.native",
     "alexnet.winograd": "alexnet.ops.winograd",
+    "alexnet.train": "alexnet.training.train",
+    "alexnet.state": "alexnet.training.state",
+    "alexnet.runs": "alexnet.training.runs",
+    "alexnet.schedules": "alexnet.training.schedules",
+    "alexnet.logger": "alexnet.training.logger",
+    "alexnet.report": "alexnet.training.report",
+    "alexnet.lr_find": "alexnet.training.lr_find",
+    "alexnet.finetune": "alexnet.training.finetune",
+    "alexnet.evaluate": "alexnet.training.evaluate",
+    "alexnet.eval_checkpoints": "alexnet.inference.eval_checkpoints",
+    "alexnet.predict": "alexnet.inference.predict",
+    "alexnet.figure_data": "alexnet.inference.figure_data",
+    "alexnet.figures": "alexnet.inference.figures",
+    "alexnet.export": "alexnet.inference.export",
+    "alexnet.safetensors_file": "alexnet.inference.safetensors_file",
+    "alexnet.trained": "alexnet.inference.trained",
+    "alexnet.crops": "alexnet.inference.crops",
+    "alexnet.lrn_divisor": "alexnet.inference.lrn_divisor",
+    "alexnet.summary": "alexnet.models.summary",
+    "alexnet.memory": "alexnet.models.memory",
 }
 
 

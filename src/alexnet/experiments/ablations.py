@@ -174,7 +174,7 @@ def results_table(results: dict) -> str:
 
 
 def write_results(results: dict, out: Path) -> None:
-    from alexnet import figures
+    from alexnet.inference import figures
 
     (out / "results.json").write_text(json.dumps(results, indent=1))
     head = (f"# Ablations: {results['seeds']} seed(s) of {results['epochs']} epoch(s) each\n\n"

@@ -112,7 +112,7 @@ def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
                      progress: bool = True, say: Callable[[str], None] = print) -> dict:  # fmt: skip
     """Figure 1 within ``budget_minutes`` of wall time; writes figure1.png, results.md and
     results.json into ``out`` and returns the results."""
-    from alexnet.train import load_data, resolve
+    from alexnet.training.train import load_data, resolve
 
     if "relu" not in activations:
         raise ValueError("relu-vs-tanh: the activations must include relu, the reference")
@@ -191,7 +191,7 @@ def results_table(results: dict) -> str:
 
 
 def write_results(results: dict, curves: dict[str, list[dict]], out: Path, chance: float) -> None:
-    from alexnet import figures
+    from alexnet.inference import figures
 
     (out / "results.json").write_text(json.dumps(results, indent=1))
     note = (f"Budget {results['budget_minutes']:g} minutes, one seed; training error is the "

@@ -26,9 +26,9 @@ from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
 from alexnet.data.prepare import atomic_write
 from alexnet.files import missing_folders, remove_empty
-from alexnet.runs import hold_run, open_run, remove_failed_start
 from alexnet.runtime import StopFlag
-from alexnet.train import TrainingError, fit
+from alexnet.training.runs import hold_run, open_run, remove_failed_start
+from alexnet.training.train import TrainingError, fit
 
 
 @dataclass

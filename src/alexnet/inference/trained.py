@@ -20,9 +20,9 @@ from torch import nn
 from alexnet.checkpoint import CheckpointError, load_file, migrate
 from alexnet.config import Recipe, recipe_from_dict
 from alexnet.data.stats import PixelStats
+from alexnet.inference.safetensors_file import read_safetensors
 from alexnet.models import build_model, output_layer
 from alexnet.models.weights import PUBLISHED, PublishedWeights, imagenet_classes
-from alexnet.safetensors_file import read_safetensors
 
 
 @dataclass

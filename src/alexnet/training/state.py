@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from alexnet.checkpoint import CHECKPOINT_FORMAT, CheckpointError, atomic_save
-from alexnet.schedules import Schedule
+from alexnet.training.schedules import Schedule
 
 
 @dataclass

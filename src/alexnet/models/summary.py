@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from alexnet.memory import on_meta
 from alexnet.models import network
+from alexnet.models.memory import on_meta
 
 PAPER_NEURONS_CONV1 = 253_440
 MAX_SIDE, MAX_CHANNELS = 4096, 64  # one image of this size runs through a network in memory

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data.images import decode_image, resize_image
-from alexnet.eval_checkpoints import (
+from alexnet.inference.eval_checkpoints import (
     batch_maker,
     chosen_crops,
     full_side,
@@ -25,8 +25,8 @@ from alexnet.eval_checkpoints import (
     view_inputs,
     views_of,
 )
-from alexnet.inference import infer
-from alexnet.trained import Trained
+from alexnet.inference.prepared import infer
+from alexnet.inference.trained import Trained
 
 
 @dataclass

@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.crops import CROPS, View
 from alexnet.data import ImageSet, Request, load_source
 from alexnet.data.batches import MemoryBatches, StoreBatches
 from alexnet.data.layouts import is_flat, source_root, split_files
 from alexnet.data.store import StoreError, StoreSplit, is_store, open_store
-from alexnet.inference import infer, prepare_for_inference
+from alexnet.inference.crops import CROPS, View
+from alexnet.inference.prepared import infer, prepare_for_inference
+from alexnet.inference.trained import Trained
 from alexnet.progress import bar
 from alexnet.runtime import pick_channels_last, pick_device, pick_precision
-from alexnet.trained import Trained
 
 
 @dataclass

@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet import figures
-from alexnet.crops import View
 from alexnet.data import ImageSet
 from alexnet.data.store import StoreSplit
-from alexnet.eval_checkpoints import (
+from alexnet.files import missing_folders, remove_empty, text_name
+from alexnet.inference import figures
+from alexnet.inference.crops import View
+from alexnet.inference.eval_checkpoints import (
     _Reads,
     batch_maker,
     chosen_crops,
@@ -41,11 +42,10 @@ from alexnet.eval_checkpoints import (
     view_inputs,
     views_of,
 )
-from alexnet.files import missing_folders, remove_empty, text_name
-from alexnet.inference import infer
+from alexnet.inference.prepared import infer
+from alexnet.inference.trained import Trained
 from alexnet.models import output_layer
 from alexnet.progress import bar
-from alexnet.trained import Trained
 
 Images = StoreSplit | ImageSet
 EXAMPLES = 8  # test images in Figure 4 left, as in the paper
@@ -307,7 +307,7 @@ def run_metrics(checkpoint: Path) -> list[dict]:
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     if checkpoint.suffix != ".pt":
         return []
-    from alexnet.trained import read_weights
+    from alexnet.inference.trained import read_weights
 
     return list(read_weights(checkpoint).get("history") or [])
 
@@ -328,7 +328,7 @@ def figures_of_checkpoint(
     TensorBoard folder."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from alexnet.trained import load_trained
+    from alexnet.inference.trained import load_trained
 
     net = load_trained(given)
     test, train = split_images([net], data, split, training=True)

@@ -71,8 +71,8 @@ class RunLogger:
             group, _, name = key.partition("_")
             self.writer.add_scalar(f"{group}/{name}" if group in ("train", "val") else key, m[key],
                                    m["epoch"])  # fmt: skip
-        from alexnet.figure_data import first_layer
-        from alexnet.figures import kernel_grid
+        from alexnet.inference.figure_data import first_layer
+        from alexnet.inference.figures import kernel_grid
 
         grid = kernel_grid(*first_layer(model))[0]  # as Figure 3 draws them, tower by tower
         self.writer.add_image("conv1_kernels", grid, m["epoch"])

@@ -33,21 +33,26 @@ from alexnet.data.batches import PCA, MemoryBatches, StoreBatches
 from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats, image_stats
 from alexnet.data.store import StoreSplit, open_store
-from alexnet.evaluate import evaluate
-from alexnet.finetune import (
+from alexnet.models import build_model, network
+from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
+from alexnet.ops.lrn import choose_ahead
+from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
+from alexnet.training.evaluate import evaluate
+from alexnet.training.finetune import (
     check_start_weights,
     freeze_features,
     is_published,
     load_start_weights,
 )
-from alexnet.logger import RunLogger
-from alexnet.lr_find import RangeTest, range_test
-from alexnet.memory import free_bytes, on_meta, training_bytes, where
-from alexnet.models import build_model, network
-from alexnet.ops.lrn import choose_ahead
-from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
-from alexnet.schedules import build_optimizer, build_schedule, change_learning_rate, per_step
-from alexnet.state import EpochSums, TrainingState
+from alexnet.training.logger import RunLogger
+from alexnet.training.lr_find import RangeTest, range_test
+from alexnet.training.schedules import (
+    build_optimizer,
+    build_schedule,
+    change_learning_rate,
+    per_step,
+)
+from alexnet.training.state import EpochSums, TrainingState
 
 
 class TrainingError(Exception):
@@ -508,7 +513,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
         end_epoch(loop, test_loader, recipe.eval.tta_flip)
     if rt.main and report:
-        from alexnet.report import write_report
+        from alexnet.training.report import write_report
 
         path = write_report(run_dir, unwrap(model), recipe, rt, state, train_set, test_set,
                             logger.writer)  # fmt: skip

@@ -14,7 +14,7 @@ from torch import nn
 
 from alexnet.data.stats import PixelStats
 from alexnet.data.store import StoreSplit
-from alexnet.trained import Trained
+from alexnet.inference.trained import Trained
 
 # Training images searched for Figure 4 right in a run's report (evenly spaced where a set has
 # more): all of Fashion-MNIST's 60,000, whose features took 18 s of the figures' 24 s on a
@@ -63,7 +63,7 @@ def write_report(run_dir: Path, model: nn.Module, recipe, rt, state, train_set, 
     """Write the figures (also to TensorBoard, given the run's ``SummaryWriter``) and
     ``report.md`` into ``run_dir``; returns the report's path. ``model`` is the trained
     network (unwrapped), ``state`` the run's ``TrainingState``."""
-    from alexnet import figure_data as fd
+    from alexnet.inference import figure_data as fd
 
     metrics = state.history
     net = run_network(run_dir, model, recipe, state)

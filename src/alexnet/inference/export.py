@@ -5,7 +5,7 @@ program (``.pt2``). ``alexnet export CHECKPOINT OUT --format onnx|safetensors|pt
   that read ONNX. Its metadata says how to preprocess an image (classes, input size, mean and
   std). After writing, the file is run in ONNX Runtime and compared with PyTorch.
 * ``safetensors``: the weights, the training set's pixel statistics and, in the metadata, the
-  recipe, classes and names: everything :func:`alexnet.trained.load_trained` needs, in a format
+  recipe, classes and names: everything :func:`alexnet.inference.trained.load_trained` needs, in a format
   that cannot run code when read (:func:`read_safetensors` reads it back).
 * ``pt2``: the network as a ``torch.export`` program (dynamic batch), saved with
   ``torch.export.save``. It needs only PyTorch to run, not this package: every operation in it
@@ -43,15 +43,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.files import text_name, written
-from alexnet.ops.lrn import LocalResponseNorm
-from alexnet.safetensors_file import (
+from alexnet.inference.safetensors_file import (
     INSTALL,
     ExportError,
     need,
     read_safetensors,
     write_safetensors,
 )
-from alexnet.trained import Trained
+from alexnet.inference.trained import Trained
+from alexnet.ops.lrn import LocalResponseNorm
 
 FORMATS: dict[str, str] = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
 MIN_OPSET = 18  # torch's exporter translates into opset 18 or newer (converting down can fail)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from torch import nn
 
+from alexnet.inference.trained import load_trained
 from alexnet.models import output_layer
 from alexnet.models.weights import PUBLISHED
-from alexnet.trained import load_trained
 
 
 def check_start_weights(source: str) -> None:

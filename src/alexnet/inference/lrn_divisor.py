@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.config import recipe_from_dict
-from alexnet.eval_checkpoints import view_inputs, views_of
+from alexnet.inference.eval_checkpoints import view_inputs, views_of
+from alexnet.inference.predict import file_maker, read_image
+from alexnet.inference.trained import Trained, load_trained
 from alexnet.models import NETWORKS, build_model, network
 from alexnet.models.alexnet import IMAGENET_MEAN, IMAGENET_STD
 from alexnet.ops.lrn import FORMULAS, LocalResponseNorm
-from alexnet.predict import file_maker, read_image
-from alexnet.trained import Trained, load_trained
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
 SCALES = ("paper", "unit")

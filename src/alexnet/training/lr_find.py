@@ -26,7 +26,7 @@ from torch import nn
 from alexnet.files import written
 from alexnet.progress import bar
 from alexnet.runtime import Runtime, autocast
-from alexnet.schedules import build_optimizer
+from alexnet.training.schedules import build_optimizer
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""``alexnet experiment``: the paper's claims as experiments (relu-vs-tanh, ablations)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from alexnet.cli.options import (
+    UserError,
+    existing_data,
+    minutes,
+    names,
+    rates,
+    whole,
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("experiment", help="the paper's claims as experiments: relu-vs-tanh, ablations",
+                       description="relu-vs-tanh: Figure 1, the four-layer network with ReLU, "
+                       "tanh and sigmoid units, each at its best rate, within --budget minutes; "
+                       "how many times faster ReLU reaches 25% training error. ablations: the "
+                       "network without LRN, overlapping pooling, dropout, PCA colour noise or "
+                       "two towers, over several seeds. A killed experiment, started again with "
+                       "the same command, continues where it stopped.")  # fmt: skip
+    p.add_argument("experiment", choices=("relu-vs-tanh", "ablations"))
+    p.add_argument("--recipe", default="cifar10",
+                   help="the base recipe: its data and hardware settings (relu-vs-tanh) or the "
+                        "whole network and training (ablations); default cifar10")  # fmt: skip
+    p.add_argument("--data", help="data folder or archive (sets data.root)")
+    p.add_argument("--out", help="the experiment's folder (default runs/experiments/NAME-RECIPE)")
+    p.add_argument(
+        "--budget",
+        type=minutes,
+        help="relu-vs-tanh: minutes of wall time, sweep included (default 15)",
+    )
+    p.add_argument("--rates", type=rates, help="relu-vs-tanh: the learning rates tried for each activation, "
+                                   "comma-separated (default 0.003,0.01,0.03,0.1,0.3)")  # fmt: skip
+    p.add_argument("--seeds", type=whole(1, 100), help="ablations: seeds per variant (default 2)")
+    p.add_argument("--epochs", type=whole(1, 10_000),
+                   help="ablations: epochs per run (default 3)")  # fmt: skip
+    p.add_argument("--full", action="store_true",
+                   help="ablations: 3 seeds of the recipe's own epochs (CIFAR-10: over 3 hours "
+                        "on 2 CPU cores)")  # fmt: skip
+    from alexnet.experiments.ablations import BY_NAME
+
+    p.add_argument("--variants", type=names, help="ablations: a comma-separated subset "
+                                      f"({', '.join(BY_NAME)})")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from alexnet.config import load_recipe
+    from alexnet.experiments import run_ablations, run_relu_vs_tanh
+    from alexnet.experiments.sweep import AGAIN
+    from alexnet.files import text_name
+    from alexnet.processes import Stopped
+    from alexnet.runtime import StopFlag
+
+    recipe = load_recipe(args.recipe)
+    if args.data is not None:
+        recipe.data.root = str(existing_data(args.data).resolve())
+    out = Path(args.out or Path("runs") / "experiments" / f"{args.experiment}-{recipe.name}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file; an experiment writes a folder of runs")
+    text_name(out, "TensorBoard")  # each of its runs logs there
+    if (out / "last.pt").exists() or (out / "recipe.toml").is_file():
+        raise UserError(f"--out {out}: a training run's folder; give the experiment a folder "
+                        "of its own")  # fmt: skip
+    progress = not args.no_progress and sys.stderr.isatty()
+    given = {o for o, v in (("--budget", args.budget), ("--rates", args.rates),
+                            ("--seeds", args.seeds), ("--epochs", args.epochs),
+                            ("--variants", args.variants)) if v is not None}  # fmt: skip
+    given |= {"--full"} if args.full else set()
+    other = given - ({"--budget", "--rates"} if args.experiment == "relu-vs-tanh" else
+                     {"--seeds", "--epochs", "--variants", "--full"})  # fmt: skip
+    if other or {"--full", "--seeds"} <= given or {"--full", "--epochs"} <= given:
+        wrong = ", ".join(sorted(other)) or "--full with --seeds or --epochs"
+        raise UserError(f"{wrong}: not for {args.experiment} (see --help)")
+    try:
+        with StopFlag():  # between runs (within one, the run checkpoints first)
+            if args.experiment == "relu-vs-tanh":
+                budget = 15.0 if args.budget is None else args.budget
+                run_relu_vs_tanh(recipe, out, budget_minutes=budget, progress=progress,
+                                 **({"rates": args.rates} if args.rates is not None else {}))  # fmt: skip
+            else:
+                if args.full:
+                    seeds, epochs = 3, None
+                else:
+                    seeds = 2 if args.seeds is None else args.seeds
+                    epochs = 3 if args.epochs is None else args.epochs
+                run_ablations(recipe, out, seeds=seeds, epochs=epochs, progress=progress,
+                              **({"variants": args.variants} if args.variants else {}))  # fmt: skip
+    except Stopped as exc:
+        print(f"alexnet experiment: stopped by signal {exc.signum}; {AGAIN}", file=sys.stderr)
+        sys.exit(128 + exc.signum)
+    print((out / "results.md").read_text())
+    print(f"written: {out / 'results.md'}, {out / 'results.json'} and the plot beside them")

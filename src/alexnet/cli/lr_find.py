@@ -1,0 +1,53 @@
+"""``alexnet lr-find``: a learning-rate range test, its plot and a suggested rate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from alexnet.cli.options import (
+    UserError,
+    whole,
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("lr-find", help="a learning-rate range test: plot and suggested rate",
+                       description="Train a few dozen steps while the learning rate grows "
+                       "geometrically, plot the loss, and suggest a rate (a tenth of the one "
+                       "where the loss is lowest). optim.lr_find = true does this at the start "
+                       "of a run.")  # fmt: skip
+    p.add_argument("--recipe", required=True, help="recipe name or .toml path")
+    p.add_argument("--data", help="data folder or archive (sets data.root)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe key")  # fmt: skip
+    p.add_argument(
+        "--steps", type=whole(3, 1_000_000), default=100, help="steps of the test (default 100)"
+    )
+    p.add_argument("--plot", default="lr_find.png", help="where to write the plot")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from alexnet.config import apply_overrides, load_recipe
+    from alexnet.training.train import find_learning_rate
+
+    recipe = load_recipe(args.recipe)
+    if args.data is not None:
+        recipe.data.root = args.data
+    recipe = apply_overrides(recipe, args.overrides)
+    plot = Path(args.plot)
+    if (plot.exists() or plot.is_symlink()) and not plot.is_file():
+        raise UserError(f"--plot {plot}: not a regular file (a device, pipe, socket or a link to "
+                        "nothing); give the name of a file to write")  # fmt: skip
+    if not plot.parent.is_dir() or plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
+        raise UserError(f"--plot {plot}: needs an existing folder and a .png, .pdf, .svg or "
+                        ".jpg name")  # fmt: skip
+    test = find_learning_rate(recipe, args.steps, plot)
+    print(f"loss lowest at learning rate {test.minimum:.3g}; suggested {test.suggestion:.3g} "
+          f"(--set optim.lr={test.suggestion:.3g}); plot: {plot}")  # fmt: skip
+    if test.at_edge:
+        print(f"warning: the lowest loss is at the {'first' if test.minimum == test.rates[0] else 'last'} "
+              "rate tried, so no real minimum was found: the suggestion is unreliable; try more "
+              "--steps, or look at the plot", file=sys.stderr)  # fmt: skip
