@@ -360,3 +360,68 @@ def safetensors_open(path: Path):
     from safetensors import safe_open
 
     return safe_open(str(path), framework="pt")
+
+
+def _with_recipe(meta: dict, section: str, key: str, value) -> dict:
+    recipe = json.loads(meta["recipe"])
+    recipe[section][key] = value
+    return {**meta, "recipe": json.dumps(recipe)}
+
+
+def _names(meta: dict, first: str, second: str | None = None) -> dict:
+    classes = json.loads(meta["classes"])
+    classes[0] = first
+    classes[1] = classes[1] if second is None else second
+    return {**meta, "classes": json.dumps(classes), "names": json.dumps(classes)}
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda m: _with_recipe(m, "data", "std", []), "are not one value per channel (3)"),
+        (
+            lambda m: _with_recipe(
+                _with_recipe(m, "data", "normalise", "channel"), "data", "mean", []
+            ),
+            "are not one value per channel (3)",
+        ),  # fmt: skip
+        (lambda m: _with_recipe(m, "data", "image_size", 0), "data.image_size is 0"),
+        (lambda m: _with_recipe(m, "data", "channels", 1), "data.channels = 1 for a first layer"),
+        (lambda m: {**m, "stored_size": "0"}, "stored image size 0 is not between"),
+        (lambda m: {**m, "stored_size": "100000000"}, "stored image size 100000000"),
+        (lambda m: _names(m, "cat", "cat"), "its class list names a class twice"),
+        (lambda m: _names(m, "\x1b[2Jcat"), "holds control characters"),
+        (lambda m: _names(m, "c\nat"), "holds control characters"),
+    ],
+)
+def test_a_safetensors_file_that_cannot_be_fed_is_refused_in_one_line(
+    run_dir, tmp_path, capsys, edit, said
+):
+    """Metadata that reads as valid JSON but describes a network that cannot be fed (no mean
+    per channel, no input size) crashed predict and eval with a shape error; names with
+    escape sequences were printed raw to the terminal."""
+    st = pytest.importorskip("safetensors.torch")
+    good = tmp_path / "good.safetensors"
+    export(load_trained(run_dir), good)
+    with safetensors_open(good) as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    bad = tmp_path / "bad.safetensors"
+    st.save_file(tensors, str(bad), metadata=edit(meta))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(bad), str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+    assert "\x1b" not in err
+
+
+def test_weights_of_whole_numbers_are_refused(run_dir, tmp_path):
+    st = pytest.importorskip("safetensors.torch")
+    good = tmp_path / "good.safetensors"
+    export(load_trained(run_dir), good)
+    with safetensors_open(good) as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    first = next(k for k in tensors if k.endswith("weight"))
+    tensors[first] = tensors[first].to(torch.int32)
+    st.save_file(tensors, str(tmp_path / "int.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=f"its weight {re.escape(first)} holds whole numbers"):
+        load_trained(tmp_path / "int.safetensors")

@@ -488,3 +488,33 @@ def test_the_loaders_workers_end_with_a_killed_run(tmp_path, cache, recipe_file)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"loader workers outlived the run by 2 s: {left}"
+
+
+def test_a_best_checkpoint_that_cannot_be_written_is_written_on_resume(
+    tiny_folder, tmp_path, cache, monkeypatch
+):
+    """A full disk at the first best.pt kept last.pt, which already recorded epoch 1 as the
+    best: the resumed run never wrote best.pt, and eval and predict silently used last.pt."""
+    from alexnet.checkpoint import CheckpointError
+    from alexnet.training.runs import open_run
+    from alexnet.training.state import TrainingState
+
+    real = TrainingState.save
+
+    def full_at_best(self, path):
+        if path.name == "best.pt" and self.epoch == 1:
+            raise CheckpointError(f"cannot write {path}: the disk is full")
+        real(self, path)
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setattr(TrainingState, "save", full_at_best)
+    with pytest.raises(CheckpointError):
+        fit(tiny_recipe(tiny_folder), run_dir, progress=False, report=False)
+    monkeypatch.setattr(TrainingState, "save", real)
+    r = open_run(run_dir, [])
+    fit(r.recipe, run_dir, resume_from=r.checkpoint, progress=False, report=False)
+    history = load_checkpoint(run_dir / "last.pt")["history"]
+    best = min(history, key=lambda m: m["val_top1_err"])
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == best["epoch"]
+    assert "epoch   1" in (run_dir / "log.txt").read_text()

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import signal
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent ends
 
@@ -35,3 +36,32 @@ class Stopped(BaseException):
 def raise_stopped(signum: int, _frame) -> None:
     """A signal handler: SIGTERM unwinds the command as Ctrl-C does."""
     raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def deferred_signals(*signums: int) -> Iterator[None]:
+    """SIGINT and SIGTERM (or ``signums``) wait for the block, then act as they would have.
+
+    For code that must not be interrupted halfway: a C++ writer into which a Python exception
+    arrives aborts the process, and an import interrupted midway can look like a package that
+    is not installed. Only the main thread can handle signals; elsewhere the block just runs.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = signums or (signal.SIGINT, signal.SIGTERM)
+    came: list[int] = []
+    before = {s: signal.signal(s, lambda signum, _frame: came.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    if came:
+        handler = before[came[0]]
+        if callable(handler):
+            handler(came[0], None)
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), came[0])

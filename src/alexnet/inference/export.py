@@ -33,6 +33,7 @@ ONNX Runtime refuses even sizes, which is why those are exported as plain arithm
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from alexnet.inference.safetensors_file import (
 )
 from alexnet.inference.trained import Trained
 from alexnet.ops.lrn import LocalResponseNorm
+from alexnet.processes import deferred_signals
 
 FORMATS: dict[str, str] = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
 MIN_OPSET = 18  # torch's exporter translates into opset 18 or newer (converting down can fail)
@@ -280,8 +282,7 @@ def export_onnx(trained: Trained, out: Path, opset: int | None = None) -> None:
     program.model.metadata_props.update(metadata(trained))
     program.model.doc_string = (f"alexnet {trained.recipe.model.arch} from {trained.path.name}; "
                                 "metadata_props say how to preprocess an image")  # fmt: skip
-    with _written(out, trained.model) as tmp:
-        program.save(str(tmp), external_data=False)
+    program.save(str(out), external_data=False)
 
 
 def check_onnx(path: Path, model: nn.Module, probe: Probe,
@@ -292,8 +293,8 @@ def check_onnx(path: Path, model: nn.Module, probe: Probe,
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own classes, none exported for catching
         first = str(exc).strip().splitlines()[0][:200]
-        raise ExportError(f"{path}: written, but onnxruntime {ort.__version__} cannot load it "
-                          f"({first}); try a lower --opset") from None  # fmt: skip
+        raise ExportError(f"onnxruntime {ort.__version__} cannot load the ONNX file written "
+                          f"({first}); nothing was kept; try a lower --opset") from None  # fmt: skip
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
@@ -309,10 +310,15 @@ def export_pt2(trained: Trained, out: Path) -> None:
     with exportable(trained.model, onnx=False) as model:
         program = torch.export.export(model, (inputs(shape, EXAMPLE_BATCH),),
                                       dynamic_shapes=({0: batch},))  # fmt: skip
-    # Written through a file object: given a path, the archive's inner folder takes its name,
-    # which would be the temporary one.
-    with _written(out, trained.model) as tmp, open(tmp, "wb") as f:
-        torch.export.save(program, f, extra_files={"alexnet.json": json.dumps(metadata(trained))})
+    # Written to memory first, then to the file: torch's archive writer aborts the whole
+    # process (exit 134, a C++ trace) when the disk fills or a signal's exception arrives
+    # inside it, and through a file object the archive's inner folder is not named after the
+    # temporary file. Signals wait for the archive, which takes about a second.
+    archive = io.BytesIO()
+    with deferred_signals():
+        torch.export.save(program, archive,
+                          extra_files={"alexnet.json": json.dumps(metadata(trained))})  # fmt: skip
+    out.write_bytes(archive.getbuffer())
 
 
 def check_pt2(path: Path, model: nn.Module, probe: Probe,
@@ -325,9 +331,8 @@ def export_safetensors(trained: Trained, out: Path) -> None:
     """Write the weights, the pixel statistics and the recipe, classes, names and stored size
     (safetensors_file.py)."""
     need("safetensors")
-    with _written(out, trained.model) as tmp:
-        write_safetensors(tmp, trained.model.state_dict(), trained.stats, trained.recipe.to_dict(),
-                          trained.classes, trained.names, trained.stored_size)  # fmt: skip
+    write_safetensors(out, trained.model.state_dict(), trained.stats, trained.recipe.to_dict(),
+                      trained.classes, trained.names, trained.stored_size)  # fmt: skip
 
 
 def check_safetensors(path: Path, model: nn.Module, probe: Probe,
@@ -397,6 +402,7 @@ def check_request(out: Path, fmt: str | None, *, batch: int = 7, opset: int | No
     return fmt
 
 
+WRITERS = {"onnx": export_onnx, "pt2": export_pt2, "safetensors": export_safetensors}
 CHECKS = {"onnx": check_onnx, "pt2": check_pt2, "safetensors": check_safetensors}
 
 
@@ -407,20 +413,17 @@ def export(trained: Trained, out: Path, fmt: str | None = None, *, batch: int = 
     ``opset``: ONNX's (default: the exporter's own). A missing onnxruntime skips ONNX's check."""
     fmt = check_request(out, fmt, batch=batch, opset=opset)
     shape = input_shape(trained)
-    if fmt == "onnx":
-        export_onnx(trained, out, opset)
-    elif fmt == "pt2":
-        export_pt2(trained, out)
-    else:
-        export_safetensors(trained, out)
     result = Exported(out, fmt, shape, None)
-    if not check:
-        return result
-    if fmt == "onnx" and not _installed("onnxruntime"):
+    if check and fmt == "onnx" and not _installed("onnxruntime"):
         result.note = f"onnxruntime is not installed, so the file was not run ({INSTALL})"
-        return result
-    probe = Probe(shape, input_spread(trained))
-    result.check = CHECKS[fmt](out, trained.model, probe, tuple(sorted({1, batch})))
+        check = False
+    # Written under a temporary name and checked there: a failed check, a signal or a full
+    # disk leaves nothing under OUT (an --overwrite'n file stays as it was).
+    with _written(out, trained.model) as tmp:
+        WRITERS[fmt](trained, tmp, **({"opset": opset} if fmt == "onnx" else {}))
+        if check:
+            probe = Probe(shape, input_spread(trained))
+            result.check = CHECKS[fmt](tmp, trained.model, probe, tuple(sorted({1, batch})))
     return result
 
 

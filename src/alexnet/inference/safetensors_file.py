@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from alexnet.data.stats import PixelStats
+from alexnet.processes import deferred_signals
 
 INSTALL = "pip install 'alexnet[export]'"
 SAFETENSORS_FORMAT = 1  # the version of the layout below; read_safetensors reads this or older
@@ -29,7 +30,8 @@ def need(module: str) -> Any:
     import importlib
 
     try:
-        return importlib.import_module(module)
+        with deferred_signals():  # an import cut by a signal would read as "not installed"
+            return importlib.import_module(module)
     except ImportError:
         raise ExportError(f"{module.split('.')[0]} is not installed: {INSTALL}") from None
 

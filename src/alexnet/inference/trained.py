@@ -136,16 +136,56 @@ def load_trained(path: Path | str) -> Trained:
     except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: its preprocessing statistics are damaged ({exc}); "
                               "write the file again from its run") from None  # fmt: skip
-    stored = data.get("stored_size") or (int(stats.mean_image.shape[0]) if stats else None)
+    stored = data.get("stored_size")
+    if stored is None and stats is not None:  # files from before stored_size was recorded
+        stored = int(stats.mean_image.shape[0])
     names = list(data.get("names") or classes)
-    if not all(isinstance(n, str) for n in (*classes, *names)):
-        raise CheckpointError(f"{path}: its class names are not all text; a damaged or edited "
-                              "file")  # fmt: skip
-    outputs = model.get_submodule(output_layer(model)).out_features
-    if not len(classes) == len(names) == outputs:  # predict met an index past the list
-        raise CheckpointError(f"{path}: records {len(classes)} classes and {len(names)} names "
-                              f"for an output layer of {outputs}; a damaged or edited file")  # fmt: skip
+    _check_names(path, model, classes, names)
+    _check_input(path, recipe, model, stats, stored)
     return Trained(path, model, recipe, classes, names, stats, stored)
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {what}; a damaged or edited file (write it again from its "
+                           "run)")  # fmt: skip
+
+
+def _check_names(path: Path, model: nn.Module, classes: list, names: list) -> None:
+    """One distinct, printable name per output: predict met an index past the list, printed
+    an escape sequence from a name to the terminal, and could not tell two classes apart."""
+    if not all(isinstance(n, str) for n in (*classes, *names)):
+        raise _damaged(path, "its class names are not all text")
+    outputs = model.get_submodule(output_layer(model)).out_features
+    if not len(classes) == len(names) == outputs:
+        raise _damaged(path, f"records {len(classes)} classes and {len(names)} names for an "
+                             f"output layer of {outputs}")  # fmt: skip
+    if len(set(classes)) != len(classes):
+        raise _damaged(path, "its class list names a class twice")
+    unprintable = next((n for n in (*classes, *names) if not n.isprintable()), None)
+    if unprintable is not None:
+        raise _damaged(path, f"the class name {unprintable[:40]!r} holds control characters")
+
+
+def _check_input(path: Path, recipe: Recipe, model: nn.Module, stats: PixelStats | None,
+                 stored: int | None) -> None:  # fmt: skip
+    """What preprocessing needs, as a trained network's recipe holds it (resolved when it was
+    trained): predict and eval crashed on a shape error where a file said otherwise."""
+    d = recipe.data
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and d.channels != first.in_channels:
+        raise _damaged(path, f"its recipe says data.channels = {d.channels} for a first layer "
+                             f"of {first.in_channels} channels")  # fmt: skip
+    if d.image_size < 1:
+        raise _damaged(path, f"its recipe's data.image_size is {d.image_size}, not the "
+                             "network's input size")  # fmt: skip
+    if len(d.std) != d.channels or (d.normalise == "channel" and len(d.mean) != d.channels):
+        raise _damaged(path, f"its recipe's data.mean {d.mean} and data.std {d.std} are not one "
+                             f"value per channel ({d.channels})")  # fmt: skip
+    if d.normalise == "mean-image" and stats is None:
+        raise _damaged(path, "its recipe subtracts the mean image, which the file lacks")
+    if stored is not None and not (type(stored) is int and d.image_size <= stored <= 4096):
+        raise _damaged(path, f"its stored image size {stored} is not between the input size "
+                             f"({d.image_size}) and 4096")  # fmt: skip
 
 
 def _built(path: Path, recipe: Recipe, weights: dict) -> nn.Module:
@@ -156,6 +196,12 @@ def _built(path: Path, recipe: Recipe, weights: dict) -> nn.Module:
         first = str(exc).replace("\n", " ").replace("\t", "")[:200]
         raise CheckpointError(f"{path}: its weights do not fit {recipe.model.arch} ({first})") \
             from None  # fmt: skip
+    parameters = dict(model.named_parameters())
+    integral = [k for k, t in weights.items() if k in parameters and not t.is_floating_point()]
+    if integral:  # loaded as they were, weights of whole numbers gave a network that answered
+        raise CheckpointError(f"{path}: its weight {integral[0]} holds whole numbers "
+                              f"({weights[integral[0]].dtype}), not a trained network's floating "
+                              "point; a damaged or edited file")  # fmt: skip
     broken = [k for k, t in weights.items() if t.is_floating_point() and not t.isfinite().all()]
     if broken:  # a diverged run's weights answered every image with nan%
         raise CheckpointError(f"{path}: {broken[0]} holds NaN or infinite values (a run that "

@@ -44,7 +44,7 @@ from alexnet.training.finetune import (
     is_published,
     load_start_weights,
 )
-from alexnet.training.logger import RunLogger
+from alexnet.training.logger import RunLogger, format_epoch
 from alexnet.training.lr_find import RangeTest, range_test
 from alexnet.training.schedules import (
     build_optimizer,
@@ -508,18 +508,42 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     net = wrap(model, rt, recipe.train)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
     loop = Loop(net, state, criterion, rt, logger, run_dir, stop, recipe_pending=bool(changes))
+    if resume_from is not None:
+        recover_best(loop)
     stop.armed = True  # from here a signal asks for a checkpoint instead of stopping at once
     while state.epoch < recipe.epochs:
         train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
         end_epoch(loop, test_loader, recipe.eval.tta_flip)
-    if rt.main and report:
+    if rt.main and report and stop.signal is None:
         from alexnet.training.report import write_report
 
         path = write_report(run_dir, unwrap(model), recipe, rt, state, train_set, test_set,
                             logger.writer)  # fmt: skip
         logger.say(f"report: {path}")
+    if stop.signal is not None:  # during the last evaluation or the report: said, not ignored
+        logger.say(f"stopped by signal {stop.signal} after the last epoch; the training is "
+                   f"complete and saved (alexnet figures {run_dir} draws its figures)")  # fmt: skip
+        logger.close()
+        raise SystemExit(128 + stop.signal)
     logger.close()
     return state.history[-1]
+
+
+def recover_best(loop: Loop) -> None:
+    """A run stopped between its last.pt and its best.pt (a full disk) has the best epoch's
+    network only in last.pt, which records it as the best: best.pt is written from it now,
+    and the epoch's log line that did not follow is written too."""
+    s, best, last_pt = loop.state, loop.run_dir / "best.pt", loop.run_dir / "last.pt"
+    last = s.history[-1] if s.history else None
+    lost = (loop.rt.main and last is not None and s.batch == 0  # an epoch's end, the best one
+            and last["val_top1_err"] <= s.best_top1_err
+            and not (best.is_file() and best.stat().st_mtime >= last_pt.stat().st_mtime))  # fmt: skip
+    if not any_rank(loop.rt, lost)[0]:  # rank 0 decides; every rank takes part in the save
+        return
+    loop.save("best.pt")
+    log = loop.run_dir / "log.txt"
+    if loop.logger.main and format_epoch(last) not in (log.read_text() if log.exists() else ""):
+        loop.logger.say(format_epoch(last))
 
 
 def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime,
