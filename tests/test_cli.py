@@ -7,6 +7,7 @@ import errno
 import os
 import pickle
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +311,27 @@ def _data_not_a_dict(c: Ctx) -> list[str]:
     return ["export", str(run), str(c.tmp / "o.safetensors")]
 
 
+def _name_in_use(c: Ctx) -> list[str]:
+    """A run training now, before its first checkpoint: a second run of that name was told
+    the folder "holds no checkpoint" and to remove it."""
+    from alexnet.training.runs import hold_run
+
+    (c.runs / "busy").mkdir(parents=True)
+    lock = hold_run(c.runs / "busy")
+    lock.__enter__()
+    HELD.append(lock)
+    return c.train(name="busy")
+
+
+def _recipe_name_shadowed(c: Ctx, monkeypatch) -> list[str]:
+    """A folder named like a shipped recipe in the working folder: `--recipe photos --data
+    photos` said "recipe file photos is a folder"."""
+    monkeypatch.chdir(c.tmp)
+    (c.tmp / "cifar10").mkdir()
+    return ["train", "--recipe", "cifar10", "--data", str(c.tmp / "cifar10"), "--runs",
+            str(c.runs)]  # fmt: skip
+
+
 Case = tuple[str, Callable[..., list[str]], str]
 CASES: list[Case] = [
     ("missing data", lambda c: c.train("--data", str(c.tmp / "nowhere")), "nowhere: no such file"),
@@ -421,6 +443,15 @@ CASES: list[Case] = [
     ("runs a link loop", _runs_a_link_loop, "loop: a symbolic link to nothing, or back to itself"),
     ("quality of raw", lambda c: ["prepare", str(c.tiny), str(c.runs / "s"), "--quality", "50"],
      "--quality 50: applies to --layout jpeg only"),
+    ("name in use", _name_in_use, "busy is in use by a run training now"),
+    ("recipe name shadowed", _recipe_name_shadowed, "neither CIFAR-10"),
+    ("checkpoint a device", lambda c: ["predict", "/dev/zero", str(c.tmp / "x.png")],
+     "/dev/zero: not a regular file (a device, pipe or socket)"),
+    ("resume a checkpoint file", lambda c: ["train", "--resume", str(c.finished_run() / "last.pt")],
+     "last.pt is a file, not a run folder; give the run folder"),
+    ("figures out without its parent", lambda c: ["figures", str(c.tmp), "--out",
+                                                  str(c.tmp / "no" / "deep" / "fig")],
+     "does not exist; the figures' folder is made, not the folders above it"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
      "--resume can change only optim.lr, epochs, not data.batch_size"),
 ]  # fmt: skip
@@ -459,8 +490,17 @@ def test_an_unknown_flag_is_named_with_its_command(args, capsys):
         main(args)
     err = capsys.readouterr().err
     assert done.value.code == 2
-    assert f"alexnet {args[0]}: error: unrecognized arguments: --bogus" in err, err
-    assert f"usage: alexnet {args[0]} " in err
+    assert err == (
+        f"alexnet {args[0]}: error: unrecognized arguments: {' '.join(args[2:])} "
+        f"(see alexnet {args[0]} --help)\n"
+    )  # one line, not argparse's usage block
+
+
+def test_a_flag_before_the_command_is_the_top_parsers(capsys):
+    with pytest.raises(SystemExit):
+        main(["--bogus", "summary"])
+    assert capsys.readouterr().err == ("alexnet: error: unrecognized arguments: --bogus (see "
+                                       "alexnet --help)\n")  # fmt: skip
 
 
 def test_a_closed_pipe_ends_the_command_quietly():
@@ -528,6 +568,11 @@ def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
         (["lr-find", "--recipe", "x", "--steps", "2"], "--steps: 2 is out of range: 3 to"),
         (["figures", "r", "--neighbours-limit", "-1"], "--neighbours-limit: -1 is out of range"),
         (["lrn-divisor", "alexnet", "x", "--seed", "-1"], "--seed: -1 is out of range"),
+        (["train", "--recipe", "cifar10", "--runs", ""], "--runs: '': empty"),
+        (["train", "--recipe", ""], "--recipe: '': empty"),
+        (["figures", "r", "--out", ""], "--out: '': empty"),
+        (["eval", "m", "--split", ""], "--split: '': one folder name"),
+        (["eval", "m", "--data", " "], "--data: ' ': empty"),
     ],
 )
 def test_the_parser_refuses_zero_negative_empty_and_absurd_numbers(args, flag, capsys):
@@ -627,3 +672,27 @@ def test_a_full_disk_in_a_writer_thread_is_said_once_without_a_traceback():
     finally:
         threading.excepthook = default
     assert shown == [ValueError]
+
+
+def test_an_empty_cache_variable_is_refused_not_taken_for_the_default(monkeypatch, capsys):
+    """`ALEXNET_CACHE= alexnet cache clear` cleared the user's own cache (41.6 GB here)."""
+    monkeypatch.setenv("ALEXNET_CACHE", "")
+    with pytest.raises(SystemExit) as done:
+        main(["cache", "clear"])
+    assert done.value.code == 2
+    assert "ALEXNET_CACHE is set but empty" in capsys.readouterr().err
+
+
+def test_clearing_a_large_cache_needs_yes(tmp_path, monkeypatch, capsys):
+    """More than a gigabyte is cleared only with --yes where nobody can be asked."""
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    (tmp_path / "decoded").mkdir()
+    with open(tmp_path / "decoded" / "big.bin", "wb") as f:
+        f.truncate(2 * 10**9)  # sparse: counted, not stored
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    with pytest.raises(SystemExit) as done:
+        main(["cache", "clear"])
+    assert done.value.code == 2 and "Not without --yes" in capsys.readouterr().err
+    assert (tmp_path / "decoded" / "big.bin").exists()
+    main(["cache", "clear", "--yes"])
+    assert not (tmp_path / "decoded").exists()

@@ -64,9 +64,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def load_file(path: Path) -> Any:
     """What ``path`` holds (tensors and plain data only), or a one-line CheckpointError."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no checkpoint there (was the run started with this folder?)"
-        )
+        raise FileNotFoundError(f"{path}: {_not_a_checkpoint_file(path)}")
     try:
         with warnings.catch_warnings():  # torch's warnings about a foreign pickle's protocol
             warnings.simplefilter("ignore", UserWarning)  # precede our own one line otherwise
@@ -84,6 +82,19 @@ def load_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a loadable checkpoint (truncated or corrupt: "
                               f"{type(exc).__name__})") from None  # fmt: skip
     return state
+
+
+def _not_a_checkpoint_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a checkpoint, naming what it is."""
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link to nothing, or to itself; point it at a checkpoint"
+    if path.is_dir():
+        return "a folder without a checkpoint (was the run started with this folder?)"
+    if path.exists():
+        return "not a regular file (a device, pipe or socket); give a checkpoint file"
+    if path.parent.is_file():
+        return f"{path.parent} is a file, not a run folder; give the run folder"
+    return "no checkpoint there (was the run started with this folder?)"
 
 
 def _asks_for_objects(path: Path) -> bool:

@@ -236,7 +236,11 @@ def _not_a_file(path: Path) -> str:
 def load_recipe(name_or_path: str) -> Recipe:
     """A shipped recipe by name (``fashion-mnist``) or a TOML file by path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists() or path.is_symlink():
+    # A shipped name is the shipped recipe, whatever the working folder holds: `--recipe photos
+    # --data photos` met the folder photos/ ("recipe file photos is a folder"). ./photos is
+    # the file.
+    shipped = name_or_path in recipe_names()
+    if not shipped and (path.suffix == ".toml" or path.exists() or path.is_symlink()):
         if not path.is_file():
             raise ValueError(f"recipe file {path} {_not_a_file(path)}")
         table = read_toml(path)

@@ -58,3 +58,16 @@ def _same_file(handle, path: Path) -> bool:
         return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
     except FileNotFoundError:
         return False
+
+
+def in_use(folder: Path) -> bool:
+    """Whether a live process holds ``folder`` now (its ``.lock`` left by a killed process
+    holds nothing: the kernel released the lock)."""
+    try:
+        with open(folder / LOCK, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file, or none that can be read: nobody holds it
+        return False
+    return False

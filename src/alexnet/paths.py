@@ -8,8 +8,12 @@ from pathlib import Path
 
 def cache_dir() -> Path:
     """``$ALEXNET_CACHE``, else ``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``."""
-    if os.environ.get("ALEXNET_CACHE"):
-        path, said = Path(os.environ["ALEXNET_CACHE"]), "ALEXNET_CACHE"
+    given = os.environ.get("ALEXNET_CACHE")
+    if given is not None and not given.strip():  # `ALEXNET_CACHE= alexnet cache clear` cleared
+        raise ValueError("ALEXNET_CACHE is set but empty; unset it for the default cache "  # the
+                         "folder, or give it a folder")  # user's own cache, 41.6 GB  # fmt: skip
+    if given:
+        path, said = Path(given), "ALEXNET_CACHE"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         path, said = Path(base) / "alexnet", "the cache folder"

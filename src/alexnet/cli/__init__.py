@@ -26,10 +26,17 @@ COMMANDS = ("summary", "train", "prepare", "eval", "export", "figures", "predict
             "experiment", "lrn_divisor", "cache")  # fmt: skip
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse printed its usage block before the error, so a mistake was not one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from alexnet import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="alexnet",
         description="AlexNet (Krizhevsky, Sutskever and Hinton, 2012): networks, training, tools.",
     )
@@ -100,9 +107,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
         with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a caller
             stream.reconfigure(errors=NAMES)
-    args, extra = build_parser().parse_known_args(argv)
-    if extra:  # said by the command's own parser, so that its name is in the message
-        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, so that its name is in the message, unless
+        words = sys.argv[1:] if argv is None else argv  # it came before the command
+        before = words.index(extra[0]) < words.index(args.command)
+        (parser if before else args.parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if sys.stdout is None:  # `>&-`: what the command prints would be lost (or a traceback)
         print(f"alexnet {args.command}: error: its standard output is closed; give it one "
               "(> FILE, or > /dev/null to discard it)", file=sys.stderr)  # fmt: skip

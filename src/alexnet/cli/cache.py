@@ -8,6 +8,8 @@ from alexnet.cli.options import (
     UserError,
 )
 
+ASK_ABOVE = 1e9  # bytes: clearing more asks first (a cache of ImageNet is about 40 GB)
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("cache", help="show or clear the cache of decoded and downloaded data")
@@ -15,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("parts", nargs="*", metavar="PART",
                    help="with clear: decoded, extracted, native and/or downloads (default: all "
                         "but downloads)")  # fmt: skip
+    p.add_argument("--yes", "-y", action="store_true",
+                   help=f"clear without asking, even more than {ASK_ABOVE / 1e9:g} GB")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -25,6 +29,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"alexnet cache info takes no parts (got {' '.join(args.parts)})")
     if args.action == "clear":
         parts = args.parts or [p for p in PARTS if p != "downloads"]
+        _confirm(sum(cache_usage().get(p, 0) for p in parts if p in PARTS), args.yes)
         freed = clear_cache(parts)
         print(f"cleared {', '.join(parts)} in {cache_dir()}: {freed / 1e6:.1f} MB freed")
         return
@@ -32,3 +37,19 @@ def run(args: argparse.Namespace) -> None:
     print(f"{cache_dir()} ($ALEXNET_CACHE to move it)")
     for part, size in usage.items():
         print(f"  {part:10s} {size / 1e6:10.1f} MB")
+
+
+def _confirm(size: int, yes: bool) -> None:
+    """More than ASK_ABOVE is cleared only when the user says so: asked on a terminal, else
+    refused without --yes (a mistaken ALEXNET_CACHE once pointed at a 41.6 GB cache)."""
+    import sys
+
+    from alexnet.data.cache import cache_dir
+
+    if yes or size <= ASK_ABOVE:
+        return
+    question = f"clear {size / 1e9:.1f} GB in {cache_dir()}?"
+    if not sys.stdin.isatty():
+        raise UserError(f"{question} Not without --yes (nobody here to ask)")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise UserError("nothing was cleared")

@@ -10,6 +10,7 @@ from alexnet.cli.options import (
     crops_option,
     eval_data_option,
     existing_data,
+    folder_name,
     precision_option,
     whole,
 )
@@ -24,7 +25,7 @@ def add_parser(sub) -> None:
         "checkpoints", nargs="+", metavar="CHECKPOINT", help=f"{TRAINED}; several: an ensemble"
     )
     eval_data_option(p)
-    p.add_argument("--split", help="which split (default: val, else test)")
+    p.add_argument("--split", type=folder_name, help="which split (default: val, else test)")
     crops_option(p)
     precision_option(p, None)
     p.add_argument("--batch", type=whole(1, 4096), default=50, help="images per batch (default 50)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from alexnet.cli.options import (
     UserError,
     existing_data,
+    given,
     minutes,
     names,
     rates,
@@ -25,11 +26,13 @@ def add_parser(sub) -> None:
                        "two towers, over several seeds. A killed experiment, started again with "
                        "the same command, continues where it stopped.")  # fmt: skip
     p.add_argument("experiment", choices=("relu-vs-tanh", "ablations"))
-    p.add_argument("--recipe", default="cifar10",
+    p.add_argument("--recipe", type=given, default="cifar10",
                    help="the base recipe: its data and hardware settings (relu-vs-tanh) or the "
                         "whole network and training (ablations); default cifar10")  # fmt: skip
-    p.add_argument("--data", help="data folder or archive (sets data.root)")
-    p.add_argument("--out", help="the experiment's folder (default runs/experiments/NAME-RECIPE)")
+    p.add_argument("--data", type=given, help="data folder or archive (sets data.root)")
+    p.add_argument(
+        "--out", type=given, help="the experiment's folder (default runs/experiments/NAME-RECIPE)"
+    )
     p.add_argument(
         "--budget",
         type=minutes,

@@ -11,6 +11,8 @@ from alexnet.cli.options import (
     UserError,
     eval_data_option,
     existing_data,
+    folder_name,
+    given,
     whole,
 )
 
@@ -23,9 +25,11 @@ def add_parser(sub) -> None:
                        "the test set's confusion matrix, as PNG files and in TensorBoard.")  # fmt: skip
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help=TRAINED)
     eval_data_option(p)
-    p.add_argument("--out", help="folder for the PNG files (default: figures/ in the checkpoint's "
+    p.add_argument("--out", type=given, help="folder for the PNG files (default: figures/ in the checkpoint's "
                                  "folder)")  # fmt: skip
-    p.add_argument("--split", help="which split to show (default: val, else test)")
+    p.add_argument(
+        "--split", type=folder_name, help="which split to show (default: val, else test)"
+    )
     p.add_argument("--neighbours-limit", type=whole(0, 10**9), metavar="N",
                    help="search N evenly spaced training images for the nearest ones (default: "
                         "all of an in-memory set, 10000 of a store's or folder's; 0: all)")  # fmt: skip
@@ -39,8 +43,13 @@ def run(args: argparse.Namespace) -> None:
     from alexnet.runtime import StopFlag
 
     data = existing_data(args.data)
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UserError(f"--out {args.out}: a file, not a folder for the figures")
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
+        what = "a file" if out.is_file() else "a link to nothing, or to itself,"
+        raise UserError(f"--out {out}: {what} not a folder for the figures")
+    if out is not None and not out.exists() and not out.absolute().parent.is_dir():
+        raise UserError(f"--out {out}: its folder {out.absolute().parent} does not exist; the "
+                        "figures' folder is made, not the folders above it")  # fmt: skip
     try:
         with StopFlag():  # a signal midway leaves none of the set (figure_data.write_figures)
             written, data, tb = figures_of_checkpoint(

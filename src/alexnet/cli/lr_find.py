@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alexnet.cli.options import (
     UserError,
+    given,
     whole,
 )
 
@@ -18,14 +19,14 @@ def add_parser(sub) -> None:
                        "geometrically, plot the loss, and suggest a rate (a tenth of the one "
                        "where the loss is lowest). optim.lr_find = true does this at the start "
                        "of a run.")  # fmt: skip
-    p.add_argument("--recipe", required=True, help="recipe name or .toml path")
-    p.add_argument("--data", help="data folder or archive (sets data.root)")
+    p.add_argument("--recipe", type=given, required=True, help="recipe name or .toml path")
+    p.add_argument("--data", type=given, help="data folder or archive (sets data.root)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe key")  # fmt: skip
     p.add_argument(
         "--steps", type=whole(3, 1_000_000), default=100, help="steps of the test (default 100)"
     )
-    p.add_argument("--plot", default="lr_find.png", help="where to write the plot")
+    p.add_argument("--plot", type=given, default="lr_find.png", help="where to write the plot")
     p.set_defaults(func=run)
 
 

@@ -67,6 +67,14 @@ def names(text: str) -> list[str]:
     return items
 
 
+def given(text: str) -> str:
+    """A path or name that says something: an empty one meant the default folder silently
+    (``--runs ""`` wrote to runs/, ``ALEXNET_CACHE=""`` found the user's own cache)."""
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: empty; leave the option out for its default")
+    return text
+
+
 def folder_name(text: str) -> str:
     """One plain folder name: a split of a data set."""
     if not text or text in (".", "..") or "/" in text or "\0" in text:
@@ -105,7 +113,7 @@ def precision_option(p, default: str | None) -> None:
 
 
 def eval_data_option(p) -> None:
-    p.add_argument("--data",
+    p.add_argument("--data", type=given,
                    help="a store (alexnet prepare) or an image folder, or the data of a network "
                         "trained in memory (as its recipe's --data); default: the data it was "
                         "trained on")  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alexnet.cli.options import (
     UserError,
+    given,
 )
 from alexnet.config import recipe_names
 
@@ -17,10 +18,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a network from a recipe, or resume a run")
     p.add_argument(
         "--recipe",
+        type=given,
         help=f"recipe name ({', '.join(recipe_names())}) or .toml path",
     )
-    p.add_argument("--data", help="data folder or archive (sets data.root, stored absolute)")
-    p.add_argument("--weights", metavar="FILE",
+    p.add_argument(
+        "--data", type=given, help="data folder or archive (sets data.root, stored absolute)"
+    )
+    p.add_argument("--weights", type=given, metavar="FILE",
                    help="fine-tune: start from these weights (a checkpoint, run folder, "
                         ".safetensors or .pth file, or 'torchvision'); an output layer of "
                         "another class count is replaced (sets model.weights)")  # fmt: skip
@@ -32,12 +36,14 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe key, e.g. --set optim.lr=0.02; with --resume only "
                         "optim.lr and epochs")  # fmt: skip
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument(
+        "--resume", type=given, metavar="RUN_DIR", help="continue the run saved in RUN_DIR"
+    )
     p.add_argument("--checkpoint-recipe", action="store_true",
                    help="with --resume: continue under the checkpoint's recipe even where the "
                         "folder's recipe.toml says otherwise")  # fmt: skip
-    p.add_argument("--runs", help="folder that holds run folders (default runs)")
-    p.add_argument("--name", help="run folder name (default: recipe and time)")
+    p.add_argument("--runs", type=given, help="folder that holds run folders (default runs)")
+    p.add_argument("--name", type=given, help="run folder name (default: recipe and time)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument(
         "--no-report",

@@ -24,7 +24,7 @@ from alexnet.files import (
     size,
     text_name,
 )
-from alexnet.locks import held
+from alexnet.locks import held, in_use
 
 # The keys `--resume RUN --set` may change, and what each means (docs/training.md, "Changing a run").
 RESUME_KEYS = ("optim.lr", "epochs")
@@ -85,6 +85,8 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
 
 
 def _taken(run_dir: Path) -> str:
+    if in_use(run_dir):
+        return f"{run_dir} is in use by a run training now; choose another --name"
     if (run_dir / "last.pt").exists():
         return (
             f"{run_dir} already exists; resume it with --resume {run_dir}, or choose another --name"
