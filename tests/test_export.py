@@ -384,7 +384,7 @@ def _names(meta: dict, first: str, second: str | None = None) -> dict:
                 _with_recipe(m, "data", "normalise", "channel"), "data", "mean", []
             ),
             "are not one value per channel (3)",
-        ),  # fmt: skip
+        ),
         (lambda m: _with_recipe(m, "data", "image_size", 0), "data.image_size is 0"),
         (lambda m: _with_recipe(m, "data", "channels", 1), "data.channels = 1 for a first layer"),
         (lambda m: {**m, "stored_size": "0"}, "stored image size 0 is not between"),
