@@ -118,6 +118,7 @@ def written(out: Path, need: int = 0) -> Iterator[Path]:
                          f"free and the file needs about {size(need)}, with {size(MARGIN)} to "
                          "spare; nothing was written")  # fmt: skip
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    remove_abandoned(out.with_name(f".{out.stem}.*.partial{out.suffix}"))
     try:
         yield tmp
         mask = os.umask(0)  # some writers make a private file (0600): give it the usual mode
@@ -131,3 +132,33 @@ def written(out: Path, need: int = 0) -> Iterator[Path]:
         raise WriteError(f"cannot write {out}: {_why(exc, folder)}; {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(out: Path, text: str) -> None:
+    """``out`` holds ``text`` whole or is as it was: written under a temporary name first."""
+    with written(out) as tmp:
+        tmp.write_text(text)
+
+
+def remove_abandoned(pattern: Path) -> None:
+    """Temporary files matching ``pattern`` (``*`` standing for a process id) whose process is
+    gone: a process killed with SIGKILL cannot remove its own. A live process's are its own."""
+    import glob
+
+    head, tail = (glob.escape(part) for part in pattern.name.split("*", 1))
+    for path in pattern.parent.glob(f"{head}*{tail}"):
+        pid = path.name[len(pattern.name.split("*")[0]) : len(path.name) - len(tail)]
+        if pid.isdigit() and not alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -20,6 +20,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 
 # The commands in the order ``alexnet --help`` lists them: the module of each, under alexnet.cli.
 COMMANDS = ("summary", "train", "prepare", "eval", "export", "figures", "predict", "lr_find",
@@ -102,6 +103,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     from alexnet.files import NAMES
 
     _quiet_disk_failures_in_threads()
+    warnings.formatwarning = _one_line_warning
     if sys.stderr is None:  # `2>&-`: nowhere to say anything, but the command itself can run
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
@@ -118,6 +120,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
               "(> FILE, or > /dev/null to discard it)", file=sys.stderr)  # fmt: skip
         sys.exit(2)
     return args
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line: Python's second line (the source line that warned) is of no use
+    to someone running a command."""
+    return f"alexnet: warning: {str(message).replace(chr(10), ' ')}\n"
 
 
 def _run(args: argparse.Namespace) -> None:

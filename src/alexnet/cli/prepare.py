@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> None:
             meta = prepare(src, out, splits=args.split or None, plan=plan, workers=workers,
                            chunk=args.chunk, progress=not args.no_progress)  # fmt: skip
     except Stopped as exc:
-        print(f"alexnet prepare: interrupted by signal {exc.signum}; the chunks written are "
-              "kept, and the same command continues from them", file=sys.stderr)  # fmt: skip
+        kept = ("the chunks written are kept, and the same command continues from them"
+                if finished_chunks(out) else "no chunk was finished, so nothing was kept")  # fmt: skip
+        print(f"alexnet prepare: interrupted by signal {exc.signum}; {kept}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     except WriteError as exc:
         if not finished_chunks(out):

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data.imageset import ImageSet
+from alexnet.files import remove_abandoned
 from alexnet.paths import cache_dir
 
 PARTS = ("decoded", "extracted", "downloads", "native")
@@ -99,8 +100,8 @@ def extract(archive: Path) -> Path:
     target = cache_dir() / "extracted" / f"{archive.name.split('.')[0]}-{key}"
     if (target / ".complete").exists():
         return target
-    tmp = target.with_name(target.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_abandoned(target.with_name(f"{target.name}.*.part"))  # left by killed processes
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")  # each process its own
     tmp.mkdir(parents=True)
     try:
         with tarfile.open(archive) as tar:
@@ -110,6 +111,9 @@ def extract(archive: Path) -> Path:
         raise ValueError(
             f"{archive}: cannot unpack ({exc}); check the file or unpack it yourself"
         ) from None
+    except BaseException:  # Ctrl-C or SIGTERM midway: no half-unpacked copy is left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)

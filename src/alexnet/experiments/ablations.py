@@ -174,18 +174,21 @@ def results_table(results: dict) -> str:
 
 
 def write_results(results: dict, out: Path) -> None:
+    from alexnet.files import write_text
     from alexnet.inference import figures
 
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    # The figure first and results.md last, each whole: an experiment stopped while writing
+    # them left a results.md whose figure was missing. A results.md has all three.
+    figures.save(ablation_figure(results), out / "ablations.png")
+    write_text(out / "results.json", json.dumps(results, indent=1))
     head = (f"# Ablations: {results['seeds']} seed(s) of {results['epochs']} epoch(s) each\n\n"
             "Test error in percent; a change is positive when removing the feature raises the "
             "error. Beyond seed noise: Welch's t at 95% over the seeds, with the test set's own "
             "sampling error (ablations.py); with two or three seeds only large effects pass."
             + (f" No run finished for: {', '.join(results['missing'])}." if results["missing"]
                else "") + "\n\n")  # fmt: skip
-    (out / "results.md").write_text(head + results_table(results) +
+    write_text(out / "results.md", head + results_table(results) +
                                     "\n\n![ablations](ablations.png)\n")  # fmt: skip
-    figures.save(ablation_figure(results), out / "ablations.png")
 
 
 def ablation_figure(results: dict):

@@ -191,9 +191,13 @@ def results_table(results: dict) -> str:
 
 
 def write_results(results: dict, curves: dict[str, list[dict]], out: Path, chance: float) -> None:
+    from alexnet.files import write_text
     from alexnet.inference import figures
 
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    # The figure first and results.md last, each whole: an experiment stopped while writing
+    # them left a results.md whose figure was missing. A results.md has all three.
+    figures.save(figure1(curves, chance), out / "figure1.png")
+    write_text(out / "results.json", json.dumps(results, indent=1))
     note = (f"Budget {results['budget_minutes']:g} minutes, one seed; training error is the "
             "running error of each epoch, placed at the epoch's middle (relu_vs_tanh.py). The "
             "paper: ReLU six times faster than tanh.")  # fmt: skip
@@ -202,9 +206,8 @@ def write_results(results: dict, curves: dict[str, list[dict]], out: Path, chanc
                        "epoch, so its rate is a guess")):  # fmt: skip
         if results[key]:
             note += f" {', '.join(results[key])}: {said}."
-    (out / "results.md").write_text(f"# Figure 1: ReLU against tanh\n\n{results_table(results)}"
+    write_text(out / "results.md", f"# Figure 1: ReLU against tanh\n\n{results_table(results)}"
                                     f"\n\n{note}\n\n![Figure 1](figure1.png)\n")  # fmt: skip
-    figures.save(figure1(curves, chance), out / "figure1.png")
 
 
 def figure1(curves: dict[str, list[dict]], chance: float):

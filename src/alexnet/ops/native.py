@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 import warnings
 from functools import cache
 from pathlib import Path
@@ -126,8 +127,25 @@ def load(name: str) -> bool:
         )
     except Exception as exc:  # any build or load failure falls back to the PyTorch path
         warnings.warn(_why_not_built(exc, name, build), RuntimeWarning, stacklevel=2)
+        _remove_failed_build(build, library)
         return False
     return True
+
+
+def _remove_failed_build(build: Path, library: Path) -> None:
+    """A build that failed (a full disk) left its object files and ninja's state behind; they
+    are removed unless another process is building there now or the library exists."""
+    from filelock import FileLock, Timeout
+
+    if library.is_file() or not build.is_dir():
+        return
+    try:
+        with FileLock(str(build / "lock"), timeout=0):
+            for entry in build.iterdir():
+                if entry.name != "lock":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    except (Timeout, OSError):
+        return
 
 
 def _why_not_built(exc: Exception, name: str, build: Path) -> str:
