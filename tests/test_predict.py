@@ -5,6 +5,7 @@ preprocesses for them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -239,3 +240,14 @@ def test_only_regular_files_are_read(tiny_run, odd_files, tmp_path, cache):
     assert result.returncode == 1, result.stderr
     assert [a["error"] is None for a in answers] == [False, False, False, True]
     assert all("not a regular file" in a["error"] for a in answers[:3])
+
+
+def test_json_names_a_file_that_is_not_utf8_as_the_terminal_does(tiny_run, odd_files, cache):
+    """`predict --json` wrote such a name as a lone surrogate, which strict JSON readers
+    refuse; now it is `\\xNN`, as in every other line the commands print."""
+    odd = odd_files[0].with_name(os.fsdecode(b"photo-\xff.png"))
+    odd_files[0].rename(odd)
+    result = run_cli(["predict", str(tiny_run), str(odd), "--json"], cache)
+    assert result.returncode == 0, result.stderr
+    result.stdout.encode("utf-8")  # strict: no lone surrogates
+    assert json.loads(result.stdout)[0]["image"].endswith("photo-\\xff.png")

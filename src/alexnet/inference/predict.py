@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data.images import decode_image, resize_image
+from alexnet.files import NAMES
 from alexnet.inference.eval_checkpoints import (
     batch_maker,
     chosen_crops,
@@ -38,7 +39,11 @@ class Answer:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "error": self.error,
+        # A name that is not UTF-8 as the terminal shows it (\xNN): its lone surrogates made
+        # JSON that strict readers refuse.
+        image = self.image.encode("utf-8", NAMES).decode("utf-8")
+        error = self.error.encode("utf-8", NAMES).decode("utf-8") if self.error else self.error
+        return {"image": image, "error": error,
                 "predictions": [{"class": c, "name": n, "probability": p}
                                 for c, n, p in self.top]}  # fmt: skip
 
