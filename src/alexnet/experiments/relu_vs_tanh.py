@@ -73,10 +73,12 @@ def sweep_name(activation: str, lr: float) -> str:
 
 
 def choose_rates(base: Recipe, activations, rates, out: Path, progress: bool, say,
-                 chance: float) -> dict:  # fmt: skip
+                 chance: float, budget_s: float = math.inf, widen: bool = True) -> dict:  # fmt: skip
     """The sweep: one epoch on ``SWEEP_IMAGES`` images per activation and rate. A best rate at
     an end of the rates tried is not known to be best: the sweep goes one step further that way
-    (the grid's own ratio), up to ``EXTEND`` times, until the best has a worse rate each side."""
+    (the grid's own ratio), up to ``EXTEND`` times, until the best has a worse rate each side.
+    It does not widen rates the user chose (``widen``), nor beyond ``budget_s`` seconds: with
+    --budget 1 and two rates it widened for 4 minutes before saying the budget was short."""
     step = (max(rates) / min(rates)) ** (1 / max(1, len(rates) - 1))
     tried = {a: sorted(rates) for a in activations}
     errors, seconds = {}, []
@@ -90,7 +92,9 @@ def choose_rates(base: Recipe, activations, rates, out: Path, progress: bool, sa
             seconds += [metrics[-1]["epoch_seconds"]] if metrics else []
         best = {a: min(tried[a], key=lambda r, a=a: errors[sweep_name(a, r)]) for a in activations}
         edges = {a: r for a, r in best.items() if r in (tried[a][0], tried[a][-1]) and step > 1}
-        if not edges or extension == EXTEND:
+        cost = sum(1.2 * s + 3 for s in seconds)  # as below
+        more = cost / max(1, len(seconds)) * len(edges)  # one run more per activation widened
+        if not (widen and edges) or extension == EXTEND or cost + more > budget_s:
             break
         for a, r in edges.items():
             tried[a] = sorted(
@@ -108,11 +112,14 @@ def choose_rates(base: Recipe, activations, rates, out: Path, progress: bool, sa
 
 
 def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
-                     activations: Sequence[str] = ACTIVATIONS, rates: Sequence[float] = RATES,
+                     activations: Sequence[str] = ACTIVATIONS, rates: Sequence[float] | None = None,
                      progress: bool = True, say: Callable[[str], None] = print) -> dict:  # fmt: skip
     """Figure 1 within ``budget_minutes`` of wall time; writes figure1.png, results.md and
-    results.json into ``out`` and returns the results."""
+    results.json into ``out`` and returns the results. ``rates``: the ones to try, exactly
+    (default: RATES, widened where the best is at an end)."""
     from alexnet.training.train import load_data, resolve
+
+    widen, rates = rates is None, RATES if rates is None else rates
 
     if "relu" not in activations:
         raise ValueError("relu-vs-tanh: the activations must include relu, the reference")
@@ -122,7 +129,8 @@ def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
               "rates": list(rates), "recipe": base.to_dict()}  # fmt: skip
 
     def make() -> dict:
-        sweep = choose_rates(base, activations, rates, out, progress, say, chance)
+        sweep = choose_rates(base, activations, rates, out, progress, say, chance,
+                             budget_s=budget_minutes * 60, widen=widen)  # fmt: skip
         left = budget_minutes * 60 - sweep["sweep_seconds"]
         # Training time per epoch, plus a fifth for evaluation and checkpoints.
         epoch_s = 1.2 * sweep["seconds_per_image"] * len(train)
