@@ -37,7 +37,7 @@ def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path, cach
     errors = plan["sweep_errors"]
     for a in ("relu", "tanh"):  # the best of those tried, with a worse one each side
         tried = sorted(float(n.rsplit("lr", 1)[1]) for n in errors if n.startswith(f"sweep-{a}-"))
-        assert {0.01, 0.1} <= set(tried)
+        assert set(tried) == {0.01, 0.1}  # exactly the rates given: never widened
         best = plan["rates"][a]
         assert errors[f"sweep-{a}-lr{best:.2g}"] == min(
             errors[f"sweep-{a}-lr{r:.2g}"] for r in tried
