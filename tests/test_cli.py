@@ -7,6 +7,7 @@ import errno
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 
 from alexnet.cli import main
 
-from .conftest import tiny_recipe
+from .conftest import ALEXNET, tiny_recipe
 from .test_data import Boom, cifar_batches, write_cifar_archive
 
 
@@ -696,3 +697,12 @@ def test_clearing_a_large_cache_needs_yes(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "decoded" / "big.bin").exists()
     main(["cache", "clear", "--yes"])
     assert not (tmp_path / "decoded").exists()
+
+
+def test_a_full_standard_output_is_named():
+    """`alexnet summary > /dev/full` said only "[Errno 28] No space left on device"."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*ALEXNET, "summary"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "alexnet summary: error: standard output: No space left on device\n"

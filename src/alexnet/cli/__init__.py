@@ -122,6 +122,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class _NamedOutput:
+    """Standard output whose write errors name it: ``alexnet summary > /dev/full`` said only
+    "[Errno 28] No space left on device"."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "standard output") from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "standard output") from None
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as one line: Python's second line (the source line that warned) is of no use
     to someone running a command."""
@@ -132,6 +155,7 @@ def _run(args: argparse.Namespace) -> None:
     """The command, with what a user can cause said in one line (exit status 2)."""
     from alexnet.cli.options import UserError
 
+    stdout, sys.stdout = sys.stdout, _NamedOutput(sys.stdout)
     try:
         args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is met inside the try, not at exit
@@ -147,4 +171,9 @@ def _run(args: argparse.Namespace) -> None:
             looped = str(exc).removeprefix("Symlink loop from ").strip("'")
             message = f"{looped}: a symbolic link that leads back to itself; point it elsewhere"
         print(f"alexnet {args.command}: error: {message}", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.filename == "standard output":
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # not again at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
         sys.exit(2)
+    finally:
+        sys.stdout = stdout
