@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alexnet.cli.options import (
     TRAINED,
+    UserError,
     crops_option,
     eval_data_option,
     existing_data,
@@ -44,6 +45,10 @@ def run(args: argparse.Namespace) -> None:
     from alexnet.inference.trained import load_trained
 
     nets = [load_trained(Path(c)) for c in args.checkpoints]
+    files = [n.path.resolve() for n in nets]
+    twice = next((n.path for n, f in zip(nets, files, strict=True) if files.count(f) > 1), None)
+    if twice is not None:  # an ensemble of a network with itself is that network, weighted
+        raise UserError(f"{twice} is given twice; an ensemble averages different networks")
     data = existing_data(args.data)
     result = evaluate_checkpoints(nets, data, split=args.split, crops=args.crops,
                                   precision=args.precision,

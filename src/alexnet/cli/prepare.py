@@ -51,6 +51,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from alexnet.data.prepare import Plan, finished_chunks, prepare, verify_store
+    from alexnet.data.store import open_store
     from alexnet.files import WriteError
     from alexnet.processes import Stopped
     from alexnet.runtime import StopFlag
@@ -61,9 +62,12 @@ def run(args: argparse.Namespace) -> None:
         problems = verify_store(Path(args.paths[0]))
         for line in problems:
             print(line)
-        print(
-            f"{args.paths[0]}: {'damaged: ' + str(len(problems)) + ' problem(s)' if problems else 'every chunk matches its sha256'}"
+        splits = ", ".join(sorted(open_store(Path(args.paths[0])).meta["splits"]))
+        state = (
+            f"damaged: {len(problems)} problem(s)" if problems else "every chunk matches its sha256"
         )
+        print(f"{args.paths[0]}: {state} (splits prepared: {splits})")  # a split never prepared
+        # is not in the store: naming those that are shows it missing
         sys.exit(1 if problems else 0)
     if len(args.paths) != 2:
         raise UserError("give the images and the store to write: alexnet prepare SRC OUT")
