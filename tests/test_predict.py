@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 
 from alexnet.inference.crops import centre
-from alexnet.inference.eval_checkpoints import batch_maker, evaluate_checkpoints, view_inputs
+from alexnet.inference.eval_checkpoints import evaluate_checkpoints
 from alexnet.inference.predict import _Stored, predict_files, read_image
 from alexnet.inference.trained import load_trained
+from alexnet.inference.views import batch_maker, view_inputs
 from alexnet.models.weights import PUBLISHED, imagenet_classes
 from alexnet.training.train import fit
 

@@ -399,13 +399,13 @@ def test_evaluating_a_damaged_chunk_is_the_stores_error_not_an_index_error(tmp_p
     """eval and figures on a raw store with a cut-short chunk ended in an IndexError (the
     handler looked up the image's original file, which only a files store lists)."""
     from alexnet.data.store import StoreError
-    from alexnet.inference.eval_checkpoints import _Reads
+    from alexnet.inference.views import BatchReads
 
     src, out = make_tree(tmp_path / "src"), tmp_path / "store"
     prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
     data = out / "train" / "chunk-00000.data"
     data.write_bytes(data.read_bytes()[:100])
-    reads = _Reads(open_store(out).split("train"), 4)
+    reads = BatchReads(open_store(out).split("train"), 4)
     with pytest.raises(StoreError, match=r"chunk-00000\.data: image .* cut short"):
         reads[0]
 

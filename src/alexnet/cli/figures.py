@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> None:
     data = existing_data(args.data)
     out = Path(args.out) if args.out else None
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
-        what = "a file" if out.is_file() else "a link to nothing, or to itself,"
-        raise UserError(f"--out {out}: {what} not a folder for the figures")
+        what = "a file" if out.is_file() else "a link to nothing, or to itself"
+        raise UserError(f"--out {out}: {what}, not a folder for the figures")
     if out is not None and not out.exists() and not out.absolute().parent.is_dir():
         raise UserError(f"--out {out}: its folder {out.absolute().parent} does not exist; the "
                         "figures' folder is made, not the folders above it")  # fmt: skip

@@ -1,9 +1,10 @@
 """Data: sources that yield uint8 image sets, batch augmentations, and the batch loader.
 
 Each source is one module that declares a :class:`DataSource` (how to load it, its channels,
-its normalisation, its image size); ``SOURCES`` maps recipe names to them. In-memory sources
-yield an :class:`ImageSet`; ``store`` yields :class:`StoreSplit` readers of a prepared store
-(``alexnet prepare``), which the loader reads batch by batch.
+its normalisation, its image size); ``DATA_SOURCES`` maps recipe names to them and
+``SOURCES`` is the tuple of those names. In-memory sources yield an :class:`ImageSet`;
+``store`` yields ``StoreSplit`` readers of a prepared store (``alexnet prepare``), which the
+loader reads batch by batch; both are a :class:`~alexnet.data.source.Split`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from alexnet.data import cifar10, fashion_mnist, imagefolder, store
 from alexnet.data.augment import BatchAugment, normalise, random_crop, random_flip
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import BatchLoader
-from alexnet.data.source import DataSource, Request
+from alexnet.data.source import DataSource, Request, Split
 
 DATA_SOURCES: dict[str, DataSource] = {
     s.name: s for s in (fashion_mnist.SOURCE, cifar10.SOURCE, imagefolder.SOURCE, store.SOURCE)
@@ -20,7 +21,7 @@ DATA_SOURCES: dict[str, DataSource] = {
 SOURCES = tuple(DATA_SOURCES)
 
 
-def load_source(name: str, request: Request) -> tuple[ImageSet, ImageSet]:
+def load_source(name: str, request: Request) -> tuple[Split, Split]:
     """(train, test) ImageSets of the source ``name``."""
     if name not in DATA_SOURCES:
         raise ValueError(f"unknown data source {name!r}; valid: {', '.join(SOURCES)}")

@@ -217,3 +217,19 @@ class StoreBatches:
 
     def display(self, chosen: torch.Tensor) -> torch.Tensor:
         return self.read(chosen, None)[0].permute(0, 3, 1, 2)
+
+
+def batch_maker_for(split: ImageSet | StoreSplit, size: int, mean: torch.Tensor,
+                    std: torch.Tensor, *, train: bool = False, flip: bool = False,
+                    padding: int = 0, pca: PCA | None = None) -> Batches:  # fmt: skip
+    """The batch maker for ``split``, whichever kind it is: ``size`` the network's input (a
+    store's images are cropped to it; in-memory ones already have it, padded by ``padding``
+    for their random crops), ``mean`` (C,) per channel or (H, W, C) the mean image in [0, 1]
+    units, ``std`` (C,); ``train``: augmented by ``flip``, ``padding`` and ``pca``."""
+    if split.streamed:  # images read as stored, H x W x C, cropped to the input per batch
+        return StoreBatches(split, size, mean, std, flip, pca) if train else \
+            StoreBatches(split, size, mean, std)  # fmt: skip
+    mean = mean.permute(2, 0, 1) if mean.dim() == 3 else mean  # added to (N, C, H, W) batches
+    if not train:
+        return MemoryBatches(split, mean, std)
+    return MemoryBatches(split, mean, std, BatchAugment(padding, flip), pca)

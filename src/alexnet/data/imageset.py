@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from alexnet.data.stats import PixelStats, image_stats
 from alexnet.files import NAMES
 
 SHOWN_SKIPS = 5  # files named in the one-line summary; the run folder gets the full list
@@ -32,8 +33,26 @@ class ImageSet:
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
+    # What callers ask of a split, whichever kind it is (store.StoreSplit answers the same):
+    streamed = False  # all in memory: a batch is one gather, no reading workers needed
+
     def __len__(self) -> int:
         return len(self.labels)
+
+    def pixel_stats(self) -> PixelStats:
+        """The mean image and colour PCA of these images (the paper's preprocessing)."""
+        return image_stats(self.images)
+
+    def evaluation_record(self) -> dict:
+        """What evaluating a network trained on this split needs beyond its recipe: nothing
+        (the data source is named in the recipe)."""
+        return {}
+
+    def read_stored(self, chosen: torch.Tensor):
+        """Images ``chosen`` as stored (uint8), their labels, which could be read (all) and
+        the files that could not (none)."""
+        ok = torch.ones(len(chosen), dtype=torch.bool)
+        return self.images[chosen], self.labels[chosen], ok, []
 
     def subset(self, count: int) -> ImageSet:
         """``count`` of the images (data.limit_train, limit_test); the skip list stays."""

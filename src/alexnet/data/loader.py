@@ -120,7 +120,7 @@ class _InSlot:
     n: int
 
 
-class _Reads(Dataset):
+class _PlannedReads(Dataset):
     """Item (epoch, b, slot): the raw batch b of that epoch, what a worker computes. Each
     worker works out an epoch's order itself (the sampler's, from the seed and the epoch), so
     the same workers serve every epoch."""
@@ -265,7 +265,7 @@ class BatchLoader:
         workers to 1.3, 3.5 and 5.6 GB over three passes; kept workers hold it at 0.55 GB."""
         if self._reader is None:
             self._reader = DataLoader(
-                _Reads(self.plan, self._slots), batch_size=None, sampler=self._keys,
+                _PlannedReads(self.plan, self._slots), batch_size=None, sampler=self._keys,
                 num_workers=self.workers, prefetch_factor=_PREFETCH, persistent_workers=True,
                 # The ring is pinned already; other batches are pinned by a DataLoader thread.
                 pin_memory=self.device.type == "cuda" and self._slots is None,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+import torch
 
 from alexnet.data.images import MAX_PIXELS
-from alexnet.data.imageset import ImageSet
+from alexnet.data.stats import PixelStats
 
 
 @dataclass(frozen=True)
@@ -20,10 +23,29 @@ class Request:
     max_pixels: int = MAX_PIXELS
 
 
+class Split(Protocol):
+    """What training, evaluation and the figures ask of a split of any source: an in-memory
+    :class:`ImageSet` and a store's ``StoreSplit`` both answer, so a new kind of source (one
+    that streams, say) is one module and no caller asks which kind it holds."""
+
+    labels: torch.Tensor
+    classes: list[str]
+    skipped: list[tuple[str, str]]
+    streamed: bool  # read from storage at each use (reading workers help), not held in memory
+
+    @property
+    def source(self) -> str: ...
+    def __len__(self) -> int: ...
+    def subset(self, count: int) -> Split: ...
+    def pixel_stats(self) -> PixelStats: ...
+    def evaluation_record(self) -> dict: ...
+    def read_stored(self, chosen: torch.Tensor) -> tuple: ...
+
+
 @dataclass(frozen=True)
 class DataSource:
     name: str
-    load: Callable[[Request], tuple[ImageSet, ImageSet]]
+    load: Callable[[Request], tuple[Split, Split]]
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]

@@ -99,9 +99,37 @@ class StoreSplit:
     _files: dict[int, int] = field(default_factory=dict, repr=False)  # chunk -> fd, per process
     _pid: int = field(default=0, repr=False)
 
+    streamed = True  # read from disk at each use (ImageSet answers the same questions)
+
     @property
     def source(self) -> str:
         return f"{self.root}/{self.name}"
+
+    def pixel_stats(self) -> PixelStats:
+        """The training set's mean image and colour PCA, as ``alexnet prepare`` computed them."""
+        return open_store(self.root).stats()
+
+    def evaluation_record(self) -> dict:
+        """What evaluating a network trained on this split needs: the stored side and the
+        class names, to read other images the same way."""
+        return {"stored_size": self.size, "names": open_store(self.root).names}
+
+    def read_stored(self, chosen: torch.Tensor):
+        """Images ``chosen`` as stored (uint8, H x W x C), their labels, which could be read,
+        and (path, reason) of the files of a folder that could not (counted, not fatal)."""
+        full, ok, failed = [], [], []
+        for i in chosen.tolist():
+            try:
+                full.append(self.decode(i))
+                ok.append(True)
+            except StoreError as exc:
+                if not self.paths:  # a chunk of a raw or jpeg store: the store is damaged
+                    raise
+                full.append(torch.zeros(self.size, self.size, 3, dtype=torch.uint8))
+                ok.append(False)
+                path = self.paths[int(self.offset[i])]
+                failed.append((path, str(exc).removeprefix(f"{path}: ")))
+        return torch.stack(full), self.labels[chosen], torch.tensor(ok), failed
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -33,17 +33,17 @@ from alexnet.data.store import StoreSplit
 from alexnet.files import missing_folders, remove_empty, text_name
 from alexnet.inference import figures
 from alexnet.inference.crops import View
-from alexnet.inference.eval_checkpoints import (
-    _Reads,
+from alexnet.inference.eval_checkpoints import split_images
+from alexnet.inference.prepared import infer
+from alexnet.inference.trained import Trained
+from alexnet.inference.views import (
+    BatchReads,
     batch_maker,
     chosen_crops,
     prepared,
-    split_images,
     view_inputs,
     views_of,
 )
-from alexnet.inference.prepared import infer
-from alexnet.inference.trained import Trained
 from alexnet.models import output_layer
 from alexnet.progress import bar
 
@@ -100,7 +100,7 @@ def _passes(look: Looker, images: Images, indices: torch.Tensor | None = None, w
     """Batch by batch: positions in ``images``, labels, which could be read, and the network's
     inputs view by view (made as they are asked for)."""
     maker = batch_maker(look.net, images)
-    reads = _Reads(images, look.batch, indices)
+    reads = BatchReads(images, look.batch, indices)
     for b in bar(range(len(reads)), desc=what, unit="batch", asked=look.progress, leave=False):
         raw, labels, ok, _failed = reads[b]
         inputs = (view_inputs(look.net, maker, raw, v, look.device, look.channels_last)
@@ -338,7 +338,7 @@ def figures_of_checkpoint(
     tb = folder / "tb" if is_run else out / "tb"
     text_name(tb, "TensorBoard")
     if limit is None:
-        limit = STORE_NEIGHBOURS if isinstance(train, StoreSplit) else 0
+        limit = STORE_NEIGHBOURS if train.streamed else 0
     look = looker_for(net, progress)
     figure_data = collect(look, test, train, limit)
     metrics = run_metrics(net.path)

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.config import recipe_from_dict
-from alexnet.inference.eval_checkpoints import view_inputs, views_of
 from alexnet.inference.predict import file_maker, read_image
 from alexnet.inference.trained import Trained, load_trained
+from alexnet.inference.views import view_inputs, views_of
 from alexnet.models import NETWORKS, build_model, network
 from alexnet.models.alexnet import IMAGENET_MEAN, IMAGENET_STD
 from alexnet.ops.lrn import FORMULAS, LocalResponseNorm

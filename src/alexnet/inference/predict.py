@@ -18,7 +18,9 @@ import torch
 
 from alexnet.data.images import decode_image, resize_image
 from alexnet.files import NAMES
-from alexnet.inference.eval_checkpoints import (
+from alexnet.inference.prepared import infer
+from alexnet.inference.trained import Trained
+from alexnet.inference.views import (
     batch_maker,
     chosen_crops,
     full_side,
@@ -26,8 +28,6 @@ from alexnet.inference.eval_checkpoints import (
     view_inputs,
     views_of,
 )
-from alexnet.inference.prepared import infer
-from alexnet.inference.trained import Trained
 
 
 @dataclass
@@ -50,16 +50,19 @@ class Answer:
 
 @dataclass(frozen=True)
 class _Stored:
-    """What a store's batch maker reads of its split: the stored side and the channels."""
+    """What a batch maker reads of the split that image files stand in for: the stored side,
+    the channels, and whether the network was trained from a store (then a file is read as a
+    store's image is: rescaled, stored, then cropped)."""
 
     size: int
     channels: int
+    streamed: bool = True
 
 
 def file_maker(net: Trained):
     """The batch maker for images read by :func:`read_image`: for a network trained from a
     store, one that sees them as a store's split of their side."""
-    return batch_maker(net, _Stored(full_side(net), 3) if net.from_store else None)
+    return batch_maker(net, _Stored(full_side(net), 3, net.from_store))
 
 
 def read_image(net: Trained, path: Path, max_megapixels: float | None = None) -> torch.Tensor:

@@ -13,7 +13,6 @@ from pathlib import Path
 from torch import nn
 
 from alexnet.data.stats import PixelStats
-from alexnet.data.store import StoreSplit
 from alexnet.inference.trained import Trained
 
 # Training images searched for Figure 4 right in a run's report (evenly spaced where a set has
@@ -69,7 +68,7 @@ def write_report(run_dir: Path, model: nn.Module, recipe, rt, state, train_set, 
     net = run_network(run_dir, model, recipe, state)
     look = fd.Looker(net, model, rt.device, rt.amp, rt.channels_last, fd.views_for(net),
                   recipe.data.eval_batch_size)  # fmt: skip
-    limit = fd.STORE_NEIGHBOURS if isinstance(train_set, StoreSplit) else MEMORY_NEIGHBOURS
+    limit = fd.STORE_NEIGHBOURS if train_set.streamed else MEMORY_NEIGHBOURS
     with fd.evaluation(model):
         data = fd.collect(look, test_set, train_set, limit)
     written = fd.write_figures(data, metrics, run_dir, writer, metrics[-1]["epoch"])

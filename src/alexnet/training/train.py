@@ -28,11 +28,10 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from alexnet.checkpoint import CheckpointError
 from alexnet.config import Recipe, recipe_from_dict
-from alexnet.data import DATA_SOURCES, BatchAugment, BatchLoader, ImageSet, Request, load_source
-from alexnet.data.batches import PCA, MemoryBatches, StoreBatches
+from alexnet.data import DATA_SOURCES, BatchLoader, ImageSet, Request, load_source
+from alexnet.data.batches import PCA, batch_maker_for
 from alexnet.data.imageset import write_skip_list
-from alexnet.data.stats import PixelStats, image_stats
-from alexnet.data.store import StoreSplit, open_store
+from alexnet.data.stats import PixelStats
 from alexnet.models import build_model, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
@@ -156,9 +155,7 @@ def preprocessing(recipe: Recipe, train_set, checkpoint: dict | None) -> PixelSt
     saved = (checkpoint or {}).get("preprocessing")
     if saved:
         return PixelStats.from_dict(saved)
-    if isinstance(train_set, StoreSplit):
-        return open_store(train_set.root).stats()
-    return image_stats(train_set.images)
+    return train_set.pixel_stats()
 
 
 def batch_makers(recipe: Recipe, train_set, test_set, stats: PixelStats | None):
@@ -166,16 +163,10 @@ def batch_makers(recipe: Recipe, train_set, test_set, stats: PixelStats | None):
     d, a = recipe.data, recipe.augment
     std = torch.tensor(d.std)
     pca = PCA(stats.eigval, stats.eigvec, a.pca_std) if a.pca_std and stats else None
-    if isinstance(train_set, StoreSplit):
-        mean = stats.mean_image / 255 if d.normalise == "mean-image" else torch.tensor(d.mean)
-        return (StoreBatches(train_set, d.image_size, mean, std, a.flip, pca),
-                StoreBatches(test_set, d.image_size, mean, std))  # fmt: skip
-    if d.normalise == "mean-image":
-        mean = (stats.mean_image / 255).permute(2, 0, 1)
-    else:
-        mean = torch.tensor(d.mean)
-    augment = BatchAugment(a.crop_padding, a.flip)
-    return MemoryBatches(train_set, mean, std, augment, pca), MemoryBatches(test_set, mean, std)
+    mean = stats.mean_image / 255 if d.normalise == "mean-image" else torch.tensor(d.mean)
+    train = batch_maker_for(train_set, d.image_size, mean, std, train=True, flip=a.flip,
+                            padding=a.crop_padding, pca=pca)  # fmt: skip
+    return train, batch_maker_for(test_set, d.image_size, mean, std)
 
 
 def loader_workers(recipe: Recipe, rt: Runtime, train_set) -> int:
@@ -183,7 +174,7 @@ def loader_workers(recipe: Recipe, rt: Runtime, train_set) -> int:
     store on CUDA a few per GPU, and on a CPU one, which reads while the step computes."""
     if recipe.data.workers >= 0:
         return recipe.data.workers
-    if not isinstance(train_set, StoreSplit):
+    if not train_set.streamed:
         return 0
     if rt.device.type == "cuda":
         per_node = max(1, torch.cuda.device_count())
@@ -498,8 +489,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     saved = as_given if resume_from is not None else recipe.to_dict()
     state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), saved)
     state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
-    if isinstance(train_set, StoreSplit):  # what evaluation needs to read images as training did
-        state.data |= {"stored_size": train_set.size, "names": open_store(train_set.root).names}
+    state.data |= train_set.evaluation_record()  # to read images later as training did
     state.preprocessing = stats.to_dict() if stats else {}
     if resume_from is not None:
         restore(state, resume_from, changes, logger, run_dir)
