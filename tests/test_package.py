@@ -44,3 +44,25 @@ def test_a_moved_module_imports_by_its_old_name_as_itself_with_a_warning(old, ne
     assert moved is importlib.import_module(new)
     assert moved.__name__ == moved.__spec__.name == new
     assert not (ROOT / "src" / (old.replace(".", "/") + ".py")).exists()
+
+
+def test_the_old_registry_name_still_works_and_says_it_is_old():
+    import alexnet.models as models
+
+    with pytest.warns(DeprecationWarning, match="MODELS is now NETWORKS"):
+        assert models.MODELS is models.NETWORKS
+    with pytest.warns(DeprecationWarning):
+        assert alexnet.MODELS is models.NETWORKS
+
+
+def test_the_experiment_command_offers_the_registry():
+    """The EXPERIMENTS registry was ignored by the command line, which listed its own."""
+    import argparse
+
+    from alexnet.cli import build_parser
+    from alexnet.experiments import EXPERIMENTS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    experiment = sub.choices["experiment"]
+    choices = next(a.choices for a in experiment._actions if a.dest == "experiment")
+    assert tuple(choices) == tuple(EXPERIMENTS)

@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                        "network without LRN, overlapping pooling, dropout, PCA colour noise or "
                        "two towers, over several seeds. A killed experiment, started again with "
                        "the same command, continues where it stopped.")  # fmt: skip
-    p.add_argument("experiment", choices=("relu-vs-tanh", "ablations"))
+    from alexnet.experiments import EXPERIMENTS
+
+    p.add_argument("experiment", choices=tuple(EXPERIMENTS))
     p.add_argument("--recipe", type=given, default="cifar10",
                    help="the base recipe: its data and hardware settings (relu-vs-tanh) or the "
                         "whole network and training (ablations); default cifar10")  # fmt: skip
@@ -56,7 +58,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from alexnet.config import load_recipe
-    from alexnet.experiments import run_ablations, run_relu_vs_tanh
+    from alexnet.experiments import EXPERIMENTS
     from alexnet.experiments.sweep import AGAIN
     from alexnet.files import text_name
     from alexnet.processes import Stopped
@@ -84,20 +86,22 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"{wrong}: not for {args.experiment} (see --help)")
     try:
         with StopFlag():  # between runs (within one, the run checkpoints first)
-            if args.experiment == "relu-vs-tanh":
-                budget = 15.0 if args.budget is None else args.budget
-                run_relu_vs_tanh(recipe, out, budget_minutes=budget, progress=progress,
-                                 **({"rates": args.rates} if args.rates is not None else {}))  # fmt: skip
-            else:
-                if args.full:
-                    seeds, epochs = 3, None
-                else:
-                    seeds = 2 if args.seeds is None else args.seeds
-                    epochs = 3 if args.epochs is None else args.epochs
-                run_ablations(recipe, out, seeds=seeds, epochs=epochs, progress=progress,
-                              **({"variants": args.variants} if args.variants else {}))  # fmt: skip
+            EXPERIMENTS[args.experiment](recipe, out, progress=progress, **_settings(args))
     except Stopped as exc:
         print(f"alexnet experiment: stopped by signal {exc.signum}; {AGAIN}", file=sys.stderr)
         sys.exit(128 + exc.signum)
     print((out / "results.md").read_text())
     print(f"written: {out / 'results.md'}, {out / 'results.json'} and the plot beside them")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """The experiment's own arguments from its flags (the other experiment's are refused)."""
+    if args.experiment == "relu-vs-tanh":
+        return {"budget_minutes": 15.0 if args.budget is None else args.budget,
+                "rates": args.rates}  # fmt: skip
+    if args.full:
+        settings = {"seeds": 3, "epochs": None}
+    else:
+        settings = {"seeds": 2 if args.seeds is None else args.seeds,
+                    "epochs": 3 if args.epochs is None else args.epochs}  # fmt: skip
+    return settings | ({"variants": args.variants} if args.variants else {})

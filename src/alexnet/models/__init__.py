@@ -28,7 +28,15 @@ from alexnet.models.convnet4 import ConvNet4
 from alexnet.settings import build
 
 NETWORKS: dict[str, Network] = {n.name: n for n in (*_alexnet.NETWORKS, _convnet4.NETWORK)}
-MODELS = NETWORKS  # the registry's older name
+
+
+def __getattr__(name: str):
+    if name == "MODELS":  # the registry's older name, kept for code written against it
+        import warnings
+
+        warnings.warn("alexnet.models.MODELS is now NETWORKS", DeprecationWarning, stacklevel=2)
+        return NETWORKS
+    raise AttributeError(f"module 'alexnet.models' has no attribute {name!r}")
 
 
 def network(name: str) -> Network:
