@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from alexnet.errors import UserError
 from alexnet.files import WriteError, written
 from alexnet.settings import format_version
 
@@ -27,7 +28,7 @@ CHECKPOINT_FORMAT = 2
 REQUIRED = ("model", "optimizer", "scheduler", "epoch", "batch", "global_step", "recipe")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be written or read; the message says which file and why."""
 
 

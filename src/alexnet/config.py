@@ -22,6 +22,7 @@ from typing import Any
 import tomli_w
 
 from alexnet.data import SOURCES
+from alexnet.errors import UserError
 from alexnet.models import NETWORKS, check_options, model_options
 from alexnet.settings import SettingError, build, format_version, setting, to_table
 
@@ -171,7 +172,7 @@ def recipe_from_dict(table: dict[str, Any], where: str, saved: bool = False) -> 
     it (newer ones refused); without one, ``saved`` tables (run folders, checkpoints) are
     alexnet 0.1.0's and other tables (recipe files, overrides) the current format."""
     if not isinstance(table, dict):
-        raise ValueError(
+        raise UserError(
             f"{where}: a recipe must be a table of settings, got {type(table).__name__}"
         )
     current = not saved and "format" not in table
@@ -182,7 +183,7 @@ def recipe_from_dict(table: dict[str, Any], where: str, saved: bool = False) -> 
         recipe.model.options = {k: getattr(checked, k) for k in recipe.model.options}
         _check_together(recipe)
     except ValueError as exc:  # SettingError included
-        raise ValueError(f"{where}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
     return recipe
 
 
@@ -211,15 +212,15 @@ RECIPE_BYTES = 1 << 20  # a recipe is a page of settings: a 3 GB file was read w
 def read_toml(path: Path | str, text: str | None = None) -> dict[str, Any]:
     try:  # utf-8-sig: a file saved by an editor that starts it with a byte-order mark
         if text is None and Path(path).stat().st_size > RECIPE_BYTES:
-            raise ValueError(f"{path}: {Path(path).stat().st_size / 1e6:.0f} MB, too large for "
+            raise UserError(f"{path}: {Path(path).stat().st_size / 1e6:.0f} MB, too large for "
                              f"a recipe (at most {RECIPE_BYTES // 1024} kB)")  # fmt: skip
         return tomllib.loads(Path(path).read_text(encoding="utf-8-sig") if text is None else text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: invalid TOML: {exc}") from None
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
-        raise ValueError(f"{path}: invalid TOML: nested too deeply") from None
+        raise UserError(f"{path}: invalid TOML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
+        raise UserError(f"{path}: cannot read ({exc})") from None
 
 
 def _not_a_file(path: Path) -> str:
@@ -242,16 +243,16 @@ def load_recipe(name_or_path: str) -> Recipe:
     shipped = name_or_path in recipe_names()
     if not shipped and (path.suffix == ".toml" or path.exists() or path.is_symlink()):
         if not path.is_file():
-            raise ValueError(f"recipe file {path} {_not_a_file(path)}")
+            raise UserError(f"recipe file {path} {_not_a_file(path)}")
         table = read_toml(path)
         if not table and path.suffix != ".toml":  # an empty file was the paper's every default
-            raise ValueError(f"recipe file {path} is empty; a recipe is a .toml file of the "
+            raise UserError(f"recipe file {path} is empty; a recipe is a .toml file of the "
                              f"keys that differ from the paper's (or one of: "
                              f"{', '.join(recipe_names())})")  # fmt: skip
         return recipe_from_dict(table, str(path))
     names = recipe_names()
     if name_or_path not in names:
-        raise ValueError(
+        raise UserError(
             f"unknown recipe {name_or_path!r}; valid: {', '.join(names)} (or a path to a .toml file)"
         )
     text = resources.files(RECIPE_PACKAGE).joinpath(f"{name_or_path}.toml").read_text()
@@ -268,7 +269,7 @@ def parse_value(text: str) -> Any:
 
 def split_assignment(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key=value, e.g. optim.lr=0.02")
+        raise UserError(f"override {item!r} must look like key=value, e.g. optim.lr=0.02")
     key, value = item.split("=", 1)
     return key.strip(), parse_value(value.strip())
 
@@ -284,6 +285,6 @@ def apply_overrides(recipe: Recipe, items: list[str]) -> Recipe:
             node = node.setdefault(part, {})  # an unknown table is refused by the check below
             if not isinstance(node, dict):
                 where = ".".join(parents[: depth + 1])
-                raise ValueError(f"--set {item}: {where} is a setting, not a table")
+                raise UserError(f"--set {item}: {where} is a setting, not a table")
         node[last] = value
     return recipe_from_dict(table, "--set")

@@ -5,9 +5,10 @@ that names the file and the disk, whatever library was writing.
 
 Every writer of the package goes through :func:`written`: checkpoints, exports, figures.
 Without it a full disk gave two chained tracebacks (``OSError 28`` inside torch's zip
-writer, then its ``RuntimeError: unexpected pos``) and left the temporary file; torch's
-``.pt2`` writer aborted the process from C++, which no handler can catch: only the check
-of the room before writing prevents that.
+writer, then its ``RuntimeError: unexpected pos``) and left the temporary file.
+
+Also here: what processes killed midway left (:func:`remove_abandoned`) and where the package
+keeps what it makes once and reuses (:func:`cache_dir`, the user cache).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from alexnet.errors import UserError
 
 MARGIN = 1 << 20  # bytes kept free beyond the estimate: metadata, the file system's own
 NAMES = "alexnet.names"  # the error handler every printed or written text uses (below)
@@ -39,7 +42,7 @@ def _escaped(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(NAMES, _escaped)
 
 
-class WriteError(ValueError):
+class WriteError(UserError):
     """A file that could not be written; the message names it and why, in one line."""
 
 
@@ -162,3 +165,23 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def cache_dir() -> Path:
+    """``$ALEXNET_CACHE``, else ``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``."""
+    given = os.environ.get("ALEXNET_CACHE")
+    if given is not None and not given.strip():  # `ALEXNET_CACHE= alexnet cache clear` cleared
+        raise UserError("ALEXNET_CACHE is set but empty; unset it for the default cache "  # the
+                         "folder, or give it a folder")  # user's own cache, 41.6 GB  # fmt: skip
+    if given:
+        path, said = Path(given), "ALEXNET_CACHE"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path, said = Path(base) / "alexnet", "the cache folder"
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{said} {path} is a symbolic link to nothing, or to itself; point "
+                         "ALEXNET_CACHE at a folder")  # fmt: skip
+    if path.exists() and not path.is_dir():  # every write under it failed, as "Not a directory"
+        raise UserError(f"{said} {path} is a file, not a folder; point ALEXNET_CACHE at a "
+                         "folder (made if missing)")  # fmt: skip
+    return path

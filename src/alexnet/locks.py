@@ -17,10 +17,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from alexnet.errors import UserError
+
 LOCK = ".lock"
 
 
-class FolderBusy(ValueError):
+class FolderBusy(UserError):
     """Another process holds the folder; the message says which folder and what to do."""
 
 

@@ -16,6 +16,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from alexnet.errors import UserError
+
 T = TypeVar("T")
 FLOAT32_MAX = 3.4028234663852886e38  # what the optimiser and kernels compute in
 
@@ -37,7 +39,7 @@ def setting(
     return dataclasses.field(default=default, metadata=rules)
 
 
-class SettingError(ValueError):
+class SettingError(UserError):
     """A value that its field does not allow; the message names the key."""
 
 
@@ -146,9 +148,9 @@ def format_version(table: Mapping[str, Any], current: int, what: str, where: str
     as alexnet 0.1.0 wrote them. One a newer alexnet wrote, or no whole number, is refused."""
     version = table.get("format", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{where}: format must be an integer >= 1, got {version!r}")
+        raise UserError(f"{where}: format must be an integer >= 1, got {version!r}")
     if version > current:
-        raise ValueError(f"{where}: {what} format {version} is newer than this alexnet reads "
+        raise UserError(f"{where}: {what} format {version} is newer than this alexnet reads "
                          f"({current}); upgrade alexnet")  # fmt: skip
     return version
 

@@ -4,8 +4,10 @@ Each module here (``train``, ``eval``, ...) holds its command's parser (``add_pa
 it runs (``run``); ``options`` holds what several share. Adding a command: write its module, and
 name it in ``COMMANDS``.
 
-Errors a user can fix (bad paths, unknown names, malformed options, a full disk) print one line
-and exit 2; a diverged run exits 3; anything else is a bug and keeps its traceback.
+Errors a user can fix (``alexnet.errors.UserError``: bad paths, unknown names, malformed
+options, a damaged file; and the system's ``OSError``: a full disk, a missing permission)
+print one line and exit 2; a diverged run exits 3; anything else, a bare ``ValueError``
+included, is a bug and keeps its traceback.
 ALEXNET_DEBUG=1 shows the traceback always.
 
 This module imports nothing heavy at its top: ``main`` installs its signal handlers first, so
@@ -162,7 +164,7 @@ def _run(args: argparse.Namespace) -> None:
     except BrokenPipeError:  # `alexnet summary --json | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(0)
-    except (UserError, ValueError, OSError, RuntimeError) as exc:
+    except (UserError, OSError, RuntimeError) as exc:  # a bare ValueError is a bug: traceback
         if os.environ.get("ALEXNET_DEBUG") or not _said_by_us(exc):
             raise
         message = str(exc).replace("\n", " ") if not isinstance(exc, OSError) or not exc.filename \

@@ -7,13 +7,14 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from alexnet.errors import UserError
+
 # What every command that uses a trained network accepts (trained.load_trained reads them all).
 TRAINED = ("a checkpoint, a run folder (its best.pt), a .safetensors or .pth weights file, or "
            "'torchvision' for torchvision's ImageNet weights")  # fmt: skip
 
 
-class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit status 2."""
+__all__ = ["TRAINED", "UserError"]  # UserError: the one error the commands print as a line
 
 
 # Types for the parser: every number a user gives has a range, so zero, negative, empty and

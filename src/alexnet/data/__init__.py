@@ -14,6 +14,7 @@ from alexnet.data.augment import BatchAugment, normalise, random_crop, random_fl
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import BatchLoader
 from alexnet.data.source import DataSource, Request, Split
+from alexnet.errors import UserError
 
 DATA_SOURCES: dict[str, DataSource] = {
     s.name: s for s in (fashion_mnist.SOURCE, cifar10.SOURCE, imagefolder.SOURCE, store.SOURCE)
@@ -24,7 +25,7 @@ SOURCES = tuple(DATA_SOURCES)
 def load_source(name: str, request: Request) -> tuple[Split, Split]:
     """(train, test) ImageSets of the source ``name``."""
     if name not in DATA_SOURCES:
-        raise ValueError(f"unknown data source {name!r}; valid: {', '.join(SOURCES)}")
+        raise UserError(f"unknown data source {name!r}; valid: {', '.join(SOURCES)}")
     return DATA_SOURCES[name].load(request)
 
 

@@ -23,6 +23,7 @@ import torch
 from alexnet.data.augment import BatchAugment, crop_offsets, flip_draws, normalise, pca_shift
 from alexnet.data.imageset import ImageSet
 from alexnet.data.store import StoreSplit
+from alexnet.errors import UserError
 
 Raw = tuple  # what ``read`` hands to ``finish``: tensors only, so workers can send it
 
@@ -128,7 +129,7 @@ class StoreBatches:
 
     def __post_init__(self) -> None:
         if not 0 < self.size <= self.split.size:
-            raise ValueError(f"data.image_size {self.size} must be at most the store's "
+            raise UserError(f"data.image_size {self.size} must be at most the store's "
                              f"{self.split.size}")  # fmt: skip
 
     def read_shape(self, n: int) -> tuple[int, ...]:

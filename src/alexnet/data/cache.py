@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from alexnet.data.imageset import ImageSet
-from alexnet.files import remove_abandoned
-from alexnet.paths import cache_dir
+from alexnet.errors import UserError
+from alexnet.files import cache_dir, remove_abandoned
 
 PARTS = ("decoded", "extracted", "downloads", "native")
 
@@ -89,7 +89,7 @@ def unpacked(path: Path, help_text: str) -> Path:
     if path.is_dir():
         return path
     if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
-        raise ValueError(f"{path}: not a folder or a .tar(.gz) archive; {help_text}")
+        raise UserError(f"{path}: not a folder or a .tar(.gz) archive; {help_text}")
     return extract(path)
 
 
@@ -108,7 +108,7 @@ def extract(archive: Path) -> Path:
             tar.extractall(tmp, filter="data")
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError(
+        raise UserError(
             f"{archive}: cannot unpack ({exc}); check the file or unpack it yourself"
         ) from None
     except BaseException:  # Ctrl-C or SIGTERM midway: no half-unpacked copy is left
@@ -137,7 +137,7 @@ def clear_cache(parts: Iterable[str] = PARTS) -> int:
     parts = list(parts)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:  # before anything is deleted
-        raise ValueError(f"unknown cache part {unknown[0]!r}; valid: {', '.join(PARTS)}")
+        raise UserError(f"unknown cache part {unknown[0]!r}; valid: {', '.join(PARTS)}")
     freed = 0
     for part in parts:
         path = cache_dir() / part

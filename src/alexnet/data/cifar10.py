@@ -16,6 +16,7 @@ from alexnet.data.imagefolder import load_folder_pair
 from alexnet.data.images import MAX_PIXELS
 from alexnet.data.imageset import ImageSet
 from alexnet.data.source import DataSource, Request
+from alexnet.errors import UserError
 
 CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -53,12 +54,12 @@ def _read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
         labels = [int(x) for x in batch["labels"]]
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
             IndexError) as exc:  # fmt: skip
-        raise ValueError(
+        raise UserError(
             f"{path}: not a CIFAR-10 batch and not loaded ({exc}); use the official "
             "cifar-10-python.tar.gz"
         ) from None
     if len(labels) != len(images):
-        raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels")
+        raise UserError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
 
 

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from alexnet.data.cache import sha256_bytes, sha256_file
+from alexnet.errors import UserError
 
 
 def download(
@@ -24,9 +25,7 @@ def download(
         with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
             shutil.copyfileobj(response, out)
         if not _matches(tmp, sha256, decompressed_sha256):
-            raise ValueError(
-                f"{url}: checksum mismatch (sha256), download refused; try again later"
-            )
+            raise UserError(f"{url}: checksum mismatch (sha256), download refused; try again later")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

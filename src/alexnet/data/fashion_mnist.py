@@ -19,6 +19,7 @@ from alexnet.data.cache import cache_dir, sha256_bytes
 from alexnet.data.download import download
 from alexnet.data.imageset import ImageSet
 from alexnet.data.source import DataSource, Request
+from alexnet.errors import UserError
 
 CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -43,12 +44,12 @@ HELP = (
 
 def read_idx(raw: bytes, path: Path) -> np.ndarray:
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+        raise UserError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} bytes)")
+        raise UserError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} bytes)")
     return data.reshape(dims)
 
 
@@ -83,11 +84,11 @@ def _read(path: Path, digest: str, verify: bool) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise ValueError(
+            raise UserError(
                 f"{path}: corrupt gzip file ({exc}); delete it and fetch it again"
             ) from None
     if verify and sha256_bytes(raw) != digest:
-        raise ValueError(
+        raise UserError(
             f"{path}: contents differ from the official Fashion-MNIST file (sha256); replace it, "
             "or set data.verify=false to use a deliberately different copy"
         )

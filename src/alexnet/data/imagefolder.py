@@ -18,6 +18,7 @@ from alexnet.data.images import (
 )
 from alexnet.data.imageset import ImageSet
 from alexnet.data.source import DataSource, Request
+from alexnet.errors import UserError
 
 LAYOUT_HELP = "expected train/<class>/* and val/<class>/* (or test/) inside"
 
@@ -108,7 +109,7 @@ def load_folder_pair(
 
 def _load(request: Request) -> tuple[ImageSet, ImageSet]:
     if not request.root:
-        raise ValueError(f"the imagefolder source needs --data DIR ({LAYOUT_HELP})")
+        raise UserError(f"the imagefolder source needs --data DIR ({LAYOUT_HELP})")
     if not Path(request.root).exists():
         raise FileNotFoundError(f"--data {request.root}: no such file or folder")
     return load_folder_pair(Path(request.root), request.size, request.channels, request.max_pixels)

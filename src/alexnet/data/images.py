@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexnet.errors import UserError
 from alexnet.files import size as in_words
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
@@ -209,7 +210,7 @@ def class_folders(split: Path) -> list[str]:
         try:
             entry.name.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(
+            raise UserError(
                 f"{entry}: a class folder name that is not valid UTF-8; rename it "
                 "(class names are stored as text in checkpoints and reports)"
             ) from None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from alexnet.data.cache import unpacked
 from alexnet.data.images import class_files, class_folders, is_image_name
+from alexnet.errors import UserError
 
 CLASS_INDEX = "imagenet_class_index.json"
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -29,7 +30,7 @@ DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 SPLITS = ("train", "val", "test")
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """Images or labels that cannot be found or read; the message names the file."""
 
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from alexnet.data.batches import Batches, to_device
 from alexnet.data.store import StoreError
+from alexnet.errors import UserError
 from alexnet.processes import die_with
 
 _PREFETCH = 2  # batches each loader worker is asked for ahead (DataLoader's default)
@@ -214,7 +215,7 @@ class BatchLoader:
         workers: int = 0,
     ) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
+            raise UserError(f"batch size {batch_size} is not divisible by {world_size} processes")
         self.data, self.batch_maker, self.train, self.seed = data, batches, train, seed
         self.device = torch.device(device)
         self.local_batch = batch_size // world_size

@@ -43,6 +43,7 @@ from alexnet.data.store import (
     open_store,
     read_json,
 )
+from alexnet.errors import UserError
 from alexnet.files import NAMES, written
 from alexnet.locks import held
 from alexnet.processes import die_with
@@ -63,13 +64,13 @@ class Plan:
     def check(self) -> None:
         """Every value in range, before anything is written."""
         if self.layout not in LAYOUTS:
-            raise ValueError(f"--layout {self.layout}: valid: {', '.join(LAYOUTS)}")
+            raise UserError(f"--layout {self.layout}: valid: {', '.join(LAYOUTS)}")
         for option, value, low, high in (("--size", self.size, 1, 65_536),
                                          ("--quality", self.quality, 1, 100),
                                          ("--chunk", self.chunk, 1, 1_000_000),
                                          ("--max-megapixels", self.max_pixels, 1, 10**12)):  # fmt: skip
             if not low <= value <= high:
-                raise ValueError(f"{option} {value}: must be from {low} to {high}")
+                raise UserError(f"{option} {value}: must be from {low} to {high}")
 
 
 @dataclass(frozen=True)
@@ -231,12 +232,12 @@ def prepare(
     plan = replace(plan, chunk=chunk) if chunk is not None else plan
     plan.check()
     if workers < 0:
-        raise ValueError(f"--workers {workers}: must be 0 or more")
+        raise UserError(f"--workers {workers}: must be 0 or more")
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such folder or archive")
     src, out = source_root(src.resolve()), out.resolve()
     if out == src or src in out.parents:
-        raise ValueError(f"{out}: the store must not be inside the images it is made from")
+        raise UserError(f"{out}: the store must not be inside the images it is made from")
     if out.is_dir() and not (out / STORE_FILE).is_file() and any(out.iterdir()):
         raise StoreError(f"{out}: a folder with other things in it, not a store; give a new or "
                          "empty folder (a store was written among image folders and runs)")  # fmt: skip

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alexnet.errors import UserError
+
 
 @dataclass
 class PixelSums:
@@ -112,17 +114,17 @@ class PixelStats:
         keys = ("mean_image", "eigval", "eigvec", "channel_mean", "channel_std")
         missing = [k for k in (*keys, "images") if k not in d]
         if missing:
-            raise ValueError(f"no {missing[0]}")
+            raise UserError(f"no {missing[0]}")
         bad = [
             k for k in keys if not isinstance(d[k], torch.Tensor) or not d[k].is_floating_point()
         ]
         if bad:
-            raise ValueError(f"{bad[0]} is not a float tensor")
+            raise UserError(f"{bad[0]} is not a float tensor")
         c = d["mean_image"].shape[-1] if d["mean_image"].dim() == 3 else -1
         shapes = {"eigval": (c,), "eigvec": (c, c), "channel_mean": (c,), "channel_std": (c,)}
         wrong = [k for k, shape in shapes.items() if tuple(d[k].shape) != shape]
         if c not in (1, 3) or wrong or not isinstance(d["images"], int):
-            raise ValueError(f"{(wrong or ['mean_image'])[0]} has the wrong shape or type")
+            raise UserError(f"{(wrong or ['mean_image'])[0]} has the wrong shape or type")
         return cls(**{k: d[k] for k in (*keys, "images")})
 
     def same_as(self, other: PixelStats) -> bool:

@@ -39,6 +39,7 @@ import torch
 from alexnet.data.imageset import skip_line, subset_indices
 from alexnet.data.source import DataSource, Request
 from alexnet.data.stats import PixelStats
+from alexnet.errors import UserError
 
 STORE_FORMAT = 1
 OPEN_CHUNKS = 64  # chunk files a process keeps open (StoreSplit._fd)
@@ -47,7 +48,7 @@ STORE_FILE = "store.json"
 STATS_FILE = "stats.pt"
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A store that cannot be read; the message names the file and what to do."""
 
 
@@ -191,7 +192,7 @@ class StoreSplit:
             data = os.pread(self._fd(int(self.chunk[i])), int(self.length[i]), int(self.offset[i]))
             try:
                 if len(data) != int(self.length[i]):
-                    raise ValueError("cut short")
+                    raise UserError("cut short")
                 image = decode_jpeg_bytes(data, self.channels)
             except (RuntimeError, ValueError):
                 raise self._damaged(i) from None
@@ -293,11 +294,11 @@ def open_store(root: Path | str) -> Store:
 
 def _load(request: Request) -> tuple[StoreSplit, StoreSplit]:
     if not request.root:
-        raise ValueError("the store source needs --data STORE_DIR (made by alexnet prepare)")
+        raise UserError("the store source needs --data STORE_DIR (made by alexnet prepare)")
     store = open_store(request.root)
     channels = int(store.meta["channels"])
     if request.channels not in (0, channels):
-        raise ValueError(f"data.channels: {request.root} holds {channels}-channel images")
+        raise UserError(f"data.channels: {request.root} holds {channels}-channel images")
     test = "test" if "test" in store.splits and "val" not in store.splits else "val"
     return store.split("train"), store.split(test)
 

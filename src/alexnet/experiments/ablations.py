@@ -25,6 +25,7 @@ from pathlib import Path
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, recipe_from_dict
+from alexnet.errors import UserError
 from alexnet.experiments.sweep import Planned, train_all
 
 
@@ -92,7 +93,7 @@ def run_ablations(base: Recipe, out: Path, *, seeds: int = 2, epochs: int | None
     results.md and results.json and ablations.png into ``out``, returns the results."""
     unknown = [v for v in variants if v not in BY_NAME]
     if unknown:
-        raise ValueError(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(BY_NAME)}")
+        raise UserError(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(BY_NAME)}")
     chosen = ["full", *(v for v in variants if v != "full")]
     runs = [Planned(f"{v}-seed{s}", variant_recipe(base, BY_NAME[v], s, epochs))
             for v in chosen for s in range(seeds)]  # fmt: skip
@@ -148,7 +149,7 @@ def summarise(metrics: dict[str, list[dict]], chosen: list[str], seeds: int, epo
                    "top1_sd": _spread(top1), "top5_mean": statistics.fmean(top5),
                    "top5_sd": _spread(top5)}  # fmt: skip
     if "full" not in rows:
-        raise ValueError("ablations: no run of the full network finished (diverged?); nothing "
+        raise UserError("ablations: no run of the full network finished (diverged?); nothing "
                          "to compare with")  # fmt: skip
     full = rows["full"]
     for row in rows.values():

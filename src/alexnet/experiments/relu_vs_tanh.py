@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alexnet.config import Recipe, recipe_from_dict
+from alexnet.errors import UserError
 from alexnet.experiments.sweep import Planned, saved_plan, train_all
 
 TARGET = 0.25
@@ -101,7 +102,7 @@ def choose_rates(base: Recipe, activations, rates, out: Path, progress: bool, sa
                 {*tried[a], float(f"{r / step if r == tried[a][0] else r * step:.2g}")}
             )
     if not seconds:
-        raise ValueError("relu-vs-tanh: every run of the learning-rate sweep diverged; give "
+        raise UserError("relu-vs-tanh: every run of the learning-rate sweep diverged; give "
                          "lower --rates")  # fmt: skip
     # The sweep's cost: training, and about a fifth more plus 3 s per run for evaluation,
     # checkpoints and loading the data (measured on CIFAR-10, 2-core CPU).
@@ -122,7 +123,7 @@ def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
     widen, rates = rates is None, RATES if rates is None else rates
 
     if "relu" not in activations:
-        raise ValueError("relu-vs-tanh: the activations must include relu, the reference")
+        raise UserError("relu-vs-tanh: the activations must include relu, the reference")
     train = load_data(resolve(figure1_recipe(base, "relu", 0.01, 1, 0)))[0]
     chance = 1 - 1 / len(train.classes)
     inputs = {"budget_minutes": budget_minutes, "activations": list(activations),
@@ -137,7 +138,7 @@ def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
         fit_in = math.floor(left / len(activations) / epoch_s)
         if fit_in < 1:  # the sweep's runs are kept: the next try does not repeat them
             enough = math.ceil((sweep["sweep_seconds"] + epoch_s * len(activations)) / 60)
-            raise ValueError(f"--budget {budget_minutes:g}: the rate sweep took "
+            raise UserError(f"--budget {budget_minutes:g}: the rate sweep took "
                              f"{sweep['sweep_seconds'] / 60:.1f} of its minutes, and one epoch "
                              f"per activation needs about {epoch_s * len(activations):.0f} s "
                              f"more; give --budget {enough} or more (the sweep is not "

@@ -25,6 +25,7 @@ from pathlib import Path
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
 from alexnet.data.prepare import atomic_write
+from alexnet.errors import UserError
 from alexnet.files import missing_folders, remove_empty
 from alexnet.runtime import StopFlag
 from alexnet.training.runs import hold_run, open_run, remove_failed_start
@@ -59,7 +60,7 @@ def check_planned(run: Planned, run_dir: Path) -> None:
     """``run_dir`` holds this run as planned now, or nothing yet."""
     planned, wanted = run_dir / "planned.toml", run.recipe.to_toml()
     if planned.is_file() and planned.read_text() != wanted:
-        raise ValueError(f"{run_dir}: made by this experiment with other settings (recipe, data "
+        raise UserError(f"{run_dir}: made by this experiment with other settings (recipe, data "
                          "or epochs); give another --out, or remove the folder to start it "
                          "again")  # fmt: skip
     made = missing_folders(run_dir)
@@ -130,7 +131,7 @@ def saved_plan(out: Path, inputs: dict, make: Callable[[], dict]) -> dict:
             _write_json(path, plan)
         if plan["inputs"] != inputs:
             changed = sorted(k for k in inputs if plan["inputs"].get(k) != inputs[k])
-            raise ValueError(f"{out}: planned with other {', '.join(changed)}; give another "
+            raise UserError(f"{out}: planned with other {', '.join(changed)}; give another "
                              "--out, or remove the folder to start again")  # fmt: skip
         return plan
     plan = {"inputs": inputs, **make()}

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from alexnet.data import ImageSet, Request, load_source
 from alexnet.data.layouts import is_flat, source_root, split_files
 from alexnet.data.store import StoreSplit, is_store, open_store
+from alexnet.errors import UserError
 from alexnet.inference.prepared import infer
 from alexnet.inference.trained import Trained
 from alexnet.inference.views import (
@@ -85,7 +86,7 @@ def _same(nets: list[Trained], what: str, value) -> None:
         other = differing[0]
         said = f"{_kind(other)}, {nets[0].path} {_kind(nets[0])}" if what == "kind" else \
             f"its {what} differ from {nets[0].path}'s"  # fmt: skip
-        raise ValueError(f"{other.path}: {said}; an ensemble needs networks trained on the same "
+        raise UserError(f"{other.path}: {said}; an ensemble needs networks trained on the same "
                          "classes and images")  # fmt: skip
 
 
@@ -99,7 +100,7 @@ def trained_data(net: Trained, data: Path | None) -> Path | None:
         raise FileNotFoundError(f"{net.path}: was trained on {root}, which is not here; give "
                                 "--data")  # fmt: skip
     if not root and net.from_store:
-        raise ValueError(f"{net.path}: records no data it was trained on; give --data (a store "
+        raise UserError(f"{net.path}: records no data it was trained on; give --data (a store "
                          "or an image folder)")  # fmt: skip
     return Path(root) if root else None
 
@@ -129,7 +130,7 @@ def split_images(
         chosen = split or ("val" if "val" in store.splits else "test")
         images = store.split(chosen)
         if images.size != first.stored_size or images.classes != first.classes:
-            raise ValueError(f"{data}: holds {images.size}-pixel images of {len(images.classes)} "
+            raise UserError(f"{data}: holds {images.size}-pixel images of {len(images.classes)} "
                              f"classes; {first.path} was trained on {first.stored_size}-pixel "
                              f"images of {len(first.classes)} classes")  # fmt: skip
         other = training and chosen != "train" and "train" in store.splits
@@ -142,11 +143,11 @@ def split_images(
 def _source_images(net: Trained, data: Path | None, split: str | None) -> tuple[ImageSet, ImageSet]:
     """A network trained in memory: its data source's test and training sets."""
     if split is not None:
-        raise ValueError(f"--split {split}: {net.path} was {_kind(net)} and is scored on "
+        raise UserError(f"--split {split}: {net.path} was {_kind(net)} and is scored on "
                          "the test split its data source gives (test/, else val/), as in "
                          "training; leave --split out")  # fmt: skip
     if data is not None and is_store(data):
-        raise ValueError(f"--data {data} is a store (alexnet prepare), but {net.path} was "
+        raise UserError(f"--data {data} is a store (alexnet prepare), but {net.path} was "
                          f"{_kind(net)}: give the data it was trained on")  # fmt: skip
     d = net.recipe.data
     request = Request(
@@ -154,7 +155,7 @@ def _source_images(net: Trained, data: Path | None, split: str | None) -> tuple[
     )
     train, test = load_source(d.source, request)
     if test.classes != net.classes:
-        raise ValueError(f"{data or d.source}: its classes ({', '.join(test.classes[:4])}...) "
+        raise UserError(f"{data or d.source}: its classes ({', '.join(test.classes[:4])}...) "
                          f"differ from those {net.path} was trained on "
                          f"({', '.join(net.classes[:4])}...)")  # fmt: skip
     return test, train.subset(d.limit_train) if d.limit_train else train
@@ -180,7 +181,7 @@ def folder_split(src: Path, split: str | None, net: Trained) -> StoreSplit:
             if (src / split).is_dir()  # a flat folder: neither val/ nor test/ is there
             else ("it, which has no val/ or test/ folder", f"val/ or test/ with {named}, or "
                   f"<class>_*.JPEG files in {src}"))  # fmt: skip
-        raise ValueError(f"{src}: no images of {net.path}'s classes in {found}; expected "
+        raise UserError(f"{src}: no images of {net.path}'s classes in {found}; expected "
                          f"{expected}")  # fmt: skip
     n = len(pairs)
     return StoreSplit(src, split, "files", int(net.stored_size), 3, net.classes,
@@ -196,7 +197,7 @@ def evaluate_checkpoints(
     """Top-1 and top-5 error of the networks' averaged softmax outputs over ``crops`` views."""
     for option, value in (("--batch", batch), ("--workers", workers + 1)):
         if value < 1:
-            raise ValueError(f"{option} {value if option == '--batch' else workers}: must be "
+            raise UserError(f"{option} {value if option == '--batch' else workers}: must be "
                              f"{'1 or more' if option == '--batch' else '0 or more'}")  # fmt: skip
     first = nets[0]
     crops = chosen_crops(first, crops)

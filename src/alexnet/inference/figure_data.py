@@ -30,6 +30,7 @@ from torch import nn
 
 from alexnet.data import ImageSet
 from alexnet.data.store import StoreSplit
+from alexnet.errors import UserError
 from alexnet.files import missing_folders, remove_empty, text_name
 from alexnet.inference import figures
 from alexnet.inference.crops import View
@@ -127,7 +128,7 @@ def predict(look: Looker, images: Images) -> Predictions:
         probs = sum(infer(look.model, x, look.amp).softmax(1).cpu() for x in inputs)
         parts.append((chosen[ok], labels[ok], probs[ok] / len(look.views)))
     if not any(len(p[0]) for p in parts):
-        raise ValueError(f"{images.source}: none of its {len(images)} images could be read")
+        raise UserError(f"{images.source}: none of its {len(images)} images could be read")
     indices, labels, probs = (torch.cat(p) for p in zip(*parts, strict=True))
     return Predictions(indices, labels, probs)
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.config import recipe_from_dict
+from alexnet.errors import UserError
 from alexnet.inference.predict import file_maker, read_image
 from alexnet.inference.trained import Trained, load_trained
 from alexnet.inference.views import view_inputs, views_of
@@ -53,7 +54,7 @@ def initialised(arch: str, scale: str, seed: int = 0) -> Trained:
     nothing divided; no training set, so no mean image) or at unit scale (that mean, then
     ImageNet's per-channel deviation divided)."""
     if scale not in SCALES:
-        raise ValueError(f"--scale {scale}: choose {' or '.join(SCALES)}")
+        raise UserError(f"--scale {scale}: choose {' or '.join(SCALES)}")
     info = network(arch)
     stored = info.input_size >= 200  # the paper's size: a crop of a stored image, as trained
     std = [1 / 255] * 3 if scale == "paper" else list(IMAGENET_STD)
@@ -75,7 +76,7 @@ def open_network(name: str, scale: str | None, seed: int) -> Trained:
     if name in NETWORKS and not Path(name).exists():
         return initialised(name, scale or "paper", seed)
     if scale is not None:
-        raise ValueError(f"--scale applies to a network at initialisation ({', '.join(NETWORKS)}); "
+        raise UserError(f"--scale applies to a network at initialisation ({', '.join(NETWORKS)}); "
                          f"{name} is taken as a trained network, whose images are prepared as "
                          "it was trained")  # fmt: skip
     return load_trained(name)
@@ -142,7 +143,7 @@ def measure(
     under either alpha, so the sums' percentiles give d's under both."""
     layers = [(n, m) for n, m in net.model.named_modules() if isinstance(m, LocalResponseNorm)]
     if not layers:
-        raise ValueError(f"{net.path}: the network has no LRN layer (model.options.lrn is false)")
+        raise UserError(f"{net.path}: the network has no LRN layer (model.options.lrn is false)")
     sums = {n: Sample(sample) for n, _ in layers}
     channels: dict[str, int] = {}
 
@@ -160,7 +161,7 @@ def measure(
         for h in hooks:
             h.remove()
     if not read:
-        raise ValueError("no image could be read: " + "; ".join(skipped))
+        raise UserError("no image could be read: " + "; ".join(skipped))
     rows = []
     for i, (name, module) in enumerate(layers):
         points = sums[name].percentiles(PERCENTILES)

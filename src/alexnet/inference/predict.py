@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data.images import decode_image, resize_image
+from alexnet.errors import UserError
 from alexnet.files import NAMES
 from alexnet.inference.prepared import infer
 from alexnet.inference.trained import Trained
@@ -76,7 +77,7 @@ def read_image(net: Trained, path: Path, max_megapixels: float | None = None) ->
     image, why = decode_image(path, channels, None if net.published else side, limit,
                               rescaled=side)  # fmt: skip
     if image is None:
-        raise ValueError(why)
+        raise UserError(why)
     image = net.published.rescale(image) if net.published else resize_image(image, side)
     return image.permute(1, 2, 0).contiguous() if net.from_store else image
 
@@ -91,7 +92,7 @@ def predict_files(
     probabilities by about 1e-3, enough to swap two close classes)."""
     crops = chosen_crops(net, crops)
     if top < 1:
-        raise ValueError(f"--top {top}: must be 1 or more")
+        raise UserError(f"--top {top}: must be 1 or more")
     model, device, amp, layout = prepared(net, precision)
     views = views_of(net, crops)
     maker = file_maker(net)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from alexnet.data.stats import PixelStats
+from alexnet.errors import UserError
 from alexnet.processes import deferred_signals
 
 INSTALL = "pip install 'alexnet[export]'"
@@ -21,7 +22,7 @@ SAFETENSORS_FORMAT = 1  # the version of the layout below; read_safetensors read
 STATS_PREFIX = "preprocessing."
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A problem the user can fix (a missing package, an opset, a file): one line."""
 
 
@@ -101,7 +102,7 @@ def _metadata(meta: dict[str, str], key: str, kind, path: Path, default: str | N
     text = meta.get(key, default)
     try:
         if text is None:
-            raise ValueError("missing")
+            raise UserError("missing")
         value = json.loads(text)
     except RecursionError:
         raise ExportError(f"{path}: its {key!r} metadata is nested too deeply to be alexnet's; "

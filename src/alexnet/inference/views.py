@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from alexnet.data.batches import Batches, batch_maker_for
 from alexnet.data.imageset import ImageSet
 from alexnet.data.store import StoreSplit
+from alexnet.errors import UserError
 from alexnet.inference.crops import CROPS, View
 from alexnet.inference.prepared import prepare_for_inference
 from alexnet.inference.trained import Trained
@@ -66,9 +67,9 @@ def chosen_crops(net: Trained, crops: int | None) -> int:
     ten only for networks trained from a store of larger images."""
     crops = crops or (2 if net.recipe.eval.tta_flip else 1)
     if crops not in CROPS:
-        raise ValueError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10")
+        raise UserError(f"--crops {crops}: choose 1, 2 (with its mirror image) or 10")
     if crops > 2 and not net.from_store:
-        raise ValueError(f"--crops {crops}: {net.path} was trained in memory on "
+        raise UserError(f"--crops {crops}: {net.path} was trained in memory on "
                          f"{net.input_size}x{net.input_size} images, so only 1 or 2 (with its "
                          "mirror image) apply; 10 crops need a network trained from a store "
                          "of larger images")  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.models import alexnet as _alexnet
 from alexnet.models import convnet4 as _convnet4
 from alexnet.models.alexnet import AlexNet
@@ -42,7 +43,7 @@ def __getattr__(name: str):
 def network(name: str) -> Network:
     """The registered network ``name``; an unknown name lists the valid ones."""
     if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; valid: {', '.join(NETWORKS)}")
+        raise UserError(f"unknown network {name!r}; valid: {', '.join(NETWORKS)}")
     return NETWORKS[name]
 
 
@@ -57,7 +58,7 @@ def check_options(name: str, options: dict[str, Any], where: str = "") -> Networ
     info = network(name)
     unknown = sorted(set(options) - set(model_options(name)))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown option(s) {', '.join(f'{where}.{u}' if where else u for u in unknown)} "
             f"for {name}; valid: {', '.join(model_options(name))}"
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.models.blocks import (
     DROPOUT_PLACEMENTS,
     INITS,
@@ -87,7 +88,7 @@ class AlexNet(nn.Module):
         else:
             side = map_size(table, input_size, options.pooling)
             if side < 1:
-                raise ValueError(f"input_size {input_size}: a {input_size}x{input_size} input "
+                raise UserError(f"input_size {input_size}: a {input_size}x{input_size} input "
                                  "leaves no feature map")  # fmt: skip
         self.classifier = b.classifier(
             table[-1].width * side * side, hidden, options.dropout_placement
@@ -105,7 +106,7 @@ class AlexNet(nn.Module):
                 if size == 227
                 else f"; resize the images to {size} or build the network with input_size"
             )
-            raise ValueError(
+            raise UserError(
                 f"this network takes {size}x{size} inputs, got {x.shape[-2]}x{x.shape[-1]}{hint}"
             )
         x = self.features(x)
@@ -156,7 +157,7 @@ def one_tower_alexnet(o: AlexNetOptions) -> AlexNet:
 
 def small_alexnet(o: SmallOptions) -> AlexNet:  # type: ignore[override]
     if len(o.widths) != 5:
-        raise ValueError(f"widths: alexnet-small needs 5 conv widths, got {list(o.widths)}")
+        raise UserError(f"widths: alexnet-small needs 5 conv widths, got {list(o.widths)}")
     return AlexNet(small_table(o.widths), o, hidden=o.hidden, input_size=o.input_size)
 
 

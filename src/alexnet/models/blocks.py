@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.ops.lrn import FORMULAS, LocalResponseNorm, ReLUInLRN
 from alexnet.settings import setting
 
@@ -124,7 +125,7 @@ def feature_stack(rows: Sequence[Conv], blocks: Blocks, *, pool_before_norm: boo
     if blocks.o.two_towers:  # a tower layer splits both its input and its output in halves
         ins = [blocks.o.in_channels, *(r.width for r in rows)]
         if any(r.towers and (r.width % 2 or ins[i] % 2) for i, r in enumerate(rows)):
-            raise ValueError(f"widths: two towers need even widths into and out of conv2, conv4 and conv5, "
+            raise UserError(f"widths: two towers need even widths into and out of conv2, conv4 and conv5, "
                              f"got {[r.width for r in rows]}")  # fmt: skip
     for row in rows:
         if row.norm and not pool_before_norm:

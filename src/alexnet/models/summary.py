@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.models import network
 from alexnet.models.memory import on_meta
 
@@ -46,11 +47,11 @@ def parse_input(text: str) -> tuple[int, int, int]:
     except ValueError:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(
+        raise UserError(
             f"--input must look like 3x227x227 (channels x height x width), got {text!r}"
         )
     if dims[0] > MAX_CHANNELS or max(dims[1:]) > MAX_SIDE:
-        raise ValueError(
+        raise UserError(
             f"--input {text}: at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side"
         )
     return dims  # type: ignore[return-value]
@@ -112,7 +113,7 @@ def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **opti
     info = network(arch)
     shape = input_shape or (3, info.input_size, info.input_size)
     if options.setdefault("in_channels", shape[0]) != shape[0]:
-        raise ValueError(
+        raise UserError(
             f"-o in_channels={options['in_channels']} but --input has {shape[0]} channels"
         )
     if info.sized_by_option:
@@ -122,7 +123,7 @@ def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **opti
         rows = layer_table(model, shape)
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ValueError(
+        raise UserError(
             f"{arch} cannot take a {'x'.join(map(str, shape))} input: {first}"
         ) from None
     notes = []

@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.ops import native
 
 Formula = Literal["torch", "paper"]
@@ -294,10 +295,10 @@ def local_response_norm(
             f"local_response_norm expects (N, C, ...) with at least 3 dims, got shape {tuple(x.shape)}"
         )
     if formula not in FORMULAS:
-        raise ValueError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
+        raise UserError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
     effective_alpha = alpha / size if formula == "torch" else alpha
     if implementation not in ("auto", *IMPLEMENTATIONS):
-        raise ValueError(f"unknown LRN implementation {implementation!r}; valid: auto, "
+        raise UserError(f"unknown LRN implementation {implementation!r}; valid: auto, "
                          f"{', '.join(IMPLEMENTATIONS)}")  # fmt: skip
     impl = pick_implementation(x, implementation)
     return _LRNFunction.apply(x, size, effective_alpha, beta, k, relu, impl)
@@ -327,9 +328,9 @@ class LocalResponseNorm(nn.Module):
     ) -> None:
         super().__init__()
         if size < 1:
-            raise ValueError(f"LRN size must be >= 1, got {size}")
+            raise UserError(f"LRN size must be >= 1, got {size}")
         if formula not in FORMULAS:
-            raise ValueError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
+            raise UserError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
         self.size, self.alpha, self.beta, self.k, self.formula = size, alpha, beta, k, formula
         self.implementation, self.relu = implementation, relu
 

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet.files import MARGIN, disk_failure, free_bytes
-from alexnet.paths import cache_dir
+from alexnet.files import MARGIN, cache_dir, disk_failure, free_bytes
 
 SOURCES = Path(__file__).parent / "csrc"
 

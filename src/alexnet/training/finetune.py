@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.inference.trained import load_trained
 from alexnet.models import output_layer
 from alexnet.models.weights import PUBLISHED
@@ -40,7 +41,7 @@ def load_start_weights(
     the output layer, is a one-line error naming it."""
     start = load_trained(source)
     if start.recipe.model.arch != arch:
-        raise ValueError(f"model.weights {source}: weights of {start.recipe.model.arch}, but "
+        raise UserError(f"model.weights {source}: weights of {start.recipe.model.arch}, but "
                          f"the recipe trains {arch}; set model.arch = "
                          f'"{start.recipe.model.arch}"')  # fmt: skip
     given, own = start.model.state_dict(), model.state_dict()
@@ -51,7 +52,7 @@ def load_start_weights(
             continue
         if key not in given or given[key].shape != value.shape:
             have = "missing" if key not in given else "x".join(map(str, given[key].shape))
-            raise ValueError(f"model.weights {source}: its {key} is {have}, this run's network "
+            raise UserError(f"model.weights {source}: its {key} is {have}, this run's network "
                              f"needs {'x'.join(map(str, value.shape))}; the model options "
                              "(channels, widths, towers) must match the weights'")  # fmt: skip
     model.load_state_dict({k: v for k, v in given.items() if k not in replaced}, strict=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from torch import nn
 
+from alexnet.errors import UserError
 from alexnet.files import written
 from alexnet.progress import bar
 from alexnet.runtime import Runtime, autocast
@@ -67,7 +68,7 @@ def range_test(
     epoch, repeated if short), stopping once the loss is four times its best; ``progress``:
     a bar on a terminal."""
     if steps < 3:
-        raise ValueError(f"--steps {steps}: the range test needs at least 3 (default 100)")
+        raise UserError(f"--steps {steps}: the range test needs at least 3 (default 100)")
     saved = copy.deepcopy(model.state_dict())
     # torch's rule, whatever the run's: the rate rises 10% a step, and the paper's velocity
     # (optim.rule) would lag it, moving about half as far at a rate as training at that rate
@@ -99,7 +100,7 @@ def range_test(
             break
     model.load_state_dict(saved)
     if len(losses) < 3:
-        raise ValueError(f"the loss became {value} in the range test's first steps, at rate "
+        raise UserError(f"the loss became {value} in the range test's first steps, at rate "
                          f"{rate:.3g}; check the data and the recipe's network")  # fmt: skip
     at = min(range(len(losses)), key=losses.__getitem__)
     # The first rate, or the last of a test that never saw the loss rise: no real minimum.

@@ -15,6 +15,7 @@ from typing import Any
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, apply_overrides, read_toml, recipe_from_dict
+from alexnet.errors import UserError
 from alexnet.files import (
     MARGIN,
     WriteError,
@@ -35,7 +36,7 @@ def check_name(name: str, what: str) -> None:
     bad = (not name or name.startswith(".") or "/" in name or "\\" in name
            or any(ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in name))  # fmt: skip
     if bad:
-        raise ValueError(f"{what} {name!r} cannot name a run folder: use letters, digits and "
+        raise UserError(f"{what} {name!r} cannot name a run folder: use letters, digits and "
                          "-_.+ (no '/', no leading '.', no control characters, valid UTF-8)")  # fmt: skip
 
 
@@ -62,7 +63,7 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
             why = "a symbolic link to nothing, or back to itself"
         elif runs.exists() and not runs.is_dir():
             why = "a file, not a folder"
-        raise ValueError(f"cannot create the runs folder {runs}: {why}; choose another with "
+        raise UserError(f"cannot create the runs folder {runs}: {why}; choose another with "
                          "--runs DIR") from None  # fmt: skip
     free = free_bytes(runs)
     if 0 <= free < MARGIN:  # TensorBoard's writer thread met the full disk with a traceback
@@ -79,7 +80,7 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
             if name is not None:
                 raise FileExistsError(_taken(run_dir)) from None
         except OSError as exc:
-            raise ValueError(f"cannot create {run_dir}: {exc.strerror or exc}; choose another "
+            raise UserError(f"cannot create {run_dir}: {exc.strerror or exc}; choose another "
                              "folder with --runs DIR") from None  # fmt: skip
     raise FileExistsError(f"{runs}: too many runs named {base}-N")
 
@@ -124,7 +125,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
     for key in ("epoch", "batch"):  # an edited count sent the schedule past its end
         count = checkpoint.get(key, 0)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValueError(f"{path}: its {key} {count!r} is not a count; a damaged or edited "
+            raise UserError(f"{path}: its {key} {count!r} is not a count; a damaged or edited "
                              "checkpoint (best.pt, if there, may still be sound)")  # fmt: skip
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
@@ -137,7 +138,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         # that resume changed behind; those are the checkpoint's to tell.
         explained = {k for c in checkpoint.get("changes", [])[-1:] for k in c} - {"epoch", "batch"}
         if not differ <= explained:
-            raise ValueError(
+            raise UserError(
                 f"{path} was written under another recipe than {saved} (copied from another "
                 "run?); to resume under the checkpoint's recipe anyway, add --checkpoint-recipe"
             )
@@ -148,7 +149,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         onward = ("its one-cycle schedule cannot be extended; start a new run"
                   if recipe.schedule.name == "onecycle"
                   else f"to train on, resume with --set epochs=N (N > {done}), or start a new run")  # fmt: skip
-        raise ValueError(f"{run_dir} has finished {done} epochs; {onward}")
+        raise UserError(f"{run_dir} has finished {done} epochs; {onward}")
     changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
     changes = {k: (old, value) for k, (old, value) in changes.items() if old != value}
     return Resume(run_dir, new, checkpoint, changes)
@@ -178,12 +179,12 @@ def _check_changes(overrides: list[str], recipe: Recipe, run_dir: Path) -> list[
     keys = [item.split("=", 1)[0].strip() for item in overrides]
     for key in keys:
         if key not in RESUME_KEYS:
-            raise ValueError(
+            raise UserError(
                 f"--resume can change only {', '.join(RESUME_KEYS)}, not {key}; start a new run "
                 "for other changes"
             )
     if "epochs" in keys and recipe.schedule.name == "onecycle":
-        raise ValueError(
+        raise UserError(
             f"{run_dir} follows a one-cycle schedule, whose length is fixed when it starts "
             f"({recipe.epochs} epochs): it cannot be lengthened or shortened; start a new run (or "
             "resume with --set optim.lr only)"

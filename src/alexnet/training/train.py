@@ -32,6 +32,7 @@ from alexnet.data import DATA_SOURCES, BatchLoader, ImageSet, Request, load_sour
 from alexnet.data.batches import PCA, batch_maker_for
 from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats
+from alexnet.errors import UserError
 from alexnet.models import build_model, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
@@ -68,10 +69,10 @@ def resolve(recipe: Recipe) -> Recipe:
     r = copy.deepcopy(recipe)
     d, source, net = r.data, DATA_SOURCES[r.data.source], network(r.model.arch)
     if source.image_size and d.image_size not in (0, source.image_size):
-        raise ValueError(f"data.image_size: {source.name} images are {source.image_size}x"
+        raise UserError(f"data.image_size: {source.name} images are {source.image_size}x"
                          f"{source.image_size}; leave it 0")  # fmt: skip
     if source.image_size and d.channels not in (0, source.channels):
-        raise ValueError(f"data.channels: {source.name} images have {source.channels} channel(s)")
+        raise UserError(f"data.channels: {source.name} images have {source.channels} channel(s)")
     d.image_size = d.image_size or source.image_size or net.input_size
     d.channels = d.channels or source.channels
     grey = d.channels == 1 and len(source.mean) == 3  # photos read as grey: one mean of three
@@ -79,7 +80,7 @@ def resolve(recipe: Recipe) -> Recipe:
     d.std = d.std or ([sum(source.std) / 3] if grey else list(source.std))
     for key, values in (("data.mean", d.mean), ("data.std", d.std)):
         if len(values) != d.channels:
-            raise ValueError(f"{key} needs one value per channel ({d.channels}), got {values}")
+            raise UserError(f"{key} needs one value per channel ({d.channels}), got {values}")
     if d.root:
         d.root = str(Path(d.root).expanduser().resolve())
     if r.model.weights and not is_published(r.model.weights):
@@ -117,7 +118,7 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
     recipe = copy.deepcopy(recipe)
     d, options = recipe.data, recipe.model.options
     if options.setdefault("num_classes", len(classes)) < len(classes):
-        raise ValueError(f"model.options.num_classes is {options['num_classes']} but the data "
+        raise UserError(f"model.options.num_classes is {options['num_classes']} but the data "
                          f"has {len(classes)} classes")  # fmt: skip
     options.setdefault("in_channels", d.channels)
     if network(recipe.model.arch).sized_by_option:
@@ -127,13 +128,13 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
     try:  # on the meta device first: shapes only, no memory, whatever the sizes asked
         need = training_bytes(on_meta(recipe.model.arch, options), shape, local)
     except (ValueError, RuntimeError) as exc:
-        raise ValueError(f"model {recipe.model.arch} cannot take the data's {d.channels}x"
+        raise UserError(f"model {recipe.model.arch} cannot take the data's {d.channels}x"
                          f"{d.image_size}x{d.image_size} images: {exc}") from None  # fmt: skip
     if rt.device.type == "cpu":
         need *= rt.world_size  # the processes of a run on one machine share its memory
     have = free_bytes(rt.device)
     if 0 <= have < need:
-        raise ValueError(f"{recipe.model.arch} on {d.channels}x{d.image_size}x{d.image_size} "
+        raise UserError(f"{recipe.model.arch} on {d.channels}x{d.image_size}x{d.image_size} "
                          f"images at batch {d.batch_size} needs about {need / 1e9:.1f} GB to "
                          f"train and {where(rt.device)} {have / 1e9:.1f} GB available; lower "
                          "data.image_size or data.batch_size, or the network's widths")  # fmt: skip
@@ -191,7 +192,7 @@ def make_loaders(recipe: Recipe, rt: Runtime, train_set, test_set, stats: PixelS
     train = BatchLoader(train_set, d.batch_size, train_batches, train=True, **common)
     test = BatchLoader(test_set, d.eval_batch_size, test_batches, train=False, **common)
     if len(train) == 0:
-        raise ValueError(f"{len(train_set)} training images make no full batch of "
+        raise UserError(f"{len(train_set)} training images make no full batch of "
                          f"{d.batch_size} (data.batch_size)")  # fmt: skip
     return train, test
 
@@ -602,7 +603,7 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
     if before and before != state.data:
         was, now = (f"{d['train']} train / {d['test']} test images, {len(d['classes'])} classes"
                     for d in (before, state.data))  # fmt: skip
-        raise ValueError(f"{run_dir}: its data changed since the run began ({was}; now {now}), so "
+        raise UserError(f"{run_dir}: its data changed since the run began ({was}; now {now}), so "
                          "it cannot continue as it was; start a new run")  # fmt: skip
     state.load_state_dict(checkpoint, run_dir / "last.pt")
     if changes:
