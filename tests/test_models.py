@@ -241,3 +241,16 @@ def test_either_dropout_placement_loads_the_others_weights():
     with torch.no_grad():
         assert torch.equal(paper.eval()(x), old.eval()(x))
     assert build_model("alexnet-owt").classifier[0].__class__ is nn.Dropout  # torchvision's
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_every_registered_network_meets_the_commands_contract(name):
+    """--freeze-features needs `features`, fine-tuning replaces the last nn.Linear: stated by
+    models.contract_problems, met by every network (built on the meta device: no memory)."""
+    from alexnet.models import contract_problems
+    from alexnet.models.memory import on_meta
+
+    model = on_meta(name, {"num_classes": 7})
+    assert contract_problems(model, 7) == []
+    broken = nn.Sequential(nn.Linear(3, 7), nn.Linear(7, 2))
+    assert len(contract_problems(broken, 7)) == 2

@@ -71,6 +71,19 @@ def output_layer(model: nn.Module) -> str:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
 
 
+def contract_problems(model: nn.Module, num_classes: int) -> list[str]:
+    """What ``model`` lacks of the contract every registered network meets (blocks.Network):
+    a ``features`` module and an output layer that is its last ``nn.Linear``, ``num_classes``
+    wide. Empty where it meets it."""
+    problems = []
+    if not isinstance(getattr(model, "features", None), nn.Module):
+        problems.append("no features module (the convolutional part --freeze-features freezes)")
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1].out_features != num_classes:
+        problems.append(f"its last nn.Linear is not the output layer of {num_classes} classes")
+    return problems
+
+
 def build_model(name: str, **options: Any) -> nn.Module:
     """Build a registered network; unknown names or options fail with the valid ones listed."""
     return network(name).build(check_options(name, options))
@@ -85,6 +98,7 @@ __all__ = [
     "NetworkOptions",
     "build_model",
     "check_options",
+    "contract_problems",
     "model_options",
     "network",
     "output_layer",

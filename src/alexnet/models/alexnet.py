@@ -161,10 +161,15 @@ def small_alexnet(o: SmallOptions) -> AlexNet:  # type: ignore[override]
     return AlexNet(small_table(o.widths), o, hidden=o.hidden, input_size=o.input_size)
 
 
+PAPER_NEURONS_CONV1 = 253_440  # section 5's count for the first layer, which 55x55x96 is not
+
 NETWORKS = (
     Network(
         "alexnet", paper_alexnet, AlexNetOptions, 227,
         "the paper's network, two towers (Figure 2)", IMAGENET_MEAN, IMAGENET_STD,
+        notes=(f"The paper gives {PAPER_NEURONS_CONV1:,} neurons for conv1; its 55x55x96 "
+               "output is 290,400. The other figures match the paper.",
+               "Input is 227x227: the paper's 224x224 cannot give conv1's 55x55 map."),
     ),
     Network(
         "alexnet-owt", one_tower_alexnet, OneTowerOptions, 224,

@@ -181,7 +181,13 @@ def initialise(model: nn.Module, scheme: str, bias_one: Sequence[nn.Module] = ()
 @dataclass(frozen=True)
 class Network:
     """A registered network and what it declares about itself, so no other module keeps a
-    list about it: its options (and their defaults), its input, its normalisation."""
+    list about it: its options (and their defaults), its input, its normalisation, the notes
+    ``alexnet summary`` prints under its table.
+
+    What it builds must meet the contract the commands rely on (``models.contract_problems``
+    states it; the model tests check every registered network): a ``features`` module, the
+    convolutional part that ``--freeze-features`` freezes, and an output layer that is its last
+    ``nn.Linear``, ``num_classes`` wide, which fine-tuning replaces."""
 
     name: str
     build: Callable[[NetworkOptions], nn.Module]
@@ -190,6 +196,7 @@ class Network:
     description: str
     mean: tuple[float, ...] | None = None  # per-channel input normalisation, where it has one
     std: tuple[float, ...] | None = None
+    notes: tuple[str, ...] = ()  # printed under its layer table
 
     @property
     def sized_by_option(self) -> bool:

@@ -18,7 +18,6 @@ from alexnet.errors import UserError
 from alexnet.models import network
 from alexnet.models.memory import on_meta
 
-PAPER_NEURONS_CONV1 = 253_440
 MAX_SIDE, MAX_CHANNELS = 4096, 64  # one image of this size runs through a network in memory
 SHORT_NAMES = {
     "Conv2d": "conv",
@@ -126,13 +125,7 @@ def summarise(arch: str, input_shape: tuple[int, int, int] | None = None, **opti
         raise UserError(
             f"{arch} cannot take a {'x'.join(map(str, shape))} input: {first}"
         ) from None
-    notes = []
-    if arch == "alexnet":
-        notes.append(
-            f"The paper gives {PAPER_NEURONS_CONV1:,} neurons for conv1; its 55x55x96 output is "
-            f"{rows[0].neurons:,}. The other figures match the paper."
-        )
-        notes.append("Input is 227x227: the paper's 224x224 cannot give conv1's 55x55 map.")
+    notes = list(network(arch).notes)
     return {
         "arch": arch,
         "input": list(shape),
