@@ -415,10 +415,12 @@ def test_a_run_writes_the_tensorboard_tags_the_page_names(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from alexnet.training.logger import SCALARS, RunLogger
+    from alexnet.training.train import conv1_image
 
     logger = RunLogger(tmp_path, main=True, progress=False)
     metrics = {key: 0.5 for key in SCALARS} | {"epoch": 1, "epoch_seconds": 1.0}
-    logger.epoch(metrics, nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2)))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2))
+    logger.epoch(metrics, conv1_image(net))
     logger.close()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()

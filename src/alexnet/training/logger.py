@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
 
 from alexnet.files import NAMES, text_name
 from alexnet.progress import bar
@@ -59,8 +59,9 @@ class RunLogger:
         return bar(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                    leave=False)  # fmt: skip
 
-    def epoch(self, m: dict[str, Any], model: nn.Module) -> None:
-        """The epoch's line, its ``metrics.jsonl`` entry, its scalars and conv1's kernels."""
+    def epoch(self, m: dict[str, Any], kernels: torch.Tensor | None = None) -> None:
+        """The epoch's line, its ``metrics.jsonl`` entry, its scalars and, given, the image of
+        conv1's kernels (drawn by the caller: the logger draws nothing itself)."""
         if not self.main:
             return
         self.say(format_epoch(m))
@@ -71,11 +72,8 @@ class RunLogger:
             group, _, name = key.partition("_")
             self.writer.add_scalar(f"{group}/{name}" if group in ("train", "val") else key, m[key],
                                    m["epoch"])  # fmt: skip
-        from alexnet.inference.figure_data import first_layer
-        from alexnet.inference.figures import kernel_grid
-
-        grid = kernel_grid(*first_layer(model))[0]  # as Figure 3 draws them, tower by tower
-        self.writer.add_image("conv1_kernels", grid, m["epoch"])
+        if kernels is not None:
+            self.writer.add_image("conv1_kernels", kernels, m["epoch"])
         self.writer.flush()
 
     def close(self) -> None:

@@ -408,8 +408,16 @@ def end_epoch(loop: Loop, test_loader: BatchLoader, tta_flip: bool) -> dict[str,
     loop.save()
     if improved:
         loop.save("best.pt")
-    loop.logger.epoch(m, unwrap(s.model))
+    loop.logger.epoch(m, conv1_image(unwrap(s.model)) if loop.logger.main else None)
     return m
+
+
+def conv1_image(model: nn.Module) -> torch.Tensor:
+    """conv1's kernels as Figure 3 draws them, tower by tower, for TensorBoard."""
+    from alexnet.inference.figure_data import first_layer
+    from alexnet.inference.figures import kernel_grid
+
+    return kernel_grid(*first_layer(model))[0]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
