@@ -20,10 +20,8 @@ from alexnet.inference.export import (
     INSTALL,
     ExportError,
     Probe,
-    _onnx_translations,
     compare,
     export,
-    exportable,
     input_shape,
     input_spread,
     read_safetensors,
@@ -31,6 +29,7 @@ from alexnet.inference.export import (
 from alexnet.inference.trained import Trained, load_trained
 from alexnet.models import build_model
 from alexnet.ops.lrn import LocalResponseNorm, ReLUInLRN, local_response_norm
+from alexnet.ops.lrn_export import _onnx_translations, exportable
 from alexnet.training.train import fit
 
 from .conftest import ALEXNET, cli_env, tiny_recipe

@@ -15,7 +15,7 @@ program (``.pt2``). ``alexnet export CHECKPOINT OUT --format onnx|safetensors|pt
 The local response normalisation (section 3.3 of the paper) has its own fast kernels here
 (:mod:`alexnet.ops.lrn`), which neither ONNX nor a saved program knows. While exporting, each
 :class:`~alexnet.ops.lrn.LocalResponseNorm` is replaced by an export-time module that computes the
-same values:
+same values (:mod:`alexnet.ops.lrn_export`):
 
 * for ONNX, a custom operator ``alexnet::lrn`` that the exporter translates into ONNX's own
   ``LRN`` (preceded by a ``Relu`` where the LRN applies the ReLU itself), so runtimes use their
@@ -26,7 +26,7 @@ ONNX's LRN divides alpha by the window size: y = x / (bias + alpha / size * squa
 as ``torch.nn.LocalResponseNorm`` and cuda-convnet do. The paper's formula (``formula="paper"``,
 which the networks use) multiplies the plain sum by alpha, so the ONNX alpha is the paper's alpha
 times n: 1e-4 * 5 = 5e-4 for the paper's layer; with ``formula="torch"`` it is the module's alpha
-unchanged. ONNX's window for an even size sits one channel to the other side of PyTorch's, and
+unchanged (``LocalResponseNorm.torch_alpha``). ONNX's window for an even size sits one channel to the other side of PyTorch's, and
 ONNX Runtime refuses even sizes, which is why those are exported as plain arithmetic.
 """
 
@@ -35,12 +35,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from alexnet.files import text_name, written
@@ -52,7 +51,7 @@ from alexnet.inference.safetensors_file import (
     write_safetensors,
 )
 from alexnet.inference.trained import Trained
-from alexnet.ops.lrn import LocalResponseNorm
+from alexnet.ops.lrn_export import _onnx_translations, exportable
 from alexnet.processes import deferred_signals
 
 FORMATS: dict[str, str] = {"onnx": ".onnx", "safetensors": ".safetensors", "pt2": ".pt2"}
@@ -91,79 +90,6 @@ class Exported:
     input_shape: tuple[int, int, int]  # (C, H, W); the batch is dynamic
     check: Check | None  # None: nothing could check it (a package is missing)
     note: str = ""  # why there is no check
-
-
-# --------------------------------------------------------------------------------------------
-# LRN while exporting
-
-
-def lrn_math(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-             relu: bool) -> torch.Tensor:  # fmt: skip
-    """LRN in plain PyTorch operations, with ONNX's (and torch's) alpha: divided by ``size``.
-    ``torch.nn.functional.local_response_norm`` is exactly that (its window: ``size // 2``
-    channels before, ``(size - 1) // 2`` after), made of padding, pooling and powers that every
-    exporter knows; its slowness on the CPU (lrn.py) does not matter to a traced graph."""
-    return F.local_response_norm(torch.relu(x) if relu else x, size, alpha, beta, k)
-
-
-@torch.library.custom_op("alexnet::lrn", mutates_args=())
-def _lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-            relu: bool) -> torch.Tensor:  # fmt: skip
-    """ONNX's LRN as one operator, which the ONNX exporter translates into ``LRN``."""
-    return lrn_math(x, size, alpha, beta, k, relu)
-
-
-@_lrn_op.register_fake
-def _lrn_op_shape(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-                  relu: bool) -> torch.Tensor:  # fmt: skip
-    return torch.empty_like(x)
-
-
-def onnx_alpha(m: LocalResponseNorm) -> float:
-    """The alpha of ONNX's LRN for ``m``: ONNX divides it by the window size, the paper does not."""
-    return m.alpha * m.size if m.formula == "paper" else m.alpha
-
-
-class ExportLRN(nn.Module):
-    """A :class:`LocalResponseNorm` as the exporters see it: the same values, computed by the
-    ``alexnet::lrn`` operator (``onnx``, odd sizes) or by :func:`lrn_math`."""
-
-    def __init__(self, m: LocalResponseNorm, onnx: bool) -> None:
-        super().__init__()
-        self.params = (m.size, onnx_alpha(m), m.beta, m.k, m.relu)
-        self.as_operator = onnx and m.size % 2 == 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.as_operator:
-            return torch.ops.alexnet.lrn(x, *self.params)
-        return lrn_math(x, *self.params)
-
-
-@contextlib.contextmanager
-def exportable(model: nn.Module, onnx: bool) -> Iterator[nn.Module]:
-    """``model`` with each LocalResponseNorm replaced by an :class:`ExportLRN`, put back after."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, LocalResponseNorm):
-                swapped.append((parent, name, child))
-                setattr(parent, name, ExportLRN(child, onnx))
-    try:
-        yield model
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
-
-
-def _onnx_translations() -> dict[Callable, Callable]:
-    from onnxscript import opset18 as op
-
-    def lrn(x, size: int, alpha: float, beta: float, k: float, relu: bool):
-        if relu:
-            x = op.Relu(x)
-        return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=k)
-
-    return {torch.ops.alexnet.lrn.default: lrn}
 
 
 # --------------------------------------------------------------------------------------------

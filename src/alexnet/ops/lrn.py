@@ -276,6 +276,13 @@ class _LRNFunction(torch.autograd.Function):
         return grad_x, None, None, None, None, None, None
 
 
+def paper_alpha(alpha: float, size: int, formula: Formula) -> float:
+    """The alpha that multiplies the window's sum of squares (the paper's own): torch, ONNX,
+    Caffe and cuda-convnet give alpha for the window's mean instead, alpha / size of it. The
+    one place the two conventions meet; :attr:`LocalResponseNorm.torch_alpha` goes back."""
+    return alpha / size if formula == "torch" else alpha
+
+
 def local_response_norm(
     x: torch.Tensor,
     size: int,
@@ -296,7 +303,7 @@ def local_response_norm(
         )
     if formula not in FORMULAS:
         raise UserError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
-    effective_alpha = alpha / size if formula == "torch" else alpha
+    effective_alpha = paper_alpha(alpha, size, formula)
     if implementation not in ("auto", *IMPLEMENTATIONS):
         raise UserError(f"unknown LRN implementation {implementation!r}; valid: auto, "
                          f"{', '.join(IMPLEMENTATIONS)}")  # fmt: skip
@@ -333,6 +340,11 @@ class LocalResponseNorm(nn.Module):
             raise UserError(f"unknown LRN formula {formula!r}; valid: {', '.join(FORMULAS)}")
         self.size, self.alpha, self.beta, self.k, self.formula = size, alpha, beta, k, formula
         self.implementation, self.relu = implementation, relu
+
+    @property
+    def torch_alpha(self) -> float:
+        """This layer's alpha in torch's (and ONNX's) convention: for the window's mean."""
+        return paper_alpha(self.alpha, self.size, self.formula) * self.size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return local_response_norm(
