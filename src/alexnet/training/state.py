@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from alexnet.checkpoint import CHECKPOINT_FORMAT, CheckpointError, atomic_save
+from alexnet.config import Recipe
 from alexnet.training.schedules import Schedule
 
 
@@ -36,7 +37,7 @@ class TrainingState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
-    recipe: dict[str, Any]  # the resolved recipe, as saved
+    recipe: Recipe  # the one recipe of the run, resolved: what it trains by and saves
     epoch: int = 0  # epochs finished
     batch: int = 0  # batches finished in the current epoch
     global_step: int = 0
@@ -68,7 +69,7 @@ class TrainingState:
             "data": self.data,
             "preprocessing": self.preprocessing,
             "rng": rng,
-            "recipe": self.recipe,
+            "recipe": self.recipe.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], where: Path | str = "checkpoint") -> None:

@@ -228,8 +228,7 @@ class Loop:
                 failed = exc
             if failed is None and self.recipe_pending and name == "last.pt":
                 # After the checkpoint: a folder recipe ahead of its checkpoint is refused.
-                recipe = recipe_from_dict(self.state.recipe, "recipe")
-                (self.run_dir / "recipe.toml").write_text(recipe.to_toml())
+                (self.run_dir / "recipe.toml").write_text(self.state.recipe.to_toml())
                 self.recipe_pending = False
         if any_rank(self.rt, failed is not None)[0]:
             raise failed or CheckpointError("rank 0 could not write its checkpoint")
@@ -242,7 +241,7 @@ class Loop:
         # What --set optim.lr replaces: the current rate under plateau, the base rate (or the
         # one-cycle peak) under the others; a tenth of it is the usual first retry.
         plateau = isinstance(s.schedule, ReduceLROnPlateau)
-        lr = s.optimizer.param_groups[0]["lr"] if plateau else s.recipe["optim"]["lr"]
+        lr = s.optimizer.param_groups[0]["lr"] if plateau else s.recipe.optim.lr
         if where.exists():
             advice = (f"last good checkpoint: {where}; continue it at a lower rate with: alexnet "
                       f"train --resume {self.run_dir} --set optim.lr={lr / 10:.3g}")  # fmt: skip
@@ -338,7 +337,7 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
     s, rt, total = loop.state, loop.rt, len(loader)
     loader.set_epoch(s.epoch)
     loop.net.train()
-    bar = loop.logger.bar(total, s.epoch, s.recipe["epochs"], initial=s.batch)
+    bar = loop.logger.bar(total, s.epoch, s.recipe.epochs, initial=s.batch)
     tick, late = time.perf_counter(), None
     for x, y, _valid in loader.batches(s.batch):
         where = loop.where()
@@ -476,7 +475,9 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
          report: bool = True) -> dict[str, float]:  # fmt: skip
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, "recipe")
-    as_given = recipe.to_dict()  # a resumed run keeps its recipe exactly as its checkpoint has it
+    # One typed recipe, made concrete in three named steps (the source's values and absolute
+    # paths; the network's options from the data; a measured rate) and then kept by the state,
+    # which trains by it and saves it: a resumed run's is its checkpoint's, unchanged.
     recipe = resolve(recipe)
     if recipe.model.weights and resume_from is None:
         check_start_weights(recipe.model.weights)  # before the data is loaded
@@ -495,8 +496,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     if recipe.optim.lr_find and resume_from is None:
         recipe = find_rate(recipe, model, train_loader, rt, logger, run_dir)
     opt = build_optimizer(model, recipe.optim)
-    saved = as_given if resume_from is not None else recipe.to_dict()
-    state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), saved)
+    state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), recipe)
     state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
     state.data |= train_set.evaluation_record()  # to read images later as training did
     state.preprocessing = stats.to_dict() if stats else {}
