@@ -302,6 +302,7 @@ def test_stats_are_the_mean_image_and_pca_of_the_stored_pixels(tmp_path):
 # Real ILSVRC images, the full network
 
 
+@pytest.mark.slow  # real data: make test-slow (CI runs it after make test)
 @pytest.mark.skipif(
     not (SHARED_DATA / "imagenet-sample").is_dir(),
     reason="../shared/data/imagenet-sample (1,000 real ILSVRC JPEGs) is not beside this checkout",

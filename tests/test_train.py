@@ -75,6 +75,7 @@ def test_tensorboard_has_scalars_and_kernels(tiny_folder, tmp_path, cache):
     assert "conv1_kernels" in tags["images"]
 
 
+@pytest.mark.slow  # real data: make test-slow (CI runs it after make test)
 @pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(),
     reason="Debian's dataset-fashion-mnist is not installed",
