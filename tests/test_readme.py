@@ -152,3 +152,19 @@ def test_the_code_map_names_every_module_and_only_modules_that_exist():
     }
     missing = present - named - {"__init__.py", "__main__.py"}
     assert not missing, f"the README's code map leaves out {sorted(missing)}"
+
+
+def test_the_adding_section_names_paths_and_names_that_exist():
+    """ "Adding a network, a recipe, a data source or a command": every file or folder it
+    names exists, and every name it gives is defined in the package."""
+    section = README[README.index("## Adding a network") :].split("\n## ", 1)[0]
+    package = ROOT / "src" / "alexnet"
+    source = "\n".join(p.read_text() for p in package.rglob("*.py"))
+    for name in re.findall(r"`([^` ]+)`", section):  # a command line has spaces: not a name
+        if name.endswith((".py", "/", ".toml")):
+            found = [ROOT / name, package / name, *(p / name for p in package.iterdir())]
+            assert any(p.exists() for p in found), f"the README names {name}, which is not here"
+        elif re.fullmatch(r"[A-Z][A-Za-z_]+|[a-z]+\.[a-z_]+|[a-z]+_[a-z_]+", name):
+            last = name.rsplit(".", 1)[-1]  # NETWORKS, Split, models.contract_problems, ...
+            defined = rf"^\s*(class |def )?{last}\b"
+            assert re.search(defined, source, re.M), f"the README names {name}, defined nowhere"
