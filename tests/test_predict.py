@@ -18,7 +18,7 @@ from alexnet.inference.crops import centre
 from alexnet.inference.eval_checkpoints import evaluate_checkpoints
 from alexnet.inference.predict import _Stored, predict_files, read_image
 from alexnet.inference.trained import load_trained
-from alexnet.inference.views import batch_maker, view_inputs
+from alexnet.inference.views import batch_maker
 from alexnet.models.weights import PUBLISHED, imagenet_classes
 from alexnet.training.train import fit
 
@@ -165,7 +165,7 @@ def test_torchvision_preprocessing_equals_torchvisions_transforms(torchvision_ho
     large = sorted(SAMPLE.glob("*.JPEG"), key=lambda p: -min(Image.open(p).size))[:2]
     maker = batch_maker(net, _Stored(256, 3))
     for path in files + grey + large:
-        ours = view_inputs(net, maker, read_image(net, path)[None], centre(256, 224)[0],
+        ours = maker.view(read_image(net, path)[None], centre(256, 224)[0],
                            torch.device("cpu"), False)[0]  # fmt: skip
         theirs = transform(decode_image(str(path), mode=ImageReadMode.RGB))
         assert ours.shape == theirs.shape == (3, 224, 224)

@@ -25,7 +25,10 @@ from alexnet.data.imageset import ImageSet
 from alexnet.data.store import StoreSplit
 from alexnet.errors import UserError
 
-Raw = tuple  # what ``read`` hands to ``finish``: tensors only, so workers can send it
+# What ``read`` hands to ``finish``: a tuple of tensors only, so that workers can send it. Its
+# layout is each batch maker's own, built and taken apart only inside its class (also for the
+# test views, ``view``), never by a caller.
+Raw = tuple
 
 
 class Batches(Protocol):
@@ -38,6 +41,9 @@ class Batches(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def display(self, chosen: torch.Tensor) -> torch.Tensor: ...
+
+    def view(self, images: torch.Tensor, view: tuple[int, int, bool], device: torch.device,
+             channels_last: bool) -> torch.Tensor: ...  # fmt: skip
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -106,6 +112,14 @@ class MemoryBatches:
                 shift = self.pca.draw(len(chosen), generator)
         return images, labels, shift
 
+    def view(self, images: torch.Tensor, view: tuple[int, int, bool], device: torch.device,
+             channels_last: bool) -> torch.Tensor:  # fmt: skip
+        """The network's input for one test view (crops.py) of stored images: in memory they
+        are the network's size already, so a view only mirrors."""
+        batch = images.flip(-1) if view[2] else images
+        raw = (batch, torch.zeros(len(images), dtype=torch.int64), torch.empty(0))
+        return self.finish(raw, device, channels_last)[0]
+
     def finish(self, raw: Raw, device: torch.device, channels_last: bool):
         images, labels, shift = raw
         mean = constant_on(self, device, "mean", lambda: self.mean)
@@ -151,6 +165,17 @@ class StoreBatches:
             band = self.split.read_band(i, y, s)[:, x : x + s]
             crops[k] = band.flip(1) if f else band
         return crops, self.split.labels[chosen], ys, xs, flips, shift
+
+    def view(self, images: torch.Tensor, view: tuple[int, int, bool], device: torch.device,
+             channels_last: bool) -> torch.Tensor:  # fmt: skip
+        """The network's input for one test view (crops.py) of stored images (N, H, W, C): the
+        crop at (top, left), mirrored where the view says."""
+        (y, x, mirrored), n, s = view, len(images), self.size
+        crops = images[:, y : y + s, x : x + s]
+        crops = (crops.flip(2) if mirrored else crops).contiguous()
+        at = (torch.full((n,), y), torch.full((n,), x), torch.full((n,), mirrored))
+        raw = (crops, torch.zeros(n, dtype=torch.int64), *at, torch.empty(0))
+        return self.finish(raw, device, channels_last)[0]
 
     def finish(self, raw: Raw, device: torch.device, channels_last: bool):
         """``(crop - mean + shift) / std`` in [0, 1] units, i.e. ``crop * a + b`` with

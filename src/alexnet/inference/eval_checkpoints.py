@@ -28,7 +28,6 @@ from alexnet.inference.views import (
     batch_maker,
     chosen_crops,
     prepared,
-    view_inputs,
     views_of,
 )
 from alexnet.progress import bar
@@ -212,9 +211,9 @@ def evaluate_checkpoints(
     for batch_images, labels, ok, failed in bar(reads, desc="eval", unit="batch", asked=progress):
         skipped += failed
         probs = torch.zeros(len(labels), len(first.classes))
-        for net, maker, model, amp in zip(nets, makers, models, amps, strict=True):
+        for maker, model, amp in zip(makers, models, amps, strict=True):
             for view in views:
-                x = view_inputs(net, maker, batch_images, view, device, layout)
+                x = maker.view(batch_images, view, device, layout)
                 probs += infer(model, x, amp).softmax(1).cpu()
         scores.add(probs[ok], labels[ok])
     return {"checkpoints": [str(n.path) for n in nets], "data": str(images.source),

@@ -42,7 +42,6 @@ from alexnet.inference.views import (
     batch_maker,
     chosen_crops,
     prepared,
-    view_inputs,
     views_of,
 )
 from alexnet.models import output_layer
@@ -104,7 +103,7 @@ def _passes(look: Looker, images: Images, indices: torch.Tensor | None = None, w
     reads = BatchReads(images, look.batch, indices)
     for b in bar(range(len(reads)), desc=what, unit="batch", asked=look.progress, leave=False):
         raw, labels, ok, _failed = reads[b]
-        inputs = (view_inputs(look.net, maker, raw, v, look.device, look.channels_last)
+        inputs = (maker.view(raw, v, look.device, look.channels_last)
                   for v in look.views)  # fmt: skip
         yield reads.chosen(b), labels, ok, inputs
 

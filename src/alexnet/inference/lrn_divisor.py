@@ -28,7 +28,7 @@ from alexnet.config import recipe_from_dict
 from alexnet.errors import UserError
 from alexnet.inference.predict import file_maker, read_image
 from alexnet.inference.trained import Trained, load_trained
-from alexnet.inference.views import view_inputs, views_of
+from alexnet.inference.views import views_of
 from alexnet.models import NETWORKS, build_model, network
 from alexnet.models.alexnet import IMAGENET_MEAN, IMAGENET_STD
 from alexnet.ops.lrn import FORMULAS, LocalResponseNorm
@@ -183,7 +183,7 @@ def run_images(net: Trained, paths: list[Path], batch: int) -> tuple[list[str], 
             except ValueError as exc:
                 skipped.append(f"{path}: {exc}")
         if images:
-            x = view_inputs(net, maker, torch.stack(images), view, torch.device("cpu"), False)
+            x = maker.view(torch.stack(images), view, torch.device("cpu"), False)
             with torch.no_grad():
                 net.model.eval()(x)
             read += len(images)

@@ -26,7 +26,6 @@ from alexnet.inference.views import (
     chosen_crops,
     full_side,
     prepared,
-    view_inputs,
     views_of,
 )
 
@@ -108,7 +107,7 @@ def predict_files(
         if not images:
             continue
         stack = torch.stack(images)
-        probs = sum(infer(model, view_inputs(net, maker, stack, v, device, layout), amp)
+        probs = sum(infer(model, maker.view(stack, v, device, layout), amp)
                     .softmax(1).cpu() for v in views) / len(views)  # fmt: skip
         best = probs.topk(min(top, probs.shape[1]), dim=1)
         for row, values, indices in zip(rows, best.values, best.indices, strict=True):

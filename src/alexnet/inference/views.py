@@ -46,22 +46,6 @@ def batch_maker(net: Trained, data: StoreSplit | ImageSet) -> Batches:
     return batch_maker_for(data, net.input_size, net.mean(), net.std())
 
 
-def view_inputs(net: Trained, maker, images, view: View, device, channels_last: bool):
-    """Network ``net``'s input for one view of a batch, normalised as it was trained."""
-    y, x, mirrored = view
-    n = len(images)
-    if not net.from_store:  # in memory: the images are the network's size; the view mirrors
-        batch = images.flip(-1) if mirrored else images
-        return maker.finish((batch, torch.zeros(n, dtype=torch.int64), torch.empty(0)), device,
-                            channels_last)[0]  # fmt: skip
-    s = net.input_size
-    crops = images[:, y : y + s, x : x + s]
-    crops = (crops.flip(2) if mirrored else crops).contiguous()
-    full = (torch.full((n,), y), torch.full((n,), x), torch.full((n,), mirrored))
-    raw = (crops, torch.zeros(n, dtype=torch.int64), *full, torch.empty(0))
-    return maker.finish(raw, device, channels_last)[0]
-
-
 def chosen_crops(net: Trained, crops: int | None) -> int:
     """``--crops``, or by default the views the run evaluated with (2 with ``eval.tta_flip``);
     ten only for networks trained from a store of larger images."""
