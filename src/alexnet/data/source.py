@@ -50,3 +50,6 @@ class DataSource:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int | None = None  # the images' fixed size; None: resized to the request's
+    # Its images are stored larger than the network's input and cut to it per batch (the
+    # paper's 256 and 227): evaluation then cuts the test views, and reads other images so.
+    stored_larger: bool = False

@@ -305,4 +305,5 @@ def _load(request: Request) -> tuple[StoreSplit, StoreSplit]:
 
 # ILSVRC-2012's per-channel statistics (torchvision's): the mean of normalise = "channel", and
 # under "mean-image" the divisor after the mean image is subtracted.
-SOURCE = DataSource("store", _load, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+SOURCE = DataSource("store", _load, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                    stored_larger=True)  # fmt: skip

@@ -19,6 +19,7 @@ from torch import nn
 
 from alexnet.checkpoint import CheckpointError, load_file, migrate
 from alexnet.config import Recipe, recipe_from_dict
+from alexnet.data import DATA_SOURCES
 from alexnet.data.stats import PixelStats
 from alexnet.inference.safetensors_file import read_safetensors
 from alexnet.models import build_model, output_layer
@@ -38,7 +39,7 @@ class Trained:
 
     @property
     def from_store(self) -> bool:
-        return self.recipe.data.source == "store"
+        return DATA_SOURCES[self.recipe.data.source].stored_larger
 
     @property
     def input_size(self) -> int:
