@@ -46,24 +46,28 @@ using vec = __m512;
 inline vec load(const float* p) { return _mm512_loadu_ps(p); }
 inline void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
 inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
-inline vec rsqrt(vec x) {
-  const vec y = _mm512_rsqrt14_ps(x);
-  const vec t = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_mul_ps(y, y));
-  return _mm512_mul_ps(y, _mm512_sub_ps(_mm512_set1_ps(1.5f), t));
-}
+inline vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+inline vec all(float x) { return _mm512_set1_ps(x); }
+inline vec rsqrt_estimate(vec x) { return _mm512_rsqrt14_ps(x); }
 #elif defined(__AVX2__)
 constexpr int64_t LANES = 8;
 using vec = __m256;
 inline vec load(const float* p) { return _mm256_loadu_ps(p); }
 inline void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
 inline vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
-inline vec rsqrt(vec x) {
-  const vec y = _mm256_rsqrt_ps(x);
-  const vec t = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), _mm256_mul_ps(y, y));
-  return _mm256_mul_ps(y, _mm256_sub_ps(_mm256_set1_ps(1.5f), t));
-}
+inline vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+inline vec all(float x) { return _mm256_set1_ps(x); }
+inline vec rsqrt_estimate(vec x) { return _mm256_rsqrt_ps(x); }
 #else
 constexpr int64_t LANES = 0;  // no vector estimate: the exact loops below do all the work
+#endif
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+inline vec rsqrt(vec x) {  // the estimate y, then one Newton step: y (1.5 - (0.5 x) y^2)
+  const vec y = rsqrt_estimate(x);
+  const vec t = mul(mul(x, all(0.5f)), mul(y, y));
+  return mul(y, sub(all(1.5f), t));
+}
 #endif
 
 // s = d^-beta and, where sd is given, sd = s / d; one loop per exponent so that each
