@@ -7,8 +7,10 @@ import errno
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -706,3 +708,19 @@ def test_a_full_standard_output_is_named():
                               text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == "alexnet summary: error: standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_pytorch_loads_ends_the_command_in_one_line(signum):
+    """A signal in the first second, while PyTorch and NumPy import, was sometimes swallowed
+    inside a C extension's import (the command ran to the end) or left NumPy half-loaded
+    (a traceback later). It now waits for the imports and ends the command in one line."""
+    proc = subprocess.Popen([*ALEXNET, "summary"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    time.sleep(0.4)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    said = "stopped by signal 15" if signum == signal.SIGTERM else "interrupted"
+    assert err == f"alexnet: {said}\n"

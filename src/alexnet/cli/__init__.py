@@ -111,7 +111,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8: as \xNN, always
         with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a caller
             stream.reconfigure(errors=NAMES)
-    parser = build_parser()
+    from alexnet.processes import deferred_signals
+
+    # Building the parser imports PyTorch, NumPy and the commands (3-4 s). A signal's
+    # exception raised inside a C extension's import was swallowed there (the command ran on)
+    # or left NumPy half-initialised, to fail later with a traceback far from the signal: the
+    # signal waits for the imports, then ends the command in one line.
+    with deferred_signals():
+        parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the command's own parser, so that its name is in the message, unless
         words = sys.argv[1:] if argv is None else argv  # it came before the command
