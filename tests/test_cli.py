@@ -248,6 +248,22 @@ def _negative_epoch(c: Ctx) -> list[str]:
     return ["train", "--resume", str(run)]
 
 
+def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
+    """A finished run whose last.pt has ``key`` replaced (a function of the old value), set
+    back to its first epoch and resumed: edited counts, sums and states crashed the resumed run with
+    tracebacks (KeyError, ZeroDivisionError, RuntimeError, TypeError)."""
+
+    def setup(c: Ctx) -> list[str]:
+        run = c.finished_run(f"edited-{key}")
+        state = torch.load(run / "last.pt", weights_only=True)
+        state[key] = value(state[key])
+        state["epoch"] = 0  # as if stopped within its first epoch: there is more to train
+        torch.save(state, run / "last.pt")
+        return ["train", "--resume", str(run)]
+
+    return setup
+
+
 def _deep_recipe(c: Ctx) -> list[str]:
     (c.tmp / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
     return ["train", "--recipe", str(c.tmp / "deep.toml")]
@@ -421,6 +437,16 @@ CASES: list[Case] = [
      "already exists and holds no checkpoint (a run stopped before its first"),
     ("short class list", _short_classes, "records 1 classes and 1 names for an output layer of 3"),
     ("negative epoch", _negative_epoch, "last.pt: its epoch -5 is not a count"),
+    ("edited history", _edited("history", lambda h: [{"epoch": "x"}]),
+     "last.pt: its history is not a list of epochs' figures"),
+    ("edited rng", _edited("rng", lambda r: {"torch": torch.zeros(3, dtype=torch.uint8)}),
+     "last.pt: its training state is not what alexnet writes"),
+    ("edited batch", _edited("batch", lambda b: 10**9), "last.pt: its batch 1000000000 is past"),
+    ("edited sums", _edited("epoch_sums", lambda e: {"loss": "a"}), "its epoch sums are not numbers"),
+    ("edited optimizer", _edited("optimizer", lambda o: {"state": {}, "param_groups": []}),
+     "last.pt: its training state is not what alexnet writes"),
+    ("edited scheduler", _edited("scheduler", lambda d: d | {"last_epoch": "x"}),
+     "its scheduler state's last_epoch is 'x', not a number"),
     ("deep recipe", _deep_recipe, "deep.toml: invalid TOML: nested too deeply"),
     ("huge recipe", _huge_recipe, "too large for a recipe (at most 1024 kB)"),
     ("cache a loop", _cache_loop, "cl1 is a symbolic link to nothing, or to itself"),

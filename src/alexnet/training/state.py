@@ -9,7 +9,7 @@ uninterrupted one (on the CPU, in deterministic mode).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ class TrainingState:
         }
 
     def load_state_dict(self, state: dict[str, Any], where: Path | str = "checkpoint") -> None:
+        """Continue from ``state``; a part that is not what this package writes (an edited or
+        damaged file) is one CheckpointError naming ``where``, not a traceback mid-run."""
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -80,19 +82,69 @@ class TrainingState:
             raise CheckpointError(
                 f"{where}: its weights do not fit the network its recipe describes ({first})"
             ) from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["scheduler"])
+        _check_counters(state, where)
+        try:
+            _check_same_types(self.schedule.state_dict(), state["scheduler"], "scheduler")
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["scheduler"])
+            rng = state.get("rng", {})
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            first = str(exc).replace("\n", " ")[:160]
+            raise CheckpointError(f"{where}: its training state is not what alexnet writes "
+                                  f"({first}); a damaged or edited checkpoint (best.pt, if "
+                                  "there, may still be sound)") from None  # fmt: skip
         self.epoch, self.batch = state["epoch"], state["batch"]
         self.global_step = state["global_step"]
         self.best_top1_err = state.get("best_top1_err", math.inf)
         self.sums = EpochSums(**state.get("epoch_sums", {}))
         self.history = list(state.get("history", []))
         self.changes = list(state.get("changes", []))
-        rng = state.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
 
     def save(self, path: Path) -> None:
         atomic_save(self.state_dict(), path)
+
+
+# What every epoch's entry in a checkpoint's history holds (the log line and curves read them).
+HISTORY_KEYS = ("epoch", "train_loss", "train_top1_err", "val_loss", "val_top1_err",
+                "val_top5_err", "lr", "epoch_seconds", "images_per_s")  # fmt: skip
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_counters(state: dict[str, Any], where: Path | str) -> None:
+    """The counts, sums and history are numbers of the right kind: edited ones crashed the run
+    later (a division by zero, a KeyError in the log line, str + float in a step)."""
+    problem = None
+    counts = {k: state.get(k) for k in ("epoch", "batch", "global_step")}
+    sums = state.get("epoch_sums", {})
+    history = state.get("history", [])
+    if not all(type(v) is int and v >= 0 for v in counts.values()):
+        problem = f"its counts {counts} are not counts"
+    elif not isinstance(sums, dict) or not set(sums) <= {f.name for f in fields(EpochSums)} \
+            or not all(_number(v) for v in sums.values()):  # fmt: skip
+        problem = "its epoch sums are not numbers"
+    elif not isinstance(history, list) or not all(
+        isinstance(m, dict) and all(_number(m.get(k)) for k in HISTORY_KEYS) for m in history
+    ):
+        problem = "its history is not a list of epochs' figures"
+    elif not _number(state.get("best_top1_err", 0.0)):
+        problem = "its best error is not a number"
+    if problem:
+        raise CheckpointError(f"{where}: {problem}; a damaged or edited checkpoint (best.pt, if "
+                              "there, may still be sound)")  # fmt: skip
+
+
+def _check_same_types(fresh: dict[str, Any], saved: Any, what: str) -> None:
+    """A saved state dict whose plain values differ in kind from a fresh one's (a rate factor
+    that is text) was loaded silently; a ValueError says which key."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"its {what} state is a {type(saved).__name__}")
+    for key, value in fresh.items():
+        if key in saved and _number(value) and not _number(saved[key]):
+            raise ValueError(f"its {what} state's {key} is {saved[key]!r}, not a number")

@@ -502,6 +502,9 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     state.preprocessing = stats.to_dict() if stats else {}
     if resume_from is not None:
         restore(state, resume_from, changes, logger, run_dir)
+        if state.batch > len(train_loader):  # an edited count: every batch would be skipped
+            raise CheckpointError(f"{run_dir / 'last.pt'}: its batch {state.batch} is past the "
+                                  f"epoch's {len(train_loader)}; a damaged or edited checkpoint")  # fmt: skip
     else:
         announce(recipe, rt, train_set, test_set, logger, run_dir)
     net = wrap(model, rt, recipe.train)
