@@ -21,6 +21,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -44,7 +45,7 @@ from alexnet.data.store import (
     read_json,
 )
 from alexnet.errors import UserError
-from alexnet.files import NAMES, written
+from alexnet.files import NAMES, remove_abandoned, written
 from alexnet.locks import held
 from alexnet.processes import die_with
 from alexnet.progress import bar
@@ -191,6 +192,20 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             process.join(5)
 
 
+def _remove_unfinished(jobs: list[ChunkJob]) -> None:
+    """The files of chunks the stopped workers did not finish: a chunk's data and sums are
+    written before its record, and a stop between them left 40 MB without a record (redone
+    by the next run anyway). Temporary files of killed workers go too."""
+    for job in jobs:
+        if job.done():
+            continue
+        name = chunk_name(job.index)
+        for suffix in (".data", ".sums"):
+            path = job.out / job.split / f"{name}{suffix}"
+            path.unlink(missing_ok=True)
+            remove_abandoned(path.with_name(f".{name}.*.partial{suffix}"))
+
+
 # --------------------------------------------------------------------------------------------
 # A whole store
 
@@ -314,12 +329,20 @@ def _prepare_chunks(out: Path, split: str, pairs: list, skipped: list, meta: dic
         context = get_context("spawn")  # a clean interpreter per worker: no forked threads
         with ProcessPoolExecutor(workers, context, initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:  # fmt: skip
-            futures = [pool.submit(prepare_chunk, j) for j in todo]
+            # The workers start during the submits, and keep a signal ignored when they start
+            # (ignored signals survive exec): Ctrl-C to the terminal's process group printed
+            # each starting worker's traceback. The parent stops them itself (_stop_workers).
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                futures = [pool.submit(prepare_chunk, j) for j in todo]
+            finally:
+                signal.signal(signal.SIGINT, interrupt)
             try:
                 for future in as_completed(futures):
                     counter.update(future.result()[0])
             except BaseException:  # a chunk failed (a full disk...) or a signal: stop now
                 _stop_workers(pool)
+                _remove_unfinished(todo)
                 raise
     else:
         for job in todo:
