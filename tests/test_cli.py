@@ -447,6 +447,13 @@ CASES: list[Case] = [
      "last.pt: its training state is not what alexnet writes"),
     ("edited scheduler", _edited("scheduler", lambda d: d | {"last_epoch": "x"}),
      "its scheduler state's last_epoch is 'x', not a number"),
+    ("figures out a device", lambda c: ["figures", str(c.tmp), "--out", "/dev/null"],
+     "/dev/null: a device, pipe or socket, not a folder for the figures"),
+    ("lr-find plot a folder", lambda c: ["lr-find", "--recipe", str(c.recipe), "--plot", str(c.tmp)],
+     "a folder; give the name of a file to write in it"),
+    ("summary option without a key", lambda c: ["summary", "-o", "="], "'=' names no key"),
+    ("widths of the wrong length", lambda c: c.train("--set", "model.options.widths=[8, 8]"),
+     "error: widths: alexnet-small needs 5 conv widths, got [8, 8]"),
     ("deep recipe", _deep_recipe, "deep.toml: invalid TOML: nested too deeply"),
     ("huge recipe", _huge_recipe, "too large for a recipe (at most 1024 kB)"),
     ("cache a loop", _cache_loop, "cl1 is a symbolic link to nothing, or to itself"),
@@ -602,6 +609,9 @@ def test_no_report_leaves_the_figures_to_later(recipe_file, tmp_path, cache):
         (["figures", "r", "--out", ""], "--out: '': empty"),
         (["eval", "m", "--split", ""], "--split: '': one folder name"),
         (["eval", "m", "--data", " "], "--data: ' ': empty"),
+        (["export", "m", ""], "OUT: '': empty"),
+        (["predict", "m", ""], "IMAGE: '': empty"),
+        (["eval", ""], "CHECKPOINT: '': empty"),
     ],
 )
 def test_the_parser_refuses_zero_negative_empty_and_absurd_numbers(args, flag, capsys):

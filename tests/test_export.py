@@ -424,3 +424,15 @@ def test_weights_of_whole_numbers_are_refused(run_dir, tmp_path):
     st.save_file(tensors, str(tmp_path / "int.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match=f"its weight {re.escape(first)} holds whole numbers"):
         load_trained(tmp_path / "int.safetensors")
+
+
+def test_an_ensemble_of_one_network_with_itself_is_refused(run_dir, tmp_path, capsys):
+    """`eval RUN RUN` and `eval RUN RUN.safetensors` averaged a network with itself."""
+    pytest.importorskip("safetensors")
+    copy = tmp_path / "same.safetensors"
+    export(load_trained(run_dir), copy)
+    for args in ([str(run_dir), str(run_dir)], [str(run_dir), str(copy)]):
+        with pytest.raises(SystemExit) as stop:
+            main(["eval", *args])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "holds the same network as" in err, err

@@ -94,6 +94,7 @@ def test_a_disk_that_fills_mid_run_stops_it_in_one_line(tmp_path, recipe_file, c
         done = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
         line = one_line_error(done, "train")
         assert "cannot write" in line and "the disk holding" in line, line
+        assert f"then alexnet train --resume {disk / 'r'}" in line, line  # how to go on
         assert (disk / "r" / "last.pt").stat().st_size > 0  # the last good one is kept
         assert not [p for p in disk.rglob(".*partial*")]
     finally:

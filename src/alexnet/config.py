@@ -271,6 +271,8 @@ def split_assignment(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise UserError(f"override {item!r} must look like key=value, e.g. optim.lr=0.02")
     key, value = item.split("=", 1)
+    if not key.strip():
+        raise UserError(f"override {item!r} names no key; write key=value, e.g. optim.lr=0.02")
     return key.strip(), parse_value(value.strip())
 
 

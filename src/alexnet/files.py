@@ -137,6 +137,18 @@ def written(out: Path, need: int = 0) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def append_text(path: Path, text: str) -> None:
+    """``text`` added to the end of ``path`` (a log); a failure of its disk is a WriteError
+    naming the file and the disk, as every other write's."""
+    try:
+        with open(path, "a", encoding="utf-8", errors=NAMES) as f:
+            f.write(text)
+    except OSError as exc:
+        if disk_failure(exc) is None:
+            raise
+        raise WriteError(f"cannot write {path}: {_why(exc, path.parent)}") from None
+
+
 def write_text(out: Path, text: str) -> None:
     """``out`` holds ``text`` whole or is as it was: written under a temporary name first."""
     with written(out) as tmp:

@@ -12,6 +12,7 @@ from alexnet.cli.options import (
     eval_data_option,
     existing_data,
     folder_name,
+    given,
     precision_option,
     whole,
 )
@@ -23,7 +24,11 @@ def add_parser(sub) -> None:
                        "network or of several whose softmax outputs are averaged, over the "
                        "centre crop or the paper's ten crops.")  # fmt: skip
     p.add_argument(
-        "checkpoints", nargs="+", metavar="CHECKPOINT", help=f"{TRAINED}; several: an ensemble"
+        "checkpoints",
+        type=given,
+        nargs="+",
+        metavar="CHECKPOINT",
+        help=f"{TRAINED}; several: an ensemble",
     )
     eval_data_option(p)
     p.add_argument("--split", type=folder_name, help="which split (default: val, else test)")
@@ -45,10 +50,11 @@ def run(args: argparse.Namespace) -> None:
     from alexnet.inference.trained import load_trained
 
     nets = [load_trained(Path(c)) for c in args.checkpoints]
-    files = [n.path.resolve() for n in nets]
-    twice = next((n.path for n, f in zip(nets, files, strict=True) if files.count(f) > 1), None)
-    if twice is not None:  # an ensemble of a network with itself is that network, weighted
-        raise UserError(f"{twice} is given twice; an ensemble averages different networks")
+    for i, a in enumerate(nets):  # a network with itself is that network, weighted: by path,
+        for b in nets[i + 1 :]:  # or as the same weights in another file (an export of it)
+            if a.path.resolve() == b.path.resolve() or _same_weights(a.model, b.model):
+                raise UserError(f"{b.path} holds the same network as {a.path}; an ensemble "
+                                "averages different networks")  # fmt: skip
     data = existing_data(args.data)
     result = evaluate_checkpoints(nets, data, split=args.split, crops=args.crops,
                                   precision=args.precision,
@@ -68,3 +74,10 @@ def run(args: argparse.Namespace) -> None:
             f"{c['name']} {100 * c['top1_err']:.0f}%" for c in worst))  # fmt: skip
     for path, why in result["skipped"][:5]:
         print(f"skipped {path}: {why}")
+
+
+def _same_weights(a, b) -> bool:
+    import torch
+
+    x, y = a.state_dict(), b.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alexnet.cli.options import (
     TRAINED,
+    given,
     whole,
 )
 
@@ -19,8 +20,10 @@ def add_parser(sub) -> None:
                        "and recipe; no code runs when read) or .pt2 (torch.export, needs only "
                        "PyTorch). The written file is read back and its outputs compared with "
                        "PyTorch's (ONNX: in onnxruntime, where installed).")  # fmt: skip
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help=TRAINED)
-    p.add_argument("out", metavar="OUT", help="the file to write (its folder must exist)")
+    p.add_argument("checkpoint", type=given, metavar="CHECKPOINT", help=TRAINED)
+    p.add_argument(
+        "out", type=given, metavar="OUT", help="the file to write (its folder must exist)"
+    )
     p.add_argument("--format", metavar="{onnx,safetensors,pt2}",
                    help="default: from OUT's suffix (.onnx, .safetensors, .pt2)")  # fmt: skip
     p.add_argument("--batch", type=whole(1, 1024), default=7,

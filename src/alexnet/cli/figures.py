@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
                        "images with their top-5 predictions, and beside their nearest training "
                        "images by the last hidden layer's features), the training curves and "
                        "the test set's confusion matrix, as PNG files and in TensorBoard.")  # fmt: skip
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help=TRAINED)
+    p.add_argument("run", type=given, metavar="RUN_OR_CHECKPOINT", help=TRAINED)
     eval_data_option(p)
     p.add_argument("--out", type=given, help="folder for the PNG files (default: figures/ in the checkpoint's "
                                  "folder)")  # fmt: skip
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> None:
     data = existing_data(args.data)
     out = Path(args.out) if args.out else None
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
-        what = "a file" if out.is_file() else "a link to nothing, or to itself"
+        what = ("a file" if out.is_file() else "a link to nothing, or to itself"
+                if out.is_symlink() and not out.exists() else "a device, pipe or socket")  # fmt: skip
         raise UserError(f"--out {out}: {what}, not a folder for the figures")
     if out is not None and not out.exists() and not out.absolute().parent.is_dir():
         raise UserError(f"--out {out}: its folder {out.absolute().parent} does not exist; the "

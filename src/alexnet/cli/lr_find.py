@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> None:
         recipe.data.root = args.data
     recipe = apply_overrides(recipe, args.overrides)
     plot = Path(args.plot)
+    if plot.is_dir():
+        raise UserError(f"--plot {plot}: a folder; give the name of a file to write in it")
     if (plot.exists() or plot.is_symlink()) and not plot.is_file():
         raise UserError(f"--plot {plot}: not a regular file (a device, pipe, socket or a link to "
                         "nothing); give the name of a file to write")  # fmt: skip

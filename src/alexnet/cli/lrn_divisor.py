@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alexnet.cli.options import (
     TRAINED,
+    given,
     whole,
 )
 
@@ -21,11 +22,15 @@ def add_parser(sub) -> None:
                        "under both conventions of alpha (the paper's alpha, and alpha/n as "
                        "cuda-convnet, Caffe and torch use). A constant 2^0.75 = 1.682 means the "
                        "layer only divides: its activations are too small to normalise.")  # fmt: skip
-    p.add_argument("network", metavar="NETWORK",
+    p.add_argument("network", type=given, metavar="NETWORK",
                    help=f"{TRAINED}; or a network's name ({', '.join(NETWORKS)}) for it at its "
                         "initialisation")  # fmt: skip
     p.add_argument(
-        "images", nargs="+", metavar="IMAGE", help="image files (the centre view of each)"
+        "images",
+        type=given,
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (the centre view of each)",
     )
     p.add_argument("--scale", choices=("paper", "unit"),
                    help="a network at initialisation only: 'paper' feeds values 0-255 minus the "

@@ -72,7 +72,8 @@ def given(text: str) -> str:
     """A path or name that says something: an empty one meant the default folder silently
     (``--runs ""`` wrote to runs/, ``ALEXNET_CACHE=""`` found the user's own cache)."""
     if not text.strip() or "\0" in text:
-        raise argparse.ArgumentTypeError(f"{text!r}: empty; leave the option out for its default")
+        raise argparse.ArgumentTypeError(f"{text!r}: empty; give a path or name (an option left "
+                                         "out takes its default)")  # fmt: skip
     return text
 
 

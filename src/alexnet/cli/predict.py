@@ -9,6 +9,7 @@ from pathlib import Path
 from alexnet.cli.options import (
     TRAINED,
     crops_option,
+    given,
     positive,
     precision_option,
     whole,
@@ -21,8 +22,10 @@ def add_parser(sub) -> None:
                        "probabilities, preprocessed as the network's training images were. A file "
                        "that cannot be read is reported and the others answered; the exit status "
                        "is 1 when any failed.")  # fmt: skip
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help=TRAINED)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode")
+    p.add_argument("checkpoint", type=given, metavar="CHECKPOINT", help=TRAINED)
+    p.add_argument(
+        "images", type=given, nargs="+", metavar="IMAGE", help="image files of any size and mode"
+    )
     p.add_argument("--top", type=whole(1, 100_000), default=5, help="classes per image (default 5)")
     crops_option(p)
     precision_option(p, "fp32")

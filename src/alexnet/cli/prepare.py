@@ -10,6 +10,7 @@ from pathlib import Path
 from alexnet.cli.options import (
     UserError,
     folder_name,
+    given,
     positive,
     whole,
 )
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
                        description="Decode, rescale (short side 256) and centre-crop every image "
                        "once into a store that training reads without decoding, with the "
                        "training set's mean image and colour PCA. Resumes after a kill.")  # fmt: skip
-    p.add_argument("paths", nargs="+", metavar="PATH",
+    p.add_argument("paths", type=given, nargs="+", metavar="PATH",
                    help="SRC OUT: the images (train/<class>/*, val/<class>/*, ILSVRC's flat val/ "
                         "with its labels, or <wnid>_*.JPEG files; a folder or a .tar(.gz)) and "
                         "the store folder to write; with --verify, the store alone")  # fmt: skip

@@ -97,7 +97,7 @@ def _hold(run_dir: Path):
 def run(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
-    from alexnet.files import missing_folders, remove_empty
+    from alexnet.files import WriteError, missing_folders, remove_empty
     from alexnet.processes import Stopped
     from alexnet.runtime import StopFlag
     from alexnet.training.runs import open_run, remove_failed_start
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> None:
     if not (args.resume or args.recipe):
         raise UserError(f"give --recipe NAME ({', '.join(recipe_names())}) or --resume RUN_DIR")
     progress = not args.no_progress
+    run_dir = Path(args.resume) if args.resume else None  # a new run's, once it is made
     try:
         with StopFlag() as stop:  # a signal before training stops at once, leaving nothing
             if args.resume:
@@ -135,6 +136,11 @@ def run(args: argparse.Namespace) -> None:
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
+    except WriteError as exc:  # a disk that filled mid-run: what was saved, and how to go on
+        if run_dir is None or not (run_dir / "last.pt").is_file():
+            raise
+        raise WriteError(f"{exc}; the run is kept to its last checkpoint: make room, then "
+                         f"alexnet train --resume {run_dir}") from None  # fmt: skip
     except Stopped as exc:
         print(f"alexnet train: stopped by signal {exc.signum} before training began; "
               "nothing was kept", file=sys.stderr)  # fmt: skip

@@ -148,9 +148,11 @@ def compare(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
 
 def _written(out: Path, model: nn.Module) -> contextlib.AbstractContextManager[Path]:
     """files.written for a network's file: refused at once where the disk has not room for
-    its weights and a fifth more (the program or graph beside them)."""
+    its weights and the program or graph beside them."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return written(out, need=weights + weights // 5)
+    # The graph or program beside the weights: a fifth of them, and at least 256 kB (a small
+    # network's .pt2 is 135 kB over 38 kB of weights).
+    return written(out, need=weights + max(weights // 5, 256 * 1024))
 
 
 def metadata(trained: Trained) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from alexnet.files import NAMES, text_name
+from alexnet.files import append_text, text_name
 from alexnet.progress import bar
 
 SCALARS = ("train_loss", "train_top1_err", "train_top5_err", "val_loss", "val_top1_err",
@@ -46,8 +46,7 @@ class RunLogger:
         from tqdm import tqdm
 
         tqdm.write(text, file=sys.stderr)
-        with open(self.run_dir / "log.txt", "a", encoding="utf-8", errors=NAMES) as f:
-            f.write(text + "\n")
+        append_text(self.run_dir / "log.txt", text + "\n")
 
     def text(self, tag: str, body: str) -> None:
         if self.writer is not None:
@@ -65,8 +64,7 @@ class RunLogger:
         if not self.main:
             return
         self.say(format_epoch(m))
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(m) + "\n")
+        append_text(self.run_dir / "metrics.jsonl", json.dumps(m) + "\n")
         assert self.writer is not None
         for key in SCALARS:
             group, _, name = key.partition("_")

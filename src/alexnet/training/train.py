@@ -127,6 +127,8 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
     local = max(1, d.batch_size // rt.world_size)  # each process's share of a batch
     try:  # on the meta device first: shapes only, no memory, whatever the sizes asked
         need = training_bytes(on_meta(recipe.model.arch, options), shape, local)
+    except UserError:  # the options themselves (widths of the wrong length...): as they say
+        raise
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"model {recipe.model.arch} cannot take the data's {d.channels}x"
                          f"{d.image_size}x{d.image_size} images: {exc}") from None  # fmt: skip
