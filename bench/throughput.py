@@ -90,7 +90,7 @@ def package_step(batch: int, allocator: str = "auto", **options):
     recipe.model.options.update(options)
     recipe.train.allocator = allocator
     rt = start_runtime(recipe.train)
-    net, recipe = build_network(recipe, [str(i) for i in range(1000)], rt)
+    net = build_network(recipe, [str(i) for i in range(1000)], rt)
     opt = build_optimizer(net, recipe.optim)
     criterion = torch.nn.CrossEntropyLoss()
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format

@@ -112,10 +112,10 @@ def load_data_once(recipe: Recipe, rt: Runtime) -> tuple[ImageSet, ImageSet]:
             dist.barrier()  # also on failure: the others then meet the same error themselves
 
 
-def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.Module, Recipe]:
+def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> nn.Module:
     """The recipe's network for its data, checked against one image before anything else
-    runs, and the recipe with the classes, channels and size filled in its options."""
-    recipe = copy.deepcopy(recipe)
+    runs; the classes, channels and size it takes are filled in the recipe's options (the
+    run's one recipe, made concrete)."""
     d, options = recipe.data, recipe.model.options
     if options.setdefault("num_classes", len(classes)) < len(classes):
         raise UserError(f"model.options.num_classes is {options['num_classes']} but the data "
@@ -146,7 +146,7 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> tuple[nn.M
     if recipe.model.freeze_features:
         freeze_features(model)
     model = model.to(rt.device)
-    return (model.to(memory_format=torch.channels_last) if rt.channels_last else model), recipe
+    return model.to(memory_format=torch.channels_last) if rt.channels_last else model
 
 
 def preprocessing(recipe: Recipe, train_set, checkpoint: dict | None) -> PixelStats | None:
@@ -477,15 +477,16 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
          report: bool = True) -> dict[str, float]:  # fmt: skip
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, "recipe")
-    # One typed recipe, made concrete in three named steps (the source's values and absolute
-    # paths; the network's options from the data; a measured rate) and then kept by the state,
-    # which trains by it and saves it: a resumed run's is its checkpoint's, unchanged.
+    # One typed recipe: resolved once (a copy: the caller's stays as given), then made
+    # concrete in place (the network's options from the data in build_network, a measured
+    # rate in find_rate) and kept by the state, which trains by it and saves it; a resumed
+    # run's is its checkpoint's, unchanged.
     recipe = resolve(recipe)
     if recipe.model.weights and resume_from is None:
         check_start_weights(recipe.model.weights)  # before the data is loaded
     rt = start_runtime(recipe.train)
     train_set, test_set = load_data_once(recipe, rt)
-    model, recipe = build_network(recipe, train_set.classes, rt)
+    model = build_network(recipe, train_set.classes, rt)
     stats = preprocessing(recipe, train_set, resume_from)
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
     logger = RunLogger(run_dir, rt.main, progress)
@@ -496,7 +497,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         logger.say("note: model.freeze_features without model.weights: the convolutional "
                    "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip
     if recipe.optim.lr_find and resume_from is None:
-        recipe = find_rate(recipe, model, train_loader, rt, logger, run_dir)
+        find_rate(recipe, model, train_loader, rt, logger, run_dir)
     opt = build_optimizer(model, recipe.optim)
     state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), recipe)
     state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
@@ -551,8 +552,8 @@ def recover_best(loop: Loop) -> None:
 
 
 def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime,
-              logger: RunLogger, run_dir: Path | None) -> Recipe:  # fmt: skip
-    """The recipe with ``optim.lr`` from a range test on rank 0 (lr_find.py), shared with the
+              logger: RunLogger, run_dir: Path | None) -> None:  # fmt: skip
+    """The recipe's ``optim.lr`` set from a range test on rank 0 (lr_find.py), shared with the
     other ranks; its plot saved as ``lr_find.png`` in the run folder."""
     found = [0.0]
     if rt.main:
@@ -566,9 +567,7 @@ def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime
                        f"at {test.suggestion:.3g} (plot: {run_dir / 'lr_find.png'}){doubt}")  # fmt: skip
     if rt.world_size > 1:
         dist.broadcast_object_list(found, src=0)
-    recipe = copy.deepcopy(recipe)
     recipe.optim.lr = float(found[0])
-    return recipe
 
 
 def find_learning_rate(recipe: Recipe, steps: int, plot: Path) -> RangeTest:
@@ -576,7 +575,7 @@ def find_learning_rate(recipe: Recipe, steps: int, plot: Path) -> RangeTest:
     recipe = resolve(recipe)
     rt = start_runtime(recipe.train)
     train_set, test_set = load_data(recipe)
-    model, recipe = build_network(recipe, train_set.classes, rt)
+    model = build_network(recipe, train_set.classes, rt)
     stats = preprocessing(recipe, train_set, None)
     loader = make_loaders(recipe, rt, train_set, test_set, stats)[0]
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
