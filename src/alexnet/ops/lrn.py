@@ -123,15 +123,8 @@ def _torch_forward(
     return y
 
 
-def _torch_backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    relu: bool = False,
-) -> torch.Tensor:
+def _torch_backward(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float,
+                    k: float, relu: bool = False) -> torch.Tensor:  # fmt: skip
     grad_x = torch.empty_like(x)
     for block in _blocks(x):
         xb = _block_input(x, block, relu)
@@ -283,16 +276,10 @@ def paper_alpha(alpha: float, size: int, formula: Formula) -> float:
     return alpha / size if formula == "torch" else alpha
 
 
-def local_response_norm(
-    x: torch.Tensor,
-    size: int,
-    alpha: float = 1e-4,
-    beta: float = 0.75,
-    k: float = 1.0,
-    formula: Formula = "torch",
-    implementation: Implementation = "auto",
-    relu: bool = False,
-) -> torch.Tensor:
+def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0, formula: Formula = "torch",
+                        implementation: Implementation = "auto",
+                        relu: bool = False) -> torch.Tensor:  # fmt: skip
     """Functional form of :class:`LocalResponseNorm`; input is (N, C, ...) of any memory format.
     ``implementation`` "auto" picks the compiled kernel where it applies (see
     :func:`pick_implementation`); the others force one. ``relu``: apply ReLU to ``x`` first,
@@ -323,16 +310,9 @@ class LocalResponseNorm(nn.Module):
     the ReLU's place, so layer indices (and checkpoints) stay as they were.
     """
 
-    def __init__(
-        self,
-        size: int,
-        alpha: float = 1e-4,
-        beta: float = 0.75,
-        k: float = 1.0,
-        formula: Formula = "torch",
-        implementation: Implementation = "auto",
-        relu: bool = False,
-    ) -> None:
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                 formula: Formula = "torch", implementation: Implementation = "auto",
+                 relu: bool = False) -> None:  # fmt: skip
         super().__init__()
         if size < 1:
             raise UserError(f"LRN size must be >= 1, got {size}")
