@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from alexnet.cli import main
 from alexnet.models.summary import parse_input, summarise
@@ -62,3 +63,23 @@ def test_layers_are_named_after_the_layer_whose_outputs_they_take():
     assert paper[-7:] == ["fc6", "relu6", "dropout6", "fc7", "relu7", "dropout7", "fc8"]
     owt = [r["name"] for r in summarise("alexnet-owt")["layers"]]
     assert owt[-7:] == ["dropout5", "fc6", "relu6", "dropout6", "fc7", "relu7", "fc8"]
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "resnet50", "mobilenet_v2",
+                                  "shufflenet_v2_x1_0", "efficientnet_b0"])  # fmt: skip
+def test_the_layer_table_counts_later_networks_as_torchvision_publishes(name):
+    """Notebook 06 compares AlexNet with the networks after it by the layer table's counts,
+    computed on the meta device: they are torchvision's own published parameters and
+    multiply-adds (its `_ops`, in G)."""
+    from torchvision.models import get_model, get_model_weights
+
+    from alexnet.models.summary import layer_table
+
+    with torch.device("meta"):
+        model = get_model(
+            name, weights=None, **({"init_weights": False} if name == "googlenet" else {})
+        )
+    rows = layer_table(model, (3, 224, 224))
+    meta = get_model_weights(name).IMAGENET1K_V1.meta
+    assert sum(r.params for r in rows) == meta["num_params"]
+    assert sum(r.mult_adds for r in rows) / 1e9 == pytest.approx(meta["_ops"], abs=0.0015)
