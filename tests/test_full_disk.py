@@ -23,11 +23,22 @@ def small_disk(tmp_path: Path, size: str):
     return mount
 
 
+def unmount(mount: Path) -> None:
+    """Unmount, waiting for the processes of a command that has just ended (its loader's
+    workers end with it, a moment later) to let go of the disk."""
+    import time
+
+    for _ in range(50):
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+
+
 @pytest.fixture()
 def tiny_disk(tmp_path):
     mount = small_disk(tmp_path, "64k")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    unmount(mount)
 
 
 def fill(disk: Path, leave: int = 0) -> None:
@@ -98,7 +109,7 @@ def test_a_disk_that_fills_mid_run_stops_it_in_one_line(tmp_path, recipe_file, c
         assert (disk / "r" / "last.pt").stat().st_size > 0  # the last good one is kept
         assert not [p for p in disk.rglob(".*partial*")]
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        unmount(disk)
 
 
 def test_prepare_on_a_full_disk_keeps_its_chunks_and_continues(tmp_path, tiny_folder, cache):
@@ -123,9 +134,10 @@ def test_prepare_on_a_full_disk_keeps_its_chunks_and_continues(tmp_path, tiny_fo
         assert again.returncode == 0, again.stderr
         assert "train 120 images" in again.stdout
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        unmount(disk)
 
 
+@pytest.mark.slow  # a training run and a disk per case (75 s): make test-slow
 @pytest.mark.parametrize("name", ["net.safetensors", "net.pt2", "net.onnx", "figures",
                                   "figures-midway"])  # fmt: skip
 def test_export_and_figures_on_a_full_disk_say_so_and_leave_nothing(
@@ -157,9 +169,10 @@ def test_export_and_figures_on_a_full_disk_say_so_and_leave_nothing(
         if figures:  # all of the figures or none: none left from a set cut short
             assert list(out.iterdir()) == []
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        unmount(disk)
 
 
+@pytest.mark.slow  # every command's first write on a full disk (28 s): make test-slow
 def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe_file, cache):
     """On a full disk, prepare left an empty store folder (saying the chunks finished were
     kept, though none was), figures an empty --out, and an experiment a 0-byte planned.toml
@@ -194,4 +207,4 @@ def test_a_first_write_that_fails_leaves_no_folder(tmp_path, tiny_folder, recipe
             assert not (disk / made).exists(), f"{args[0]} left {made}/ behind"
         assert set((tmp_path / "runs" / "r" / "tb").glob("events.*")) == events, "a log was left"
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        unmount(disk)

@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
             # command's own status; the work is done, so the signal is let pass
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        else:
+        else:  # called from Python (tests): leave the caller's process as it was
             signal.signal(signal.SIGTERM, on_term)
+            warnings.formatwarning = _PYTHONS_WARNINGS
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -152,6 +153,9 @@ class _NamedOutput:
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
+
+
+_PYTHONS_WARNINGS = warnings.formatwarning
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
