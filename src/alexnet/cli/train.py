@@ -97,6 +97,7 @@ def _hold(run_dir: Path):
 def run(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
+    from alexnet.checkpoint import CheckpointError
     from alexnet.files import WriteError, missing_folders, remove_empty
     from alexnet.processes import Stopped
     from alexnet.runtime import StopFlag
@@ -136,11 +137,12 @@ def run(args: argparse.Namespace) -> None:
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
-    except WriteError as exc:  # a disk that filled mid-run: what was saved, and how to go on
-        if run_dir is None or not (run_dir / "last.pt").is_file():
+    except (WriteError, CheckpointError) as exc:  # a disk that filled mid-run: what was saved
+        written = run_dir is not None and (run_dir / "last.pt").is_file()
+        if not (written and str(exc).startswith("cannot write")):
             raise
-        raise WriteError(f"{exc}; the run is kept to its last checkpoint: make room, then "
-                         f"alexnet train --resume {run_dir}") from None  # fmt: skip
+        raise type(exc)(f"{exc}; the run is kept to its last checkpoint: make room, then "
+                        f"alexnet train --resume {run_dir}") from None  # fmt: skip
     except Stopped as exc:
         print(f"alexnet train: stopped by signal {exc.signum} before training began; "
               "nothing was kept", file=sys.stderr)  # fmt: skip
