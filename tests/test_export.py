@@ -341,10 +341,7 @@ def test_bad_metadata_in_an_alexnet_safetensors_file_is_named(run_dir, tmp_path,
     """A file whose metadata was edited or damaged: one line naming the file and the key, for
     every command that reads one (predict here), not a bare JSON error."""
     st = pytest.importorskip("safetensors.torch")
-    good = tmp_path / "good.safetensors"
-    export(load_trained(run_dir), good)
-    with safetensors_open(good) as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta, tensors = exported_parts(run_dir, tmp_path)
     bad = tmp_path / "bad.safetensors"
     st.save_file(tensors, str(bad), metadata={**meta, key: value})
     with pytest.raises(ExportError, match=re.escape(f"{bad}: {said}")):
@@ -353,6 +350,14 @@ def test_bad_metadata_in_an_alexnet_safetensors_file_is_named(run_dir, tmp_path,
         main(["predict", str(bad), str(tmp_path / "x.png")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def exported_parts(run_dir: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """The metadata and tensors of ``run_dir``'s network exported as safetensors, to edit."""
+    good = tmp_path / "good.safetensors"
+    export(load_trained(run_dir), good)
+    with safetensors_open(good) as f:
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
 def safetensors_open(path: Path):
@@ -400,10 +405,7 @@ def test_a_safetensors_file_that_cannot_be_fed_is_refused_in_one_line(
     per channel, no input size) crashed predict and eval with a shape error; names with
     escape sequences were printed raw to the terminal."""
     st = pytest.importorskip("safetensors.torch")
-    good = tmp_path / "good.safetensors"
-    export(load_trained(run_dir), good)
-    with safetensors_open(good) as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta, tensors = exported_parts(run_dir, tmp_path)
     bad = tmp_path / "bad.safetensors"
     st.save_file(tensors, str(bad), metadata=edit(meta))
     with pytest.raises(SystemExit) as stop:
@@ -415,10 +417,7 @@ def test_a_safetensors_file_that_cannot_be_fed_is_refused_in_one_line(
 
 def test_weights_of_whole_numbers_are_refused(run_dir, tmp_path):
     st = pytest.importorskip("safetensors.torch")
-    good = tmp_path / "good.safetensors"
-    export(load_trained(run_dir), good)
-    with safetensors_open(good) as f:
-        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta, tensors = exported_parts(run_dir, tmp_path)
     first = next(k for k in tensors if k.endswith("weight"))
     tensors[first] = tensors[first].to(torch.int32)
     st.save_file(tensors, str(tmp_path / "int.safetensors"), metadata=meta)
