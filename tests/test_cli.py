@@ -4,6 +4,7 @@ with exit status 2; nothing is left behind by a start that fails."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pickle
 import shutil
@@ -264,6 +265,32 @@ def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
     return setup
 
 
+def _first_buffer(optimizer: dict, value) -> dict:
+    """``optimizer`` (a state dict) with its first parameter's first buffer set to ``value``."""
+    state = {k: dict(v) for k, v in optimizer["state"].items()}
+    first = next(iter(state))
+    key = next(k for k, v in state[first].items() if isinstance(v, torch.Tensor) and v.dim())
+    state[first][key] = value
+    return optimizer | {"state": state}
+
+
+def _first_group(optimizer: dict, key: str, value) -> dict:
+    groups = [dict(g) for g in optimizer["param_groups"]]
+    groups[0][key] = value
+    return optimizer | {"param_groups": groups}
+
+
+def _a_store_as_images(c: Ctx) -> list[str]:
+    main(["prepare", str(c.tiny), str(c.tmp / "store"), "--workers", "0", "--no-progress"])
+    return c.train("--data", str(c.tmp / "store"))
+
+
+def _resume_a_link_loop(c: Ctx) -> list[str]:
+    (c.tmp / "l1").symlink_to("l2")
+    (c.tmp / "l2").symlink_to("l1")
+    return ["train", "--resume", str(c.tmp / "l1")]
+
+
 def _deep_recipe(c: Ctx) -> list[str]:
     (c.tmp / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
     return ["train", "--recipe", str(c.tmp / "deep.toml")]
@@ -442,7 +469,7 @@ CASES: list[Case] = [
     ("edited rng", _edited("rng", lambda r: {"torch": torch.zeros(3, dtype=torch.uint8)}),
      "last.pt: its training state is not what alexnet writes"),
     ("edited batch", _edited("batch", lambda b: 10**9), "last.pt: its batch 1000000000 is past"),
-    ("edited sums", _edited("epoch_sums", lambda e: {"loss": "a"}), "its epoch sums are not numbers"),
+    ("edited sums", _edited("epoch_sums", lambda e: {"loss": "a"}), "its epoch sums are not finite"),
     ("edited optimizer", _edited("optimizer", lambda o: {"state": {}, "param_groups": []}),
      "last.pt: its training state is not what alexnet writes"),
     ("edited scheduler", _edited("scheduler", lambda d: d | {"last_epoch": "x"}),
@@ -454,6 +481,25 @@ CASES: list[Case] = [
     ("summary option without a key", lambda c: ["summary", "-o", "="], "'=' names no key"),
     ("widths of the wrong length", lambda c: c.train("--set", "model.options.widths=[8, 8]"),
      "error: widths: alexnet-small needs 5 conv widths, got [8, 8]"),
+    ("momentum of another shape", _edited("optimizer", lambda o: _first_buffer(o, torch.zeros(3))),
+     "last.pt: its training state is not what alexnet writes (its optimizer's"),
+    ("momentum that is text", _edited("optimizer", lambda o: _first_buffer(o, "x")),
+     "its optimizer's"),
+    ("a rate that is text", _edited("optimizer", lambda o: _first_group(o, "lr", "x")),
+     "its optimizer state's lr is 'x', not a number"),
+    ("a rate of nan", _edited("optimizer", lambda o: _first_group(o, "lr", math.nan)),
+     "its optimizer state's lr is nan"),
+    ("a momentum of None", _edited("optimizer", lambda o: _first_group(o, "momentum", None)),
+     "its optimizer state's momentum is None, not a number"),
+    ("data that is text", _edited("data", lambda d: "x"), "last.pt: its data record is a str"),
+    ("weights of nan", _edited("model", lambda m: {k: v.fill_(math.nan) for k, v in m.items()}),
+     "holds NaN or infinite values"),
+    ("negative sums", _edited("epoch_sums", lambda e: e | {"seen": -1.0}),
+     "its epoch sums are not finite counts and totals"),
+    ("a store as an image folder", _a_store_as_images,
+     "store: a store (alexnet prepare), not a folder of images; train from it with --set "
+     "data.source=store"),
+    ("resume a link loop", _resume_a_link_loop, "l1 is a symbolic link to nothing, or to itself"),
     ("deep recipe", _deep_recipe, "deep.toml: invalid TOML: nested too deeply"),
     ("huge recipe", _huge_recipe, "too large for a recipe (at most 1024 kB)"),
     ("cache a loop", _cache_loop, "cl1 is a symbolic link to nothing, or to itself"),

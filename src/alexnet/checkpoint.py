@@ -89,6 +89,8 @@ def _not_a_checkpoint_file(path: Path) -> str:
     """Why ``path`` cannot be read as a checkpoint, naming what it is."""
     if path.is_symlink() and not path.exists():
         return "a symbolic link to nothing, or to itself; point it at a checkpoint"
+    if path.parent.is_symlink() and not path.parent.exists():
+        return f"{path.parent} is a symbolic link to nothing, or to itself"
     if path.is_dir():
         return "a folder without a checkpoint (was the run started with this folder?)"
     if path.exists():

@@ -88,6 +88,9 @@ def load_folder_pair(
 ) -> tuple[ImageSet, ImageSet]:
     """The train and test sets of ``root``, decoded once and then read from the cache. The
     classes are the training folders that hold image files; empty folders are listed."""
+    if (root / "store.json").is_file():  # store.STORE_FILE: a store is read by its own source
+        raise UserError(f"{root}: a store (alexnet prepare), not a folder of images; train "
+                        "from it with --set data.source=store")  # fmt: skip
     train_dir, test_dir = find_splits(root)
     train_files, test_files = scan(train_dir), scan(test_dir)
     classes = [c for c, paths in train_files.items() if any(map(is_image_name, paths))]

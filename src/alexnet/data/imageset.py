@@ -39,6 +39,12 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of each image, the shape of its mean image."""
+        _, c, h, w = self.images.shape
+        return h, w, c
+
     def pixel_stats(self) -> PixelStats:
         """The mean image and colour PCA of these images (the paper's preprocessing)."""
         return image_stats(self.images)

@@ -112,6 +112,8 @@ class PixelStats:
         """The statistics saved by :meth:`to_dict`; a ValueError names what is missing or
         misshapen (an edited file gave a KeyError traceback, or was used silently)."""
         keys = ("mean_image", "eigval", "eigvec", "channel_mean", "channel_std")
+        if not isinstance(d, dict):
+            raise UserError(f"they are a {type(d).__name__}, not a record of statistics")
         missing = [k for k in (*keys, "images") if k not in d]
         if missing:
             raise UserError(f"no {missing[0]}")
@@ -121,10 +123,17 @@ class PixelStats:
         if bad:
             raise UserError(f"{bad[0]} is not a float tensor")
         c = d["mean_image"].shape[-1] if d["mean_image"].dim() == 3 else -1
+        if c not in (1, 3):
+            raise UserError("mean_image is not an (H, W, C) image of 1 or 3 channels")
         shapes = {"eigval": (c,), "eigvec": (c, c), "channel_mean": (c,), "channel_std": (c,)}
         wrong = [k for k, shape in shapes.items() if tuple(d[k].shape) != shape]
-        if c not in (1, 3) or wrong or not isinstance(d["images"], int):
-            raise UserError(f"{(wrong or ['mean_image'])[0]} has the wrong shape or type")
+        if wrong:
+            raise UserError(f"{wrong[0]} has the wrong shape")
+        broken = [k for k in keys if not d[k].isfinite().all()]
+        if broken:
+            raise UserError(f"{broken[0]} holds NaN or infinite values")
+        if type(d["images"]) is not int or d["images"] < 1:
+            raise UserError(f"its image count {d['images']!r} is not a count")
         return cls(**{k: d[k] for k in (*keys, "images")})
 
     def same_as(self, other: PixelStats) -> bool:

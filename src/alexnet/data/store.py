@@ -106,6 +106,11 @@ class StoreSplit:
     def source(self) -> str:
         return f"{self.root}/{self.name}"
 
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of each stored image, the shape of its mean image."""
+        return self.size, self.size, self.channels
+
     def pixel_stats(self) -> PixelStats:
         """The training set's mean image and colour PCA, as ``alexnet prepare`` computed them."""
         return open_store(self.root).stats()

@@ -83,9 +83,19 @@ class TrainingState:
                 f"{where}: its weights do not fit the network its recipe describes ({first})"
             ) from None
         _check_counters(state, where)
+        broken = [k for k, t in self.model.state_dict().items()
+                  if t.is_floating_point() and not t.isfinite().all()]  # fmt: skip
+        if broken:  # the run would stop at its first step as diverged, blaming this very file
+            raise CheckpointError(f"{where}: its weight {broken[0]} holds NaN or infinite values; "
+                                  "a damaged or edited checkpoint (best.pt, if there, may still "
+                                  "be sound)")  # fmt: skip
         try:
             _check_same_types(self.schedule.state_dict(), state["scheduler"], "scheduler")
+            for fresh, saved in zip(self.optimizer.param_groups,
+                                    state["optimizer"]["param_groups"], strict=False):  # fmt: skip
+                _check_same_types(fresh, saved, "optimizer", finite=True)
             self.optimizer.load_state_dict(state["optimizer"])
+            _check_buffers(self.optimizer)
             self.schedule.load_state_dict(state["scheduler"])
             rng = state.get("rng", {})
             if "torch" in rng:
@@ -127,24 +137,43 @@ def _check_counters(state: dict[str, Any], where: Path | str) -> None:
     if not all(type(v) is int and v >= 0 for v in counts.values()):
         problem = f"its counts {counts} are not counts"
     elif not isinstance(sums, dict) or not set(sums) <= {f.name for f in fields(EpochSums)} \
-            or not all(_number(v) for v in sums.values()):  # fmt: skip
-        problem = "its epoch sums are not numbers"
+            or not all(_number(v) and 0 <= v < math.inf for v in sums.values()):  # fmt: skip
+        problem = "its epoch sums are not finite counts and totals"
     elif not isinstance(history, list) or not all(
         isinstance(m, dict) and all(_number(m.get(k)) for k in HISTORY_KEYS) for m in history
     ):
         problem = "its history is not a list of epochs' figures"
-    elif not _number(state.get("best_top1_err", 0.0)):
-        problem = "its best error is not a number"
+    elif not (_number(best := state.get("best_top1_err", math.inf)) and best >= 0):
+        problem = "its best error is not an error rate"
     if problem:
         raise CheckpointError(f"{where}: {problem}; a damaged or edited checkpoint (best.pt, if "
                               "there, may still be sound)")  # fmt: skip
 
 
-def _check_same_types(fresh: dict[str, Any], saved: Any, what: str) -> None:
+def _check_same_types(fresh: dict[str, Any], saved: Any, what: str, finite: bool = False) -> None:
     """A saved state dict whose plain values differ in kind from a fresh one's (a rate factor
-    that is text) was loaded silently; a ValueError says which key."""
+    that is text, a momentum of None) was loaded silently or failed deep in torch; with
+    ``finite``, numbers must also be finite and not negative (a rate of NaN or -1). A
+    ValueError says which key."""
     if not isinstance(saved, dict):
         raise ValueError(f"its {what} state is a {type(saved).__name__}")
     for key, value in fresh.items():
         if key in saved and _number(value) and not _number(saved[key]):
             raise ValueError(f"its {what} state's {key} is {saved[key]!r}, not a number")
+        if key in saved and finite and _number(value) and not 0 <= saved[key] < math.inf:
+            raise ValueError(f"its {what} state's {key} is {saved[key]!r}")
+
+
+def _check_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """Each parameter's saved buffers (momentum) are tensors of its shape, finite: one of
+    another shape corrupted the heap in torch's fused update, or was used silently."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if key == "step":
+                    continue
+                if not isinstance(value, torch.Tensor) or value.shape != p.shape:
+                    raise ValueError(f"its optimizer's {key} for a {tuple(p.shape)} weight is "
+                                     f"{type(value).__name__} {getattr(value, 'shape', '')}")  # fmt: skip
+                if not value.isfinite().all():
+                    raise ValueError(f"its optimizer's {key} holds NaN or infinite values")

@@ -149,16 +149,26 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if rt.channels_last else model
 
 
-def preprocessing(recipe: Recipe, train_set, checkpoint: dict | None) -> PixelStats | None:
+def preprocessing(recipe: Recipe, train_set, checkpoint: dict | None,
+                  where: Path | None = None) -> PixelStats | None:  # fmt: skip
     """The training set's mean image and colour PCA where the recipe uses them: a resumed run's
-    from its checkpoint (what it trained with), a store's as prepared, else computed now."""
+    from its checkpoint ``where`` (what it trained with), a store's as prepared, else computed
+    now."""
     d, a = recipe.data, recipe.augment
     if d.normalise != "mean-image" and not a.pca_std:
         return None
     saved = (checkpoint or {}).get("preprocessing")
-    if saved:
-        return PixelStats.from_dict(saved)
-    return train_set.pixel_stats()
+    if not saved:
+        return train_set.pixel_stats()
+    try:
+        stats = PixelStats.from_dict(saved)
+        if tuple(stats.mean_image.shape) != train_set.stored_shape:
+            raise UserError(f"its mean image is {tuple(stats.mean_image.shape)}, the images "
+                            f"{train_set.stored_shape}")  # fmt: skip
+    except UserError as exc:
+        raise CheckpointError(f"{where}: its preprocessing statistics are damaged ({exc}); a "
+                              "damaged or edited checkpoint") from None  # fmt: skip
+    return stats
 
 
 def batch_makers(recipe: Recipe, train_set, test_set, stats: PixelStats | None):
@@ -487,7 +497,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     rt = start_runtime(recipe.train)
     train_set, test_set = load_data_once(recipe, rt)
     model = build_network(recipe, train_set.classes, rt)
-    stats = preprocessing(recipe, train_set, resume_from)
+    stats = preprocessing(recipe, train_set, resume_from, run_dir / "last.pt")
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
     logger = RunLogger(run_dir, rt.main, progress)
     if recipe.model.weights and resume_from is None:  # fine-tuning (finetune.py)
@@ -519,15 +529,19 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     while state.epoch < recipe.epochs:
         train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
         end_epoch(loop, test_loader, recipe.eval.tta_flip)
+    reported = False
     if rt.main and report and stop.signal is None:
         from alexnet.training.report import write_report
 
         path = write_report(run_dir, unwrap(model), recipe, rt, state, train_set, test_set,
                             logger.writer)  # fmt: skip
         logger.say(f"report: {path}")
+        reported = True
     if stop.signal is not None:  # during the last evaluation or the report: said, not ignored
+        later = "and its report written" if reported else \
+            f"(alexnet figures {run_dir} draws its figures)"  # fmt: skip
         logger.say(f"stopped by signal {stop.signal} after the last epoch; the training is "
-                   f"complete and saved (alexnet figures {run_dir} draws its figures)")  # fmt: skip
+                   f"complete and saved {later}")  # fmt: skip
         logger.close()
         raise SystemExit(128 + stop.signal)
     logger.close()
@@ -612,11 +626,16 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
     recipe.toml follows with the next checkpoint, so a resume that fails first changes
     nothing); rebuild the log."""
     before = checkpoint.get("data")  # None in checkpoints of alexnet 0.1.0
+    if before is not None and not isinstance(before, dict):
+        raise CheckpointError(f"{run_dir / 'last.pt'}: its data record is a "
+                              f"{type(before).__name__}; a damaged or edited checkpoint")  # fmt: skip
     if before and before != state.data:
-        was, now = (f"{d['train']} train / {d['test']} test images, {len(d['classes'])} classes"
-                    for d in (before, state.data))  # fmt: skip
-        raise UserError(f"{run_dir}: its data changed since the run began ({was}; now {now}), so "
-                         "it cannot continue as it was; start a new run")  # fmt: skip
+        was, now = (f"{d.get('train')} train / {d.get('test')} test images, "
+                    f"{len(d.get('classes') or [])} classes" for d in (before, state.data))  # fmt: skip
+        changed = sorted(k for k in {*before, *state.data} if before.get(k) != state.data.get(k))
+        raise UserError(f"{run_dir}: its data changed since the run began ({was}; now {now}; "
+                        f"what differs: {', '.join(changed)}), so it cannot continue as it was; "
+                        "start a new run")  # fmt: skip
     state.load_state_dict(checkpoint, run_dir / "last.pt")
     if changes:
         if "optim.lr" in changes:
