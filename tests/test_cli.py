@@ -485,6 +485,14 @@ CASES: list[Case] = [
      "last.pt: its training state is not what alexnet writes (its optimizer's"),
     ("momentum that is text", _edited("optimizer", lambda o: _first_buffer(o, "x")),
      "its optimizer's"),
+    ("a weight without its momentum", _edited("optimizer", lambda o: o | {"state": {
+        k: v for k, v in o["state"].items() if k != next(iter(o["state"]))}}),
+     "its optimizer has buffers for some weights and none for others"),
+    ("a group without its rate", _edited("optimizer", lambda o: o | {"param_groups": [
+        {k: v for k, v in g.items() if k != "lr"} for g in o["param_groups"]]}),
+     "its optimizer state lacks lr"),
+    ("momentum of booleans", _edited("optimizer", lambda o: _first_buffer(o, torch.ones(1).bool())),
+     "holds torch.bool values"),
     ("a rate that is text", _edited("optimizer", lambda o: _first_group(o, "lr", "x")),
      "its optimizer state's lr is 'x', not a number"),
     ("a rate of nan", _edited("optimizer", lambda o: _first_group(o, "lr", math.nan)),

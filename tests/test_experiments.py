@@ -158,3 +158,21 @@ def test_a_stopped_experiment_says_to_run_the_experiment_again(tiny_folder, tmp_
     assert proc.returncode == 128 + signal.SIGTERM, err
     last = err.strip().splitlines()[-1]
     assert "the same alexnet experiment command continues" in last and "--resume" not in last
+
+
+def test_a_finished_run_stopped_before_its_log_lines_gets_them(tmp_path):
+    """An experiment interrupted between a run's last checkpoint and its log lines left the
+    run without metrics.jsonl, and the next start skipped it as finished: its lines are
+    written from the checkpoint's history."""
+    from alexnet.experiments.sweep import complete_logs
+    from alexnet.training.logger import format_epoch
+
+    keys = ("train_loss", "train_top1_err", "val_loss", "val_top1_err", "val_top5_err", "lr",
+            "epoch_seconds", "images_per_s")  # fmt: skip
+    done = [{"epoch": e, **dict.fromkeys(keys, 0.5)} for e in (1, 2)]
+    (tmp_path / "log.txt").write_text(f"run header\n{format_epoch(done[0])}\n")
+    complete_logs(tmp_path, done)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count(format_epoch(done[0])) == 1 and format_epoch(done[1]) in log

@@ -26,8 +26,9 @@ from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe
 from alexnet.data.prepare import atomic_write
 from alexnet.errors import UserError
-from alexnet.files import missing_folders, remove_empty
+from alexnet.files import append_text, missing_folders, remove_empty, write_text
 from alexnet.runtime import StopFlag
+from alexnet.training.logger import format_epoch
 from alexnet.training.runs import hold_run, open_run, remove_failed_start
 from alexnet.training.train import TrainingError, fit
 
@@ -79,6 +80,8 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
     run_dir, diverged = out / run.name, out / f"{run.name}.diverged"
     check_planned(run, run_dir)
     done = finished(run_dir, run.recipe.epochs)
+    if done is not None:
+        complete_logs(run_dir, done)
     if done is not None or diverged.is_file():
         return done or history(run_dir)
     with hold_run(run_dir):
@@ -91,6 +94,21 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
             remove_empty([out])  # only where nothing else is in it: the experiment's first run
             raise
     return history(run_dir)
+
+
+def complete_logs(run_dir: Path, done: list[dict]) -> None:
+    """A run stopped between its last checkpoint and its log lines (a signal in that moment)
+    is finished, and a finished run is not resumed: its metrics.jsonl is written again from
+    the checkpoint's history, and the epoch lines log.txt lacks are added."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and len(metrics.read_text().splitlines()) >= len(done):
+        return
+    write_text(metrics, "".join(json.dumps(m) + "\n" for m in done))
+    log = run_dir / "log.txt"
+    said = log.read_text(errors="replace") if log.is_file() else ""
+    lost = [format_epoch(m) for m in done if format_epoch(m) not in said]
+    if lost:
+        append_text(log, "".join(f"{line}\n" for line in lost))
 
 
 def _train_or_resume(run: Planned, run_dir: Path, progress: bool) -> None:

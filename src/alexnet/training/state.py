@@ -94,6 +94,10 @@ class TrainingState:
             for fresh, saved in zip(self.optimizer.param_groups,
                                     state["optimizer"]["param_groups"], strict=False):  # fmt: skip
                 _check_same_types(fresh, saved, "optimizer", finite=True)
+                missing = sorted(set(fresh) - set(saved))
+                if missing:  # a rate deleted: a KeyError deep in the update
+                    raise ValueError(f"its optimizer state lacks {missing[0]}")
+            _check_float_buffers(state["optimizer"]["state"])
             self.optimizer.load_state_dict(state["optimizer"])
             _check_buffers(self.optimizer)
             self.schedule.load_state_dict(state["scheduler"])
@@ -167,13 +171,24 @@ def _check_same_types(fresh: dict[str, Any], saved: Any, what: str, finite: bool
 def _check_buffers(optimizer: torch.optim.Optimizer) -> None:
     """Each parameter's saved buffers (momentum) are tensors of its shape, finite: one of
     another shape corrupted the heap in torch's fused update, or was used silently."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                if key == "step":
-                    continue
-                if not isinstance(value, torch.Tensor) or value.shape != p.shape:
-                    raise ValueError(f"its optimizer's {key} for a {tuple(p.shape)} weight is "
-                                     f"{type(value).__name__} {getattr(value, 'shape', '')}")  # fmt: skip
-                if not value.isfinite().all():
-                    raise ValueError(f"its optimizer's {key} holds NaN or infinite values")
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if 0 < sum(bool(optimizer.state.get(p)) for p in params) < len(params):
+        raise ValueError("its optimizer has buffers for some weights and none for others")
+    for p in params:
+        for key, value in optimizer.state.get(p, {}).items():
+            if key == "step":
+                continue
+            if not isinstance(value, torch.Tensor) or value.shape != p.shape:
+                raise ValueError(f"its optimizer's {key} for a {tuple(p.shape)} weight is "
+                                 f"{type(value).__name__} {getattr(value, 'shape', '')}")  # fmt: skip
+            if not value.isfinite().all():
+                raise ValueError(f"its optimizer's {key} holds NaN or infinite values")
+
+
+def _check_float_buffers(saved: dict) -> None:
+    """Saved buffers hold floating-point values: torch casts whole numbers or booleans to the
+    weights' type while loading them, silently truncating a momentum."""
+    for entry in saved.values():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and not value.is_floating_point():
+                raise ValueError(f"its optimizer's {key} holds {value.dtype} values")
