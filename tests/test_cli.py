@@ -259,6 +259,8 @@ def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
         state = torch.load(run / "last.pt", weights_only=True)
         state[key] = value(state[key])
         state["epoch"] = 0  # as if stopped within its first epoch: there is more to train
+        if key != "history":
+            state["history"] = []
         torch.save(state, run / "last.pt")
         return ["train", "--resume", str(run)]
 
@@ -488,6 +490,8 @@ CASES: list[Case] = [
     ("a weight without its momentum", _edited("optimizer", lambda o: o | {"state": {
         k: v for k, v in o["state"].items() if k != next(iter(o["state"]))}}),
      "its optimizer has buffers for some weights and none for others"),
+    ("a history tripled", lambda c: _edited("history", lambda h: h * 3)(c),
+     "its history holds 3 epochs in another order than its count of 0"),
     ("a group without its rate", _edited("optimizer", lambda o: o | {"param_groups": [
         {k: v for k, v in g.items() if k != "lr"} for g in o["param_groups"]]}),
      "its optimizer state lacks lr"),

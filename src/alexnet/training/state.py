@@ -147,6 +147,8 @@ def _check_counters(state: dict[str, Any], where: Path | str) -> None:
         isinstance(m, dict) and all(_number(m.get(k)) for k in HISTORY_KEYS) for m in history
     ):
         problem = "its history is not a list of epochs' figures"
+    elif [m["epoch"] for m in history] != list(range(1, counts["epoch"] + 1)):
+        problem = f"its history holds {len(history)} epochs in another order than its count of {counts['epoch']}"
     elif not (_number(best := state.get("best_top1_err", math.inf)) and best >= 0):
         problem = "its best error is not an error rate"
     if problem:
