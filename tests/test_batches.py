@@ -320,6 +320,7 @@ def tiny_store(tmp_path_factory) -> Path:
     return root / "store"
 
 
+@pytest.mark.slow  # over 15 s: make test-slow keeps make test within 10 minutes
 @pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["no-dropout", "dropout"])
 def test_a_store_run_stopped_mid_epoch_resumes_exactly_with_workers(
     tmp_path, cache, tiny_store, dropout

@@ -681,6 +681,7 @@ def test_the_parser_refuses_zero_negative_empty_and_absurd_numbers(args, flag, c
     assert f"error: argument {flag}" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # over 15 s: make test-slow keeps make test within 10 minutes
 def test_sizes_beyond_the_machine_are_refused_before_anything_is_allocated(tiny_folder, tmp_path,
                                                                           capsys):  # fmt: skip
     """--set data.image_size=100000 asked for 38.9 GB and died with a traceback, summary of a

@@ -17,6 +17,7 @@ from .conftest import tiny_recipe
 from .test_train import run_cli
 
 
+@pytest.mark.slow  # over 15 s: make test-slow keeps make test within 10 minutes
 def test_relu_vs_tanh_smoke_gives_its_table_and_plot(tiny_folder, tmp_path, cache):
     out = tmp_path / "fig1"
     run = functools.partial(run_relu_vs_tanh, tiny_recipe(tiny_folder), out,
@@ -88,6 +89,7 @@ def test_a_diverged_run_is_said_and_keeps_no_factor():
     assert "not reached (diverged)" in results_table({"rows": rows})
 
 
+@pytest.mark.slow  # over 15 s: make test-slow keeps make test within 10 minutes
 def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, tmp_path, cache):
     out = tmp_path / "abl"
     base = tiny_recipe(tiny_folder)

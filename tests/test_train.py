@@ -367,6 +367,7 @@ def test_a_signal_while_loading_leaves_no_run_folder(tmp_path, cache, recipe_fil
     assert not (tmp_path / "runs" / "r").exists()
 
 
+@pytest.mark.slow  # over 15 s: make test-slow keeps make test within 10 minutes
 def test_checkpoint_recipe_flag_makes_the_folder_follow_its_checkpoint(
     tmp_path, cache, recipe_file
 ):
