@@ -538,14 +538,20 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         logger.say(f"report: {path}")
         reported = True
     if stop.signal is not None:  # during the last evaluation or the report: said, not ignored
-        later = "and its report written" if reported else \
-            f"(alexnet figures {run_dir} draws its figures)"  # fmt: skip
-        logger.say(f"stopped by signal {stop.signal} after the last epoch; the training is "
-                   f"complete and saved {later}")  # fmt: skip
-        logger.close()
-        raise SystemExit(128 + stop.signal)
+        stopped_after_training(logger, stop.signal, run_dir, reported)
     logger.close()
     return state.history[-1]
+
+
+def stopped_after_training(logger: RunLogger, signum: int, run_dir: Path, reported: bool):
+    """A signal that came after the last epoch's checkpoint: the run is complete; say so, and
+    end with the signal's status."""
+    later = "and its report written" if reported else \
+        f"(alexnet figures {run_dir} draws its figures)"  # fmt: skip
+    logger.say(f"stopped by signal {signum} after the last epoch; the training is complete and "
+               f"saved {later}")  # fmt: skip
+    logger.close()
+    raise SystemExit(128 + signum)
 
 
 def recover_best(loop: Loop) -> None:
