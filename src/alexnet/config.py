@@ -121,6 +121,10 @@ class TrainSettings:
     threads: int = setting(0, min=0, max=256)  # 0: the cores it may use, shared among ranks
     deterministic: bool = setting(False)
     checkpoint_every: int = setting(0, min=0)  # steps; 0: at the end of each epoch only
+    # Minutes for the whole command; 0: none. The epochs that fit (at most `epochs`) are
+    # chosen from this machine's measured speed, and a run that falls behind is shortened
+    # (training/budget.py). Needs a schedule with a length: onecycle, step or constant.
+    budget_minutes: float = setting(0.0, min=0.0, max=7 * 24 * 60)
     log_every: int = setting(20, min=1)
 
 

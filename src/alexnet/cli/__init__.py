@@ -22,6 +22,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 import warnings
 
 # The commands in the order ``alexnet --help`` lists them: the module of each, under alexnet.cli.
@@ -79,9 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     from alexnet.processes import Stopped, raise_stopped
 
     on_term = signal.signal(signal.SIGTERM, raise_stopped) or signal.SIG_DFL  # first of all
+    started = time.monotonic()  # a time budget counts from here (train --budget)
     command = "alexnet"
     try:
         args = _parse(argv)  # imports the command's modules, and with them PyTorch
+        args.started = started
         command = f"alexnet {args.command}"
         _run(args)
     except KeyboardInterrupt:

@@ -7,10 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from alexnet.cli.options import (
-    UserError,
-    given,
-)
+from alexnet.cli.options import UserError, given, minutes
 from alexnet.config import recipe_names
 
 
@@ -33,6 +30,10 @@ def add_parser(sub) -> None:
         action="store_true",
         help="fine-tune the classifier only (sets model.freeze_features)",
     )
+    p.add_argument("--budget", type=minutes, metavar="MIN",
+                   help="end the whole command within MIN minutes: the epochs that fit are "
+                        "chosen from this machine's speed, and a run that falls behind is "
+                        "shortened (sets train.budget_minutes)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe key, e.g. --set optim.lr=0.02; with --resume only "
                         "optim.lr and epochs")  # fmt: skip
@@ -69,6 +70,8 @@ def _start_run(args: argparse.Namespace):
     if args.weights is not None:
         recipe.model.weights = args.weights
     recipe.model.freeze_features |= args.freeze_features
+    if args.budget is not None:
+        recipe.train.budget_minutes = args.budget
     recipe = apply_overrides(recipe, args.overrides)
     rank, world, _ = init_distributed()
     made = [None]
@@ -105,9 +108,10 @@ def run(args: argparse.Namespace) -> None:
     from alexnet.training.train import TrainingError, fit
 
     if args.resume and (args.recipe or args.data or args.name or args.weights
-                        or args.freeze_features or args.runs):  # fmt: skip
-        raise UserError("--resume continues a run as it was, in its folder; drop --recipe, "
-                        "--data, --name, --runs, --weights and --freeze-features")  # fmt: skip
+                        or args.freeze_features or args.runs or args.budget):  # fmt: skip
+        raise UserError("--resume continues a run as it was, in its folder (a budget run with "
+                        "what is left of its budget); drop --recipe, --data, --name, --runs, "
+                        "--weights, --freeze-features and --budget")  # fmt: skip
     if args.checkpoint_recipe and not args.resume:
         raise UserError("--checkpoint-recipe goes with --resume RUN (it says which recipe a "
                         "resumed run continues under)")  # fmt: skip
@@ -121,7 +125,8 @@ def run(args: argparse.Namespace) -> None:
                 with _hold(Path(args.resume)):
                     r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
                     fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
-                        progress=progress, stop=stop, report=not args.no_report)  # fmt: skip
+                        progress=progress, stop=stop, report=not args.no_report,
+                        started=args.started)  # fmt: skip
             else:
                 runs = Path(args.runs or "runs")
                 made = missing_folders(runs)
@@ -129,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
                 with _hold(run_dir):
                     try:
                         fit(recipe, run_dir, progress=progress, stop=stop,
-                            report=not args.no_report)  # fmt: skip
+                            report=not args.no_report, started=args.started)  # fmt: skip
                     except BaseException:
                         remove_failed_start(run_dir)
                         remove_empty(made)  # and the runs folder made for it

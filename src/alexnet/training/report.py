@@ -57,6 +57,19 @@ def _pct(m: dict, key: str) -> str:
     return f"{100 * m[key]:.2f}%" if key in m else "-"
 
 
+def budget_lines(budget: dict[str, float], epochs: int) -> list[str]:
+    """What a time budget bought, for a run that had one."""
+    if not budget.get("minutes"):
+        return []
+    planned = budget.get("planned_epochs", epochs)
+    cut = (
+        f" (planned {planned:.0f}, shortened when the run fell behind)" if planned != epochs else ""
+    )
+    return [f"Time budget: {budget['minutes']:g} min bought {epochs} epochs{cut}; "
+            f"{budget.get('spent_seconds', 0) / 60:.1f} min of wall time had passed when this "
+            "report began."]  # fmt: skip
+
+
 def write_report(run_dir: Path, model: nn.Module, recipe, rt, state, train_set, test_set,
                  writer=None) -> Path:  # fmt: skip
     """Write the figures (also to TensorBoard, given the run's ``SummaryWriter``) and
@@ -83,6 +96,7 @@ def write_report(run_dir: Path, model: nn.Module, recipe, rt, state, train_set, 
         f"{last['epoch']} epochs and {last['train_seconds']:.0f} s of training "
         f"({last['images_per_s']:.0f} images/s in the last epoch).",
         f"Best epoch: {best['epoch']} ({100 * (1 - best['val_top1_err']):.2f}%).",
+        *budget_lines(state.budget, last["epoch"]),
         "",
         *figure_sections(written, note),
         "## Epochs",

@@ -14,6 +14,7 @@ per batch, the others per epoch.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 from torch import nn
@@ -113,8 +114,9 @@ def change_learning_rate(opt: torch.optim.Optimizer, schedule: Schedule, new: fl
     for group in opt.param_groups:
         if isinstance(schedule, OneCycleLR):
             ratio = new / group["max_lr"]
-            for key in ("initial_lr", "max_lr", "min_lr", "lr"):
-                group[key] *= ratio
+            for key in ("initial_lr", "max_lr", "min_lr", "lr", "budget_lr"):
+                if key in group:  # budget_lr: where a shortened cycle went on from
+                    group[key] *= ratio
         elif isinstance(schedule, MultiStepLR):
             passed = sum(n for m, n in schedule.milestones.items() if m <= schedule.last_epoch)
             group["initial_lr"] = new
@@ -130,3 +132,49 @@ def change_learning_rate(opt: torch.optim.Optimizer, schedule: Schedule, new: fl
     if isinstance(schedule, (MultiStepLR, LambdaLR)):
         schedule.base_lrs = [new] * len(opt.param_groups)
         schedule._last_lr = [g["lr"] for g in opt.param_groups]
+
+
+# A time budget (budget.py) ends a run that falls behind sooner than laid out: the rest of the
+# schedule, from where the run is, is fitted into the epochs left, without a jump in the rate.
+#   onecycle  from the current rate (kept as the group's "budget_lr"), what is left of the
+#             warm-up, then the linear decay, both squeezed in proportion to end at the new
+#             last step (torch's OneCycleLR takes any number of linear phases; its state
+#             dict keeps them, so a resumed run goes on alike).
+#   step      the milestones still ahead are moved closer in proportion (compress).
+#   constant  nothing to move.
+def shorten(schedule: Schedule, epochs_done: int, old_epochs: int, new_epochs: int,
+            steps_per_epoch: int) -> None:  # fmt: skip
+    if isinstance(schedule, OneCycleLR):
+        now, end = float(schedule.last_epoch), float(new_epochs * steps_per_epoch)
+        old_end = float(schedule._schedule_phases[-1]["end_step"])
+        peak = schedule._schedule_phases[0]["end_step"]  # the end of the warm-up
+        for group in schedule.optimizer.param_groups:
+            group["budget_lr"] = group["lr"]
+        phases = [_phase(now, "initial_lr", "budget_lr")]  # the past: never read again
+        if peak > now:
+            peak = now + (peak - now) * (end - now) / max(old_end - now, 1.0)
+            phases += [_phase(peak, "budget_lr", "max_lr"), _phase(end, "max_lr", "min_lr")]
+        else:
+            phases.append(_phase(end, "budget_lr", "min_lr"))
+        schedule._schedule_phases = phases
+        schedule.total_steps = int(end) + 1  # as build_schedule: the last step stays in range
+    elif isinstance(schedule, MultiStepLR):
+        ahead = sorted(schedule.milestones.elements())
+        moved = compress(ahead, epochs_done, old_epochs, new_epochs)
+        schedule.milestones = Counter(moved)
+    elif isinstance(schedule, ReduceLROnPlateau):
+        raise ValueError("a plateau schedule has no length to shorten")
+
+
+def _phase(end_step: float, start: str, end: str) -> dict:
+    """One linear phase of OneCycleLR, rates named by their param-group keys (momentum is
+    not cycled here, but torch's phases name it)."""
+    return {"end_step": end_step, "start_lr": start, "end_lr": end,
+            "start_momentum": "max_momentum", "end_momentum": "base_momentum"}  # fmt: skip
+
+
+def compress(points: list[int], done: int, total: int, new_total: int) -> list[int]:
+    """Epoch numbers past ``done`` moved so that the stretch from ``done`` to ``total`` fits
+    from ``done`` to ``new_total`` (a step schedule's milestones); those before stay."""
+    scale = (new_total - done) / max(total - done, 1)
+    return [p if p <= done else done + max(1, round((p - done) * scale)) for p in points]

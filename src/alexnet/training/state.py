@@ -49,6 +49,9 @@ class TrainingState:
     # The training set's mean image and colour PCA where the recipe uses them (stats.py), so
     # evaluation and prediction preprocess exactly as training did.
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    # A run with a time budget (budget.py): its minutes, the seconds spent by its last
+    # checkpoint (a resumed run's clock starts there) and the costs it measured.
+    budget: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
@@ -68,6 +71,7 @@ class TrainingState:
             "changes": self.changes,
             "data": self.data,
             "preprocessing": self.preprocessing,
+            "budget": self.budget,
             "rng": rng,
             "recipe": self.recipe.to_dict(),
         }
@@ -117,6 +121,7 @@ class TrainingState:
         self.sums = EpochSums(**state.get("epoch_sums", {}))
         self.history = list(state.get("history", []))
         self.changes = list(state.get("changes", []))
+        self.budget = dict(state.get("budget", {}))
 
     def save(self, path: Path) -> None:
         atomic_save(self.state_dict(), path)
@@ -151,6 +156,10 @@ def _check_counters(state: dict[str, Any], where: Path | str) -> None:
         problem = f"its history holds {len(history)} epochs in another order than its count of {counts['epoch']}"
     elif not (_number(best := state.get("best_top1_err", math.inf)) and best >= 0):
         problem = "its best error is not an error rate"
+    elif not isinstance(budget := state.get("budget", {}), dict) or not all(
+        _number(v) and 0 <= v < math.inf for v in budget.values()
+    ):
+        problem = "its time budget is not a record of finite seconds"
     if problem:
         raise CheckpointError(f"{where}: {problem}; a damaged or edited checkpoint (best.pt, if "
                               "there, may still be sound)")  # fmt: skip

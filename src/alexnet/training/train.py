@@ -37,6 +37,7 @@ from alexnet.models import build_model, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
+from alexnet.training.budget import Clock, Pacer, plan
 from alexnet.training.evaluate import evaluate
 from alexnet.training.finetune import (
     check_start_weights,
@@ -83,6 +84,10 @@ def resolve(recipe: Recipe) -> Recipe:
             raise UserError(f"{key} needs one value per channel ({d.channels}), got {values}")
     if d.root:
         d.root = str(Path(d.root).expanduser().resolve())
+    if r.train.budget_minutes and r.schedule.name == "plateau":
+        raise UserError("train.budget_minutes needs a schedule with a length (onecycle, step or "
+                        "constant): plateau divides the rate when the validation error stops "
+                        "improving, which no clock can lay out; add --set schedule.name=onecycle")  # fmt: skip
     if r.model.weights and not is_published(r.model.weights):
         r.model.weights = str(Path(r.model.weights).expanduser().resolve())
     return r
@@ -225,6 +230,7 @@ class Loop:
     run_dir: Path
     stop: StopFlag
     recipe_pending: bool = False  # a resume's changes, for recipe.toml after the next save
+    clock: Clock | None = None  # a time budget's (its seconds spent go into every checkpoint)
 
     def save(self, name: str = "last.pt", probe: torch.Tensor | None = None) -> None:
         """Checkpoint on rank 0, unless the weights have diverged (then stop, exit 3); every
@@ -233,6 +239,8 @@ class Loop:
         if any_rank(self.rt, sick)[0]:
             raise self.diverged("the weights no longer give finite outputs", self.where())
         failed: CheckpointError | None = None
+        if self.clock is not None:
+            self.state.budget["spent_seconds"] = self.clock.used()
         if self.rt.main:
             try:
                 self.state.save(self.run_dir / name)
@@ -471,20 +479,22 @@ def fit(
     progress: bool = True,
     stop: StopFlag | None = None,
     report: bool = True,
+    started: float | None = None,
 ) -> dict[str, float]:
     """Train ``recipe`` into ``run_dir``; returns the last epoch's metrics.
 
     ``resume_from`` is the run's loaded ``last.pt``; ``changes`` the keys changed on resuming
     (``--set``), as key -> (old, new); ``stop`` the caller's signal handling, if it has
     installed it already; ``report``: write report.md and its figures at the end (sweeps of
-    many runs leave them out).
+    many runs leave them out); ``started``: ``time.monotonic()`` when the command began, from
+    which a time budget counts (default: now).
     """
     with contextlib.nullcontext(stop) if stop else StopFlag() as flag:
-        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag, report)
+        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag, report, started)
 
 
 def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
-         report: bool = True) -> dict[str, float]:  # fmt: skip
+         report: bool = True, started: float | None = None) -> dict[str, float]:  # fmt: skip
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, "recipe")
     # One typed recipe: resolved once (a copy: the caller's stays as given), then made
@@ -508,11 +518,12 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
                    "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip
     if recipe.optim.lr_find and resume_from is None:
         find_rate(recipe, model, train_loader, rt, logger, run_dir)
-    opt = build_optimizer(model, recipe.optim)
-    state = TrainingState(model, opt, build_schedule(opt, recipe, len(train_loader)), recipe)
-    state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
-    state.data |= train_set.evaluation_record()  # to read images later as training did
-    state.preprocessing = stats.to_dict() if stats else {}
+    clock, planned = budget_clock(recipe, resume_from, started), None
+    if clock is not None and resume_from is None:  # the epochs that fit, now the rate is known
+        conv1_image(model)  # what each epoch's end imports (0.5 s), before epochs are timed
+        planned = plan(recipe, model, train_loader, test_loader, rt, clock, report and rt.main)
+    state = training_state(recipe, model, len(train_loader), train_set, test_set, stats)
+    state.budget = planned[0] if planned else {}
     if resume_from is not None:
         restore(state, resume_from, changes, logger, run_dir)
         if state.batch > len(train_loader):  # an edited count: every batch would be skipped
@@ -522,25 +533,66 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         announce(recipe, rt, train_set, test_set, logger, run_dir)
     net = wrap(model, rt, recipe.train)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
-    loop = Loop(net, state, criterion, rt, logger, run_dir, stop, recipe_pending=bool(changes))
+    loop = Loop(net, state, criterion, rt, logger, run_dir, stop, recipe_pending=bool(changes),
+                clock=clock)  # fmt: skip
     if resume_from is not None:
         recover_best(loop)
+    if clock is not None:
+        logger.say(planned[1] if planned else f"time budget {clock.seconds / 60:g} min: "
+                   f"{max(clock.left(), 0):.0f} s of it left")  # fmt: skip
+    pacer = Pacer(clock, report and rt.main) if clock else None
     stop.armed = True  # from here a signal asks for a checkpoint instead of stopping at once
-    while state.epoch < recipe.epochs:
-        train_one_epoch(loop, train_loader, recipe.train.checkpoint_every, recipe.train.log_every)
-        end_epoch(loop, test_loader, recipe.eval.tta_flip)
+    train_epochs(loop, train_loader, test_loader, pacer)
+    return finish(loop, report, train_set, test_set)
+
+
+def training_state(recipe: Recipe, model: nn.Module, steps_per_epoch: int, train_set, test_set,
+                   stats: PixelStats | None) -> TrainingState:  # fmt: skip
+    """A new run's state: the optimiser and schedule for the recipe, and the records of its
+    data and preprocessing that evaluation and prediction read later."""
+    opt = build_optimizer(model, recipe.optim)
+    state = TrainingState(model, opt, build_schedule(opt, recipe, steps_per_epoch), recipe)
+    state.data = {"train": len(train_set), "test": len(test_set), "classes": train_set.classes}
+    state.data |= train_set.evaluation_record()  # to read images later as training did
+    state.preprocessing = stats.to_dict() if stats else {}
+    return state
+
+
+def train_epochs(loop: Loop, train_loader: BatchLoader, test_loader: BatchLoader,
+                 pacer: Pacer | None) -> None:  # fmt: skip
+    """Epochs until the recipe's last; with a time budget, the last is brought forward when
+    the run falls behind (budget.py), and that shorter plan is saved at once."""
+    s, t = loop.state, loop.state.recipe.train
+    while s.epoch < s.recipe.epochs:
+        train_one_epoch(loop, train_loader, t.checkpoint_every, t.log_every)
+        end_epoch(loop, test_loader, s.recipe.eval.tta_flip)
+        if pacer and (cut := pacer.after_epoch(s, len(train_loader), loop.rt)):
+            loop.logger.say(cut)
+            loop.recipe_pending = True
+            loop.save()
+
+
+def finish(loop: Loop, report: bool, train_set, test_set) -> dict[str, float]:
+    """After the last epoch: the report (on rank 0, unless left out or a signal came), what a
+    time budget bought; returns the last epoch's metrics."""
+    s, rt, logger, clock = loop.state, loop.rt, loop.logger, loop.clock
     reported = False
-    if rt.main and report and stop.signal is None:
+    if clock is not None:
+        s.budget["spent_seconds"] = clock.used()  # what the report says of the budget
+    if rt.main and report and loop.stop.signal is None:
         from alexnet.training.report import write_report
 
-        path = write_report(run_dir, unwrap(model), recipe, rt, state, train_set, test_set,
+        path = write_report(loop.run_dir, unwrap(s.model), s.recipe, rt, s, train_set, test_set,
                             logger.writer)  # fmt: skip
         logger.say(f"report: {path}")
         reported = True
-    if stop.signal is not None:  # during the last evaluation or the report: said, not ignored
-        stopped_after_training(logger, stop.signal, run_dir, reported)
+    if loop.stop.signal is not None:  # during the last evaluation or the report: said
+        stopped_after_training(logger, loop.stop.signal, loop.run_dir, reported)
+    if clock is not None:
+        logger.say(f"time budget {clock.seconds / 60:g} min: {s.epoch} epochs in "
+                   f"{clock.used() / 60:.1f} min")  # fmt: skip
     logger.close()
-    return state.history[-1]
+    return s.history[-1]
 
 
 def stopped_after_training(logger: RunLogger, signum: int, run_dir: Path, reported: bool):
@@ -552,6 +604,15 @@ def stopped_after_training(logger: RunLogger, signum: int, run_dir: Path, report
                f"saved {later}")  # fmt: skip
     logger.close()
     raise SystemExit(128 + signum)
+
+
+def budget_clock(recipe: Recipe, resume_from: dict | None, started: float | None) -> Clock | None:
+    """The run's time budget, if it has one; a resumed run's clock goes on from the seconds
+    its last checkpoint had spent."""
+    if not recipe.train.budget_minutes:
+        return None
+    spent = ((resume_from or {}).get("budget") or {}).get("spent_seconds", 0.0)
+    return Clock(recipe.train.budget_minutes * 60, spent, started)
 
 
 def recover_best(loop: Loop) -> None:
