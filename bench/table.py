@@ -117,10 +117,13 @@ def _loader(r: dict) -> tuple[str, str, bool | None]:
 
 
 def _caltech(r: dict) -> tuple[str, str, bool | None]:
-    text = (f"photos recipe: {100 * r['top1_acc']:.2f}% top-1 (mean per-class "
+    budget = " (its 15-minute budget)" if r.get("budget") else ""
+    text = (f"photos recipe{budget}: {100 * r['top1_acc']:.2f}% top-1 (mean per-class "
             f"{100 * r['mean_class_top1_acc']:.2f}%) in {r['wall_seconds'] / 60:.1f} min of wall "
             f"time, {r['epochs']} epochs{_placement(r)}")  # fmt: skip
-    goal = f"{100 * r['target_top1_acc']:.0f}% in {r['target_wall_seconds'] / 60:.0f} min"
+    minutes = f"{r['target_wall_seconds'] / 60:.0f} min"
+    held = r.get("isa", "native") != "native"  # a slower machine's: the budget kept
+    goal = f"ends within {minutes}" if held else f"{100 * r['target_top1_acc']:.0f}% in {minutes}"
     return text, goal, r["met"]
 
 

@@ -267,6 +267,14 @@ def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
     return setup
 
 
+def _recipe_a_folder(c: Ctx) -> list[str]:
+    """A resume trained its epoch, then failed writing recipe.toml: its log lacked the epoch."""
+    run = c.finished_run("recipe-folder")
+    (run / "recipe.toml").unlink()
+    (run / "recipe.toml").mkdir()
+    return ["train", "--resume", str(run), "--set", "epochs=3"]
+
+
 def _first_buffer(optimizer: dict, value) -> dict:
     """``optimizer`` (a state dict) with its first parameter's first buffer set to ``value``."""
     state = {k: dict(v) for k, v in optimizer["state"].items()}
@@ -508,6 +516,13 @@ CASES: list[Case] = [
      "holds NaN or infinite values"),
     ("negative sums", _edited("epoch_sums", lambda e: e | {"seen": -1.0}),
      "its epoch sums are not finite counts and totals"),
+    ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder or device"),
+    ("changes that are a number", _edited("changes", lambda c: 5),
+     "last.pt: its record of changes (5) is not a list of what each resume changed"),
+    ("changes that are numbers", _edited("changes", lambda c: [5, None]),
+     "its record of changes ([5, None]) is not a list"),
+    ("changes that are a table", _edited("changes", lambda c: {"a": 1}),
+     "its record of changes ({'a': 1}) is not a list"),
     ("a store as an image folder", _a_store_as_images,
      "store: a store (alexnet prepare), not a folder of images; train from it with --set "
      "data.source=store"),
@@ -819,3 +834,25 @@ def test_a_signal_while_pytorch_loads_ends_the_command_in_one_line(signum):
     assert proc.returncode == 128 + signum, err
     said = "stopped by signal 15" if signum == signal.SIGTERM else "interrupted"
     assert err == f"alexnet: {said}\n"
+
+
+def test_a_stop_signal_lost_in_a_finaliser_still_ends_the_command(monkeypatch, capsys):
+    """A SIGTERM whose Stopped was raised inside a __del__ (or a weakref callback) is ignored
+    by Python, and the command ran on to exit 0: main ends it with the signal's status."""
+    import alexnet.cli.summary
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)
+            sum(range(1000))  # the handler runs here, inside __del__, where it is ignored
+
+    def run(args):
+        Finalised()
+        print("the work went on")
+
+    monkeypatch.setattr(alexnet.cli.summary, "run", run)
+    with pytest.raises(SystemExit) as stop:
+        main(["summary"])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 128 + signal.SIGTERM and "the work went on" in out
+    assert "alexnet summary: stopped by signal 15 as it was finishing" in err

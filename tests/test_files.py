@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
+import pytest
+
 from alexnet.data.cache import extract
-from alexnet.files import write_text
+from alexnet.files import WriteError, write_text, written
 
 GONE = 9_999_999  # above Linux's largest process id (4,194,304): no such process
 
@@ -61,3 +67,79 @@ def test_a_stopped_extraction_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract(archive)
     assert list(Path(tmp_path / "cache" / "extracted").iterdir()) == []
+
+
+def test_a_file_that_appears_meanwhile_is_kept_when_replacing_is_not_asked(tmp_path):
+    """Two exports to one new name each found it free, then the second replaced the first's
+    file without --overwrite; now the one that ends second is refused."""
+    out = tmp_path / "net.onnx"
+    refused = pytest.raises(FileExistsError, match="appeared while this was written")
+    with refused, written(out, replace=False) as tmp:
+        tmp.write_text("second")
+        out.write_text("first")  # the other command, finished meanwhile
+    assert out.read_text() == "first" and os.listdir(tmp_path) == ["net.onnx"]
+    with written(out) as tmp:  # --overwrite: replaced
+        tmp.write_text("second")
+    assert out.read_text() == "second"
+
+
+def test_a_read_only_disk_is_named_as_such(tmp_path):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.strip()}")
+    try:
+        refused = pytest.raises(WriteError, match="is mounted read-only")
+        with refused, written(disk / "x.onnx", need=10**9):  # not blamed on its free space
+            pass
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+WORKERS = """
+import functools, os, sys, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+from alexnet.processes import worker_start
+
+class Slow(Dataset):
+    def __len__(self):
+        return 1000
+    def __getitem__(self, i):
+        time.sleep(0.05)
+        return torch.zeros(1)
+
+if __name__ == "__main__":
+    start = functools.partial(worker_start, os.getpid())
+    try:
+        for i, _ in enumerate(DataLoader(Slow(), num_workers=2, worker_init_fn=start)):
+            if i == 3:
+                print("reading", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_group_leaves_the_loaders_workers_quiet(tmp_path, signum):
+    """Ctrl-C or ``kill -- -PGID`` reaches the workers too: they printed tracebacks, and the
+    parent's loader raised "worker killed by signal"; they leave the signal to the parent."""
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert proc.stdout.readline() == "reading\n"
+    from .test_store import _alive, _children
+
+    workers = _children(proc.pid)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (130, -signum), err
+    assert "Traceback" not in err and "killed by signal" not in err, err
+    deadline = time.time() + 2
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "workers outlived their parent"

@@ -87,6 +87,7 @@ class OptimSettings:
     decay_biases: bool = setting(True)  # false: cuda-convnet's and Caffe's, not the paper's text
     label_smoothing: float = setting(0.0, min=0.0, below=1.0)
     lr_find: bool = setting(False)  # a new run first finds its rate (lr_find.py), replacing lr
+    lr_find_divisor: float = setting(10.0, min=1.0, max=1000.0)  # trains at its minimum / this
 
 
 @dataclass

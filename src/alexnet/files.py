@@ -109,12 +109,17 @@ def _why(exc: BaseException, folder: Path) -> str:
 
 
 @contextlib.contextmanager
-def written(out: Path, need: int = 0) -> Iterator[Path]:
+def written(out: Path, need: int = 0, replace: bool = True) -> Iterator[Path]:
     """A temporary name beside ``out`` to write to (the suffix kept: some writers choose by
     it), renamed to ``out`` once the block ends; ``need``: the bytes the file will take
     about, refused at once where its disk has less free (plus a margin). Any failure of the
-    block that comes from the disk is a :class:`WriteError`; others pass as they are."""
+    block that comes from the disk is a :class:`WriteError`; others pass as they are.
+    ``replace`` false: a file that appeared at ``out`` meanwhile (another command writing the
+    same name) is kept and this one refused, rather than silently replaced."""
     folder = out.parent
+    if _read_only(folder):  # its free space, not the reason, was blamed before
+        raise WriteError(f"cannot write {out}: the disk holding {folder} is mounted read-only; "
+                         "write elsewhere")  # fmt: skip
     free = free_bytes(folder)
     if need and 0 <= free < need + MARGIN:
         raise WriteError(f"cannot write {out}: the disk holding {folder} has {size(free)} "
@@ -127,7 +132,9 @@ def written(out: Path, need: int = 0) -> Iterator[Path]:
         mask = os.umask(0)  # some writers make a private file (0600): give it the usual mode
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, out)
+        _place(tmp, out, replace)
+    except FileExistsError:  # written meanwhile by another command: said as it is
+        raise
     except Exception as exc:
         if disk_failure(exc) is None and not (0 <= free_bytes(folder) < MARGIN):
             raise
@@ -135,6 +142,36 @@ def written(out: Path, need: int = 0) -> Iterator[Path]:
         raise WriteError(f"cannot write {out}: {_why(exc, folder)}; {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:  # a folder that is not there: said by the write itself
+        return False
+
+
+def _place(tmp: Path, out: Path, replace: bool) -> None:
+    """``tmp`` renamed to ``out``; without ``replace``, only where ``out`` is still free: a
+    hard link is made only if the name is free, in one step (a check, then a rename, let a
+    second writer replace the first's file between the two)."""
+    if replace:
+        os.replace(tmp, out)
+        return
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{out}: appeared while this was written (another command "
+            "writing the same name?); it is kept: give --overwrite to "
+            "replace it, or write to another name"
+        ) from None
+    except OSError as exc:  # a file system without hard links: as close as it allows
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if out.exists() or out.is_symlink():
+            raise FileExistsError(f"{out}: appeared while this was written; it is kept") from None
+        os.replace(tmp, out)
 
 
 def append_text(path: Path, text: str) -> None:

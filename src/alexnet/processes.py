@@ -25,6 +25,17 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
+def worker_start(parent: int, _worker: int = 0) -> None:
+    """Called first in a data-loading worker: it dies with its parent, and leaves Ctrl-C and
+    SIGTERM to it. Sent to the whole process group (a terminal's Ctrl-C, ``kill -- -PGID``),
+    they killed the workers too, which printed their own tracebacks and made the parent's
+    loader raise "worker killed by signal"; the parent ends the command in one line, and its
+    workers end with it (the parent-death signal, or the loader's shutdown)."""
+    die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Stopped(BaseException):
     """A signal stopped the command; what it was writing is removed as it unwinds."""
 
@@ -33,8 +44,16 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-def raise_stopped(signum: int, _frame) -> None:
+# Signals whose Stopped was raised. Python ignores an exception raised where it cannot
+# propagate (a weakref callback, a __del__ running when the signal arrives): the command then
+# ran on and ended with status 0, the signal lost. Every command that catches Stopped exits,
+# so one that returns after a Stopped was raised lost it; main then ends it as the signal asked.
+RAISED: list[int] = []
+
+
+def raise_stopped(signum: int, _frame=None) -> None:
     """A signal handler: SIGTERM unwinds the command as Ctrl-C does."""
+    RAISED.append(signum)
     raise Stopped(signum)
 
 

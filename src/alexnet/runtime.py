@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alexnet.processes import Stopped
+from alexnet.processes import raise_stopped
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame) -> None:
         if not self.armed:
-            raise Stopped(signum)
+            raise_stopped(signum)
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum

@@ -77,8 +77,9 @@ def _quiet_disk_failures_in_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from alexnet.processes import Stopped, raise_stopped
+    from alexnet.processes import RAISED, Stopped, raise_stopped
 
+    RAISED.clear()
     on_term = signal.signal(signal.SIGTERM, raise_stopped) or signal.SIG_DFL  # first of all
     started = time.monotonic()  # a time budget counts from here (train --budget)
     command = "alexnet"
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         args.started = started
         command = f"alexnet {args.command}"
         _run(args)
+        if RAISED:  # raised where Python ignored it: the command ran on to its end
+            print(f"{command}: stopped by signal {RAISED[-1]} as it was finishing; its work "
+                  "was done and is kept", file=sys.stderr)  # fmt: skip
+            sys.exit(128 + RAISED[-1])
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> None:
     if out.resolve().parent == net.path.resolve().parent and out.name in ("best.pt", "last.pt"):
         raise FileExistsError(f"{out}: a checkpoint of the run being exported (--resume needs "
                               "last.pt); write to another name")  # fmt: skip
-    result = export(net, out, args.format, batch=args.batch, opset=args.opset)
+    result = export(net, out, args.format, batch=args.batch, opset=args.opset,
+                    overwrite=args.overwrite)  # fmt: skip
     c, h, w = result.input_shape
     print(f"wrote {out} ({result.format}, {out.stat().st_size / 1e6:.1f} MB): input "
           f"(batch, {c}, {h}, {w}), any batch size")  # fmt: skip

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from alexnet.data.batches import Batches, to_device
 from alexnet.data.store import StoreError
 from alexnet.errors import UserError
-from alexnet.processes import die_with
+from alexnet.processes import worker_start
 
 _PREFETCH = 2  # batches each loader worker is asked for ahead (DataLoader's default)
 
@@ -194,8 +194,8 @@ class _Keys:
         return self.stop - self.start
 
 
-def _worker_start(parent: int, _worker: int) -> None:
-    die_with(parent)  # killed with SIGKILL, a run's workers lived on for 5 s and more
+def _worker_start(parent: int, worker: int) -> None:
+    worker_start(parent, worker)  # killed with SIGKILL, a run's workers lived on for 5 s and more
     torch.set_num_threads(1)  # the workers are the parallelism; the training step has the cores
 
 

@@ -11,6 +11,8 @@ networks trained in memory see their own data source's test images.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from alexnet.inference.views import (
     prepared,
     views_of,
 )
+from alexnet.processes import worker_start
 from alexnet.progress import bar
 
 
@@ -206,7 +209,8 @@ def evaluate_checkpoints(
     device, layout = devices[0], layouts[0]
     makers = [batch_maker(n, images) for n in nets]
     scores = Scores(first.classes, first.names)
-    reads = DataLoader(BatchReads(images, batch), batch_size=None, num_workers=workers)
+    reads = DataLoader(BatchReads(images, batch), batch_size=None, num_workers=workers,
+                       worker_init_fn=functools.partial(worker_start, os.getpid()))  # fmt: skip
     skipped = list(images.skipped)
     for batch_images, labels, ok, failed in bar(reads, desc="eval", unit="batch", asked=progress):
         skipped += failed

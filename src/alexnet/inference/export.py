@@ -146,13 +146,14 @@ def compare(run: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
     return Check(against, batches, worst, scale)
 
 
-def _written(out: Path, model: nn.Module) -> contextlib.AbstractContextManager[Path]:
+def _written(out: Path, model: nn.Module,
+             overwrite: bool) -> contextlib.AbstractContextManager[Path]:  # fmt: skip
     """files.written for a network's file: refused at once where the disk has not room for
     its weights and the program or graph beside them."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     # The graph or program beside the weights: a fifth of them, and at least 256 kB (a small
     # network's .pt2 is 135 kB over 38 kB of weights).
-    return written(out, need=weights + max(weights // 5, 256 * 1024))
+    return written(out, need=weights + max(weights // 5, 256 * 1024), replace=overwrite)
 
 
 def metadata(trained: Trained) -> dict[str, str]:
@@ -335,11 +336,12 @@ CHECKS = {"onnx": check_onnx, "pt2": check_pt2, "safetensors": check_safetensors
 
 
 def export(trained: Trained, out: Path, fmt: str | None = None, *, batch: int = 7,
-           opset: int | None = None, check: bool = True) -> Exported:  # fmt: skip
+           opset: int | None = None, check: bool = True, overwrite: bool = True) -> Exported:  # fmt: skip
     """Write ``trained`` to ``out`` in ``fmt`` (default: from ``out``'s suffix), then read the
     file back and compare its outputs with PyTorch's at batch 1 and ``batch`` (``check``).
-    ``opset``: ONNX's (default: the exporter's own). A missing onnxruntime skips ONNX's check."""
-    fmt = check_request(out, fmt, batch=batch, opset=opset)
+    ``opset``: ONNX's (default: the exporter's own). A missing onnxruntime skips ONNX's check.
+    ``overwrite`` false: an existing ``out`` is refused, also one that appears meanwhile."""
+    fmt = check_request(out, fmt, batch=batch, opset=opset, overwrite=overwrite)
     shape = input_shape(trained)
     result = Exported(out, fmt, shape, None)
     if check and fmt == "onnx" and not _installed("onnxruntime"):
@@ -347,7 +349,7 @@ def export(trained: Trained, out: Path, fmt: str | None = None, *, batch: int = 
         check = False
     # Written under a temporary name and checked there: a failed check, a signal or a full
     # disk leaves nothing under OUT (an --overwrite'n file stays as it was).
-    with _written(out, trained.model) as tmp:
+    with _written(out, trained.model, overwrite) as tmp:
         WRITERS[fmt](trained, tmp, **({"opset": opset} if fmt == "onnx" else {}))
         if check:
             probe = Probe(shape, input_spread(trained))

@@ -152,7 +152,8 @@ def plan(recipe: Recipe, model: nn.Module, train_loader, test_loader, rt: Runtim
         recipe.schedule.milestones = compress(list(recipe.schedule.milestones), 0, cap, epochs)
     record = {"minutes": clock.seconds / 60, "planned_epochs": epochs, "step_seconds": costs.step,
               "evaluation_seconds": costs.evaluation, "spent_seconds": clock.used()}  # fmt: skip
-    most = f" (the recipe's most: epochs = {cap})" if epochs == cap else ""
+    most = (f" (the recipe's most, epochs = {cap}: --set epochs=N allows more)"
+            if epochs == cap else "")  # fmt: skip
     said = (f"time budget {clock.seconds / 60:g} min, {left:.0f} s left after loading: an epoch "
             f"takes about {costs.epoch(steps):.2g} s here ({steps} steps of "
             f"{1000 * costs.step:.0f} ms, an evaluation of {costs.evaluation:.2g} s); training "

@@ -7,9 +7,9 @@ of real photos at 64 pixels the CIFAR-10 recipe's one-cycle peak of 0.08 made th
 error rise while the rate climbed. ``optim.lr_find = true`` runs this test at the start of a
 new run and trains at the rate it suggests; ``alexnet lr-find`` runs it alone, with a plot.
 
-The suggestion is the rate at the smoothed loss's minimum divided by ten: at the minimum the
-loss is already about to blow up, and a tenth of it is the usual safe choice for the peak of a
-one-cycle schedule. The test starts from the recipe's initial weights and leaves the network
+The suggestion is the rate at the smoothed loss's minimum divided by ten
+(``optim.lr_find_divisor``): at the minimum the loss is already about to blow up, and a tenth
+of it is the usual safe choice for the peak of a one-cycle schedule. The test starts from the recipe's initial weights and leaves the network
 as it found them.
 """
 
@@ -105,7 +105,7 @@ def range_test(
     at = min(range(len(losses)), key=losses.__getitem__)
     # The first rate, or the last of a test that never saw the loss rise: no real minimum.
     edge = at == 0 or (at == len(losses) - 1 and len(losses) == steps)
-    return RangeTest(rates, losses, rates[at] / 10, rates[at], edge)
+    return RangeTest(rates, losses, rates[at] / optim.lr_find_divisor, rates[at], edge)
 
 
 def _cycle(loader):

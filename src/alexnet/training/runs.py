@@ -127,8 +127,16 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise UserError(f"{path}: its {key} {count!r} is not a count; a damaged or edited "
                              "checkpoint (best.pt, if there, may still be sound)")  # fmt: skip
+    changes = checkpoint.get("changes", [])
+    if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+        raise UserError(f"{path}: its record of changes ({str(changes)[:40]}) is not a list of "
+                        "what each resume changed; a damaged or edited checkpoint (best.pt, if "
+                        "there, may still be sound)")  # fmt: skip
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
+    if saved.exists() and not saved.is_file():  # found only when its next write failed
+        raise UserError(f"{saved}: a folder or device, not the run's recipe file; remove it "
+                        "(the checkpoint holds the recipe: --checkpoint-recipe writes it again)")  # fmt: skip
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
         saved.write_text(recipe.to_toml())
     elif saved.is_file():
@@ -136,7 +144,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         differ = _differences(folder.to_dict(), recipe.to_dict())
         # A kill between a resume's checkpoint and its recipe.toml leaves exactly the keys
         # that resume changed behind; those are the checkpoint's to tell.
-        explained = {k for c in checkpoint.get("changes", [])[-1:] for k in c} - {"epoch", "batch"}
+        explained = {k for c in changes[-1:] for k in c} - {"epoch", "batch"}
         if not differ <= explained:
             raise UserError(
                 f"{path} was written under another recipe than {saved} (copied from another "

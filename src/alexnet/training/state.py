@@ -156,6 +156,10 @@ def _check_counters(state: dict[str, Any], where: Path | str) -> None:
         problem = f"its history holds {len(history)} epochs in another order than its count of {counts['epoch']}"
     elif not (_number(best := state.get("best_top1_err", math.inf)) and best >= 0):
         problem = "its best error is not an error rate"
+    elif not isinstance(changes := state.get("changes", []), list) or not all(
+        isinstance(c, dict) for c in changes
+    ):
+        problem = "its record of changes is not a list of resumes' changes"
     elif not isinstance(budget := state.get("budget", {}), dict) or not all(
         _number(v) and 0 <= v < math.inf for v in budget.values()
     ):
