@@ -124,19 +124,29 @@ class _Runtime:
 def test_a_run_that_falls_behind_ends_sooner_and_records_it():
     state = _state(epochs=20, done=5, minutes=1.0)
     clock = Clock(60.0, spent=0.0, started=time.monotonic() - 28.0)  # 32 s left
-    pacer = Pacer(clock, report=False, tick=time.monotonic() - 5.0)  # epochs of 5 s: 6 more fit
+    pacer = Pacer(clock, report=False, planned=5.0, tick=time.monotonic() - 5.0)  # 6 more fit
     said = pacer.after_epoch(state, 10, _Runtime())
     assert state.recipe.epochs == 11 and "ends after epoch 11 (was 20)" in said
     assert state.changes == [{"epoch": 5, "batch": 0, "epochs": [20, 11]}]
     assert state.schedule.total_steps == 111
     # On time: nothing changes.
-    pacer = Pacer(Clock(600.0), report=False, tick=time.monotonic() - 5.0)
+    pacer = Pacer(Clock(600.0), report=False, planned=5.0, tick=time.monotonic() - 5.0)
     assert pacer.after_epoch(state, 10, _Runtime()) is None and state.recipe.epochs == 11
+
+
+def test_one_slow_epoch_is_not_a_trend_but_two_are():
+    state = _state(epochs=20, done=5, minutes=1.0)
+    clock = Clock(60.0, spent=0.0, started=time.monotonic() - 10.0)  # 50 s: 16 epochs of 3 s
+    pacer = Pacer(clock, report=False, planned=3.0, tick=time.monotonic() - 9.0)  # one of 9 s
+    assert pacer.after_epoch(state, 10, _Runtime()) is None and state.recipe.epochs == 20
+    pacer.tick = time.monotonic() - 9.0  # and another
+    assert "ends after epoch" in pacer.after_epoch(state, 10, _Runtime())
+    assert state.recipe.epochs == 5 + 5  # 50 s at 9 s an epoch
 
 
 def test_with_no_time_left_the_run_stops_after_this_epoch():
     state = _state(epochs=20, done=5, minutes=1.0)
-    pacer = Pacer(Clock(60.0, spent=70.0), report=True, tick=time.monotonic() - 5.0)
+    pacer = Pacer(Clock(60.0, spent=70.0), report=True, planned=5.0, tick=time.monotonic() - 5.0)
     said = pacer.after_epoch(state, 10, _Runtime())
     assert state.recipe.epochs == 5 and "stopping after epoch 5 of 20" in said
 

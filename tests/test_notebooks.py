@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 COURSE = ["01_images_and_classification", "02_convolution_and_the_network",
           "03_activations_softmax_loss", "04_dropout_lrn_pooling", "05_train_and_inspect",
-          "06_by_hand_and_after_alexnet"]  # fmt: skip
+          "06_by_hand_and_after_alexnet", "07_features_by_hand_and_learned"]  # fmt: skip
 
 
 def test_the_course_is_complete_and_stored_without_outputs():

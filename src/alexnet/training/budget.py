@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -151,7 +152,8 @@ def plan(recipe: Recipe, model: nn.Module, train_loader, test_loader, rt: Runtim
     if recipe.schedule.name == "step":
         recipe.schedule.milestones = compress(list(recipe.schedule.milestones), 0, cap, epochs)
     record = {"minutes": clock.seconds / 60, "planned_epochs": epochs, "step_seconds": costs.step,
-              "evaluation_seconds": costs.evaluation, "spent_seconds": clock.used()}  # fmt: skip
+              "evaluation_seconds": costs.evaluation, "epoch_seconds": costs.epoch(steps),
+              "spent_seconds": clock.used()}  # fmt: skip
     most = (f" (the recipe's most, epochs = {cap}: --set epochs=N allows more)"
             if epochs == cap else "")  # fmt: skip
     said = (f"time budget {clock.seconds / 60:g} min, {left:.0f} s left after loading: an epoch "
@@ -164,10 +166,13 @@ def plan(recipe: Recipe, model: nn.Module, train_loader, test_loader, rt: Runtim
 @dataclass
 class Pacer:
     """After each epoch: whether the epochs left still fit on the clock, as the run's own
-    epochs have cost it (the mean of the last three: one slow epoch is not a trend)."""
+    epochs have cost it: the median of the last three, the plan's estimate standing in for
+    those not yet run, so one slow epoch is not a trend (an epoch slowed by other work on the
+    machine cut a 48-epoch plan to 32 after one epoch), while two are."""
 
     clock: Clock
     report: bool
+    planned: float  # seconds an epoch was expected to take
     costs: list[float] = field(default_factory=list)
     tick: float = field(default_factory=time.monotonic)
 
@@ -179,8 +184,7 @@ class Pacer:
         recipe, done = state.recipe, state.epoch
         if done >= recipe.epochs:
             return None
-        recent = self.costs[-3:]
-        each = sum(recent) / len(recent)
+        each = statistics.median(([self.planned] * 2 + self.costs)[-3:])
         evaluation = state.budget.get("evaluation_seconds", 0.0)
         new = done + _rank0(rt, epochs_left(self.clock, each, evaluation, self.report))
         old = recipe.epochs

@@ -540,7 +540,8 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     if clock is not None:
         logger.say(planned[1] if planned else f"time budget {clock.seconds / 60:g} min: "
                    f"{max(clock.left(), 0):.0f} s of it left")  # fmt: skip
-    pacer = Pacer(clock, report and rt.main) if clock else None
+    pacer = Pacer(clock, report and rt.main, state.budget.get("epoch_seconds", 0.0)) \
+        if clock else None  # fmt: skip
     stop.armed = True  # from here a signal asks for a checkpoint instead of stopping at once
     train_epochs(loop, train_loader, test_loader, pacer)
     return finish(loop, report, train_set, test_set)
