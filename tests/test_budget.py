@@ -100,8 +100,8 @@ def test_a_step_schedule_moves_its_milestones_ahead_in_proportion():
 
 def test_the_epochs_that_fit_leave_the_report_its_time():
     costs = Costs(step=0.1, evaluation=2.0)  # an epoch of 10 steps: 3 s
-    assert epochs_that_fit(costs, 100.0, 10, cap=1000, report=False) == 31  # 95% of 100 s
-    assert epochs_that_fit(costs, 100.0, 10, cap=1000, report=True) == 28  # 10 s for the end
+    assert epochs_that_fit(costs, 100.0, 10, cap=1000, report=False) == 30  # 92% of 100 s
+    assert epochs_that_fit(costs, 100.0, 10, cap=1000, report=True) == 27  # 10 s for the end
     assert epochs_that_fit(costs, 100.0, 10, cap=20, report=True) == 20  # the recipe's most
     assert epochs_that_fit(costs, 1.0, 10, cap=20, report=True) == 1  # at least one
 
@@ -142,6 +142,22 @@ def test_one_slow_epoch_is_not_a_trend_but_two_are():
     pacer.tick = time.monotonic() - 9.0  # and another
     assert "ends after epoch" in pacer.after_epoch(state, 10, _Runtime())
     assert state.recipe.epochs == 5 + 5  # 50 s at 9 s an epoch
+
+
+def test_a_run_that_has_caught_up_takes_back_its_epochs_up_to_the_plan():
+    state = _state(epochs=12, done=5, minutes=2.0)
+    state.budget["planned_epochs"] = 20  # cut to 12 while the machine was busy
+    pacer = Pacer(Clock(120.0), report=False, planned=3.0, costs=[3.0, 3.0],
+                  tick=time.monotonic() - 3.0)  # fmt: skip
+    said = pacer.after_epoch(state, 10, _Runtime())  # ~119 s left at 3 s: 39 more would fit
+    assert state.recipe.epochs == 20 and "stretched again" in said  # but no more than planned
+    assert state.schedule.total_steps == 201
+    rest = _rates(state.optimizer, state.schedule, 150)
+    assert rest[-1] == pytest.approx(state.optimizer.param_groups[0]["min_lr"])
+    pacer = Pacer(Clock(34.5), report=False, planned=3.0, tick=time.monotonic() - 3.0)
+    state.recipe.epochs = 15  # 34.5 s fit 11 more: one epoch more than now, kept as it is
+    state.budget["planned_epochs"] = 30
+    assert pacer.after_epoch(state, 10, _Runtime()) is None
 
 
 def test_with_no_time_left_the_run_stops_after_this_epoch():

@@ -134,13 +134,14 @@ def change_learning_rate(opt: torch.optim.Optimizer, schedule: Schedule, new: fl
         schedule._last_lr = [g["lr"] for g in opt.param_groups]
 
 
-# A time budget (budget.py) ends a run that falls behind sooner than laid out: the rest of the
-# schedule, from where the run is, is fitted into the epochs left, without a jump in the rate.
+# A time budget (budget.py) ends a run that falls behind sooner than laid out (and one that has
+# caught up later again, up to its plan): the rest of the schedule, from where the run is, is
+# fitted into the epochs left, without a jump in the rate.
 #   onecycle  from the current rate (kept as the group's "budget_lr"), what is left of the
 #             warm-up, then the linear decay, both squeezed in proportion to end at the new
 #             last step (torch's OneCycleLR takes any number of linear phases; its state
 #             dict keeps them, so a resumed run goes on alike).
-#   step      the milestones still ahead are moved closer in proportion (compress).
+#   step      the milestones still ahead are moved in proportion (compress).
 #   constant  nothing to move.
 def shorten(schedule: Schedule, epochs_done: int, old_epochs: int, new_epochs: int,
             steps_per_epoch: int) -> None:  # fmt: skip
