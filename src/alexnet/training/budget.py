@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from alexnet.config import Recipe
-from alexnet.runtime import Runtime
+from alexnet.runtime import Runtime, autocast
 from alexnet.training.evaluate import predict_logits
 from alexnet.training.schedules import compress, shorten
 from alexnet.training.state import TrainingState
@@ -79,37 +79,27 @@ def measure(model: nn.Module, train_loader, test_loader, criterion: nn.Module, r
     """Time real steps of the run's own batches on a copy of the network (its weights, the
     random state and the optimiser stay as they were): the first step and the first
     evaluation batch are left out (they build the kernels), then steps until
-    ``probe_seconds`` have passed or ten were timed."""
+    ``probe_seconds`` have passed or ten were timed; their median."""
     rng = torch.get_rng_state()
     probe = copy.deepcopy(model).train()
     sgd = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=0.0)
-    times = []
+    times: list[float] = []
     with contextlib.closing(train_loader.batches(0)) as batches:
         for i, (x, y, _valid) in enumerate(islice(batches, 11)):
             tick = time.perf_counter()
-            with torch.autocast(x.device.type, rt.amp or torch.float32, enabled=bool(rt.amp)):
+            with autocast(rt.device, rt.amp):
                 loss = criterion(probe(x).float(), y)
             sgd.zero_grad(set_to_none=True)
             loss.backward()
             sgd.step()
             float(loss.detach())  # waits for the step (CUDA)
-            if i:
+            if i or len(train_loader) == 1:  # an epoch of one batch: that step, kernels and all
                 times.append(time.perf_counter() - tick)
             if sum(times) > probe_seconds:
                 break
-    step = min(times) if len(times) < 3 else sorted(times)[len(times) // 2] if times else 0.0
     evaluation = _evaluation_seconds(probe.eval(), test_loader, rt, tta_flip)
     torch.set_rng_state(rng)
-    return Costs(step or _one_step(probe, train_loader, criterion), evaluation)
-
-
-def _one_step(model: nn.Module, loader, criterion: nn.Module) -> float:
-    """An epoch of one batch: its only step is the measure, kernels' building included."""
-    with contextlib.closing(loader.batches(0)) as batches:
-        x, y, _valid = next(batches)
-    tick = time.perf_counter()
-    criterion(model.train()(x).float(), y).backward()
-    return time.perf_counter() - tick
+    return Costs(statistics.median(times), evaluation)
 
 
 @torch.no_grad()
@@ -158,6 +148,9 @@ def plan(recipe: Recipe, model: nn.Module, train_loader, test_loader, rt: Runtim
               "spent_seconds": clock.used()}  # fmt: skip
     most = (f" (the recipe's most, epochs = {cap}: --set epochs=N allows more)"
             if epochs == cap else "")  # fmt: skip
+    if costs.epoch(steps) > MARGIN * left:  # one epoch is the least a run trains
+        most = ("; warning: that one epoch does not fit the time left, so the run will overrun "
+                "its budget: give a longer --budget, or a smaller data.image_size")  # fmt: skip
     said = (f"time budget {clock.seconds / 60:g} min, {left:.0f} s left after loading: an epoch "
             f"takes about {costs.epoch(steps):.2g} s here ({steps} steps of "
             f"{1000 * costs.step:.0f} ms, an evaluation of {costs.evaluation:.2g} s); training "
