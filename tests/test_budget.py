@@ -144,19 +144,19 @@ def test_one_slow_epoch_is_not_a_trend_but_two_are():
     assert state.recipe.epochs == 5 + 5  # 50 s at 9 s an epoch
 
 
-def test_a_run_that_has_caught_up_takes_back_its_epochs_up_to_the_plan():
+def test_a_run_ahead_of_its_plan_takes_the_time_up_to_the_recipes_most():
     state = _state(epochs=12, done=5, minutes=2.0)
-    state.budget["planned_epochs"] = 20  # cut to 12 while the machine was busy
+    state.budget["most_epochs"] = 20  # planned (or cut) to 12 while the machine was busy
     pacer = Pacer(Clock(120.0), report=False, planned=3.0, costs=[3.0, 3.0],
                   tick=time.monotonic() - 3.0)  # fmt: skip
     said = pacer.after_epoch(state, 10, _Runtime())  # ~119 s left at 3 s: 39 more would fit
-    assert state.recipe.epochs == 20 and "stretched again" in said  # but no more than planned
+    assert state.recipe.epochs == 20 and "stretched" in said  # but no more than the most
     assert state.schedule.total_steps == 201
     rest = _rates(state.optimizer, state.schedule, 150)
     assert rest[-1] == pytest.approx(state.optimizer.param_groups[0]["min_lr"])
     pacer = Pacer(Clock(34.5), report=False, planned=3.0, tick=time.monotonic() - 3.0)
     state.recipe.epochs = 15  # 34.5 s fit 11 more: one epoch more than now, kept as it is
-    state.budget["planned_epochs"] = 30
+    state.budget["most_epochs"] = 30
     assert pacer.after_epoch(state, 10, _Runtime()) is None
 
 
@@ -214,12 +214,12 @@ def test_the_photos_recipe_keeps_its_budget_whatever_the_folder_size(tmp_path, c
     data = _folder(tmp_path / "photos", per_class)
     start = time.monotonic()
     done = subprocess.run([*ALEXNET, "train", "--recipe", "photos", "--data", str(data),
-                           "--budget", "1", "--runs", str(tmp_path), "--name", "run",
+                           "--budget", "2", "--runs", str(tmp_path), "--name", "run",
                            "--no-progress", "--set", "epochs=1000"],
                           env=cli_env(cache), capture_output=True, text=True)  # fmt: skip
     wall = time.monotonic() - start
     assert done.returncode == 0, done.stderr
-    assert wall <= 60 * 1.1, done.stderr
+    assert wall <= 120 * 1.1, done.stderr  # the budget, kept within 10%
     history = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(history) >= 2 and "training" in done.stderr
 

@@ -145,7 +145,7 @@ def plan(recipe: Recipe, model: nn.Module, train_loader, test_loader, rt: Runtim
         recipe.schedule.milestones = compress(list(recipe.schedule.milestones), 0, cap, epochs)
     record = {"minutes": clock.seconds / 60, "planned_epochs": epochs, "step_seconds": costs.step,
               "evaluation_seconds": costs.evaluation, "epoch_seconds": costs.epoch(steps),
-              "spent_seconds": clock.used()}  # fmt: skip
+              "most_epochs": cap, "spent_seconds": clock.used()}  # fmt: skip
     most = (f" (the recipe's most, epochs = {cap}: --set epochs=N allows more)"
             if epochs == cap else "")  # fmt: skip
     if costs.epoch(steps) > MARGIN * left:  # one epoch is the least a run trains
@@ -172,8 +172,8 @@ class Pacer:
     tick: float = field(default_factory=time.monotonic)
 
     def after_epoch(self, state: TrainingState, steps: int, rt: Runtime) -> str | None:
-        """Shorten the rest of the run when it falls behind (lengthen it again, up to the
-        plan, when it has caught up); returns what to say, or None."""
+        """Shorten the rest of the run when it falls behind, lengthen it (up to the recipe's
+        ``epochs``) when it runs ahead; returns what to say, or None."""
         now = time.monotonic()
         self.costs.append(now - self.tick)
         self.tick = now
@@ -183,11 +183,12 @@ class Pacer:
         each = statistics.median(([self.planned] * 2 + self.costs)[-3:])
         evaluation = state.budget.get("evaluation_seconds", 0.0)
         fits = done + _rank0(rt, epochs_left(self.clock, each, evaluation, self.report))
-        old, planned = recipe.epochs, int(state.budget.get("planned_epochs", recipe.epochs))
-        # Behind: end sooner. Ahead again after a cut (other work on the machine for a while):
-        # take back epochs up to the plan, two or more at a time, so that noise does not
-        # stretch and squeeze the schedule by turns.
-        new = fits if fits < old else min(fits, planned) if fits >= old + 2 else old
+        old, most = recipe.epochs, int(state.budget.get("most_epochs", recipe.epochs))
+        # Behind: end sooner. Ahead (the plan was measured while other work slowed the
+        # machine, or the machine was busy for a while): take the time, up to the recipe's
+        # most, two or more epochs at a time, so that noise does not stretch and squeeze the
+        # schedule by turns.
+        new = fits if fits < old else min(fits, most) if fits >= old + 2 else old
         if new == old:
             return None
         if new > done:
@@ -203,7 +204,7 @@ class Pacer:
         if new == done:
             return (f"time budget: {left:.0f} s left, less than an epoch ({each:.1f} s) and the "
                     f"end of the run; stopping after epoch {done} of {old}")  # fmt: skip
-        how = "shortened to fit" if new < old else "stretched again, the machine faster now"
+        how = "shortened to fit" if new < old else "stretched: the epochs run faster than planned"
         return (f"time budget: {left:.0f} s left at {each:.1f} s an epoch; the run now ends "
                 f"after epoch {new} (was {old}), its schedule {how}")  # fmt: skip
 
