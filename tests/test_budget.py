@@ -158,6 +158,9 @@ def test_a_run_ahead_of_its_plan_takes_the_time_up_to_the_recipes_most():
     state.recipe.epochs = 15  # 34.5 s fit 11 more: one epoch more than now, kept as it is
     state.budget["most_epochs"] = 30
     assert pacer.after_epoch(state, 10, _Runtime()) is None
+    pacer = Pacer(Clock(40.5), report=False, planned=3.0, tick=time.monotonic() - 3.0)
+    said = pacer.after_epoch(state, 10, _Runtime())  # 13 more fit, 18: one of them kept spare
+    assert state.recipe.epochs == 17 and "stretched" in said
 
 
 def test_with_no_time_left_the_run_stops_after_this_epoch():
