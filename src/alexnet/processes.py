@@ -26,14 +26,15 @@ def die_with(parent: int) -> None:
 
 
 def worker_start(parent: int, _worker: int = 0) -> None:
-    """Called first in a data-loading worker: it dies with its parent, and leaves Ctrl-C and
-    SIGTERM to it. Sent to the whole process group (a terminal's Ctrl-C, ``kill -- -PGID``),
-    they killed the workers too, which printed their own tracebacks and made the parent's
-    loader raise "worker killed by signal"; the parent ends the command in one line, and its
-    workers end with it (the parent-death signal, or the loader's shutdown)."""
+    """Called first in a data-loading worker: it dies with its parent, and leaves Ctrl-C to
+    it. A terminal's Ctrl-C reaches the whole process group: the workers died of it, printed
+    their own tracebacks and made the parent's loader raise "worker killed by signal"; the
+    parent ends the command in one line, and its workers end with it (the parent-death
+    signal, or the loader's shutdown). SIGTERM is left as it is: Python's multiprocessing ends
+    the workers still running at exit with it, and a worker that ignored it kept the parent
+    waiting for ever."""
     die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Stopped(BaseException):

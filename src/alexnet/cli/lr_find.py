@@ -16,9 +16,9 @@ from alexnet.cli.options import (
 def add_parser(sub) -> None:
     p = sub.add_parser("lr-find", help="a learning-rate range test: plot and suggested rate",
                        description="Train a few dozen steps while the learning rate grows "
-                       "geometrically, plot the loss, and suggest a rate (a tenth of the one "
-                       "where the loss is lowest). optim.lr_find = true does this at the start "
-                       "of a run.")  # fmt: skip
+                       "geometrically, plot the loss, and suggest a rate (the one where the "
+                       "loss is lowest divided by optim.lr_find_divisor, 10 unless the recipe "
+                       "says otherwise). optim.lr_find = true does this at the start of a run.")  # fmt: skip
     p.add_argument("--recipe", type=given, required=True, help="recipe name or .toml path")
     p.add_argument("--data", type=given, help="data folder or archive (sets data.root)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

@@ -188,7 +188,9 @@ class Pacer:
         # machine, or the machine was busy for a while): take the time, up to the recipe's
         # most, when two epochs or more are free, leaving one of them spare: stretched to all
         # that fitted, a run on Caltech-101 was squeezed by one the next epoch, by turns.
-        new = fits if fits < old else min(fits - 1, most) if fits >= old + 2 else old
+        # Runs of hundreds of short epochs wobble by more than one: a twentieth of the run.
+        spare = max(1, old // 20)
+        new = fits if fits < old else min(fits - spare, most) if fits > old + spare else old
         if new == old:
             return None
         if new > done:

@@ -518,7 +518,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
                    "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip
     if recipe.optim.lr_find and resume_from is None:
         find_rate(recipe, model, train_loader, rt, logger, run_dir)
-    clock, planned = budget_clock(recipe, resume_from, started), None
+    clock, planned = budget_clock(recipe, resume_from, started, run_dir / "last.pt"), None
     if clock is not None and resume_from is None:  # the epochs that fit, now the rate is known
         conv1_image(model)  # what each epoch's end imports (0.5 s), before epochs are timed
         planned = plan(recipe, model, train_loader, test_loader, rt, clock, report and rt.main)
@@ -607,12 +607,20 @@ def stopped_after_training(logger: RunLogger, signum: int, run_dir: Path, report
     raise SystemExit(128 + signum)
 
 
-def budget_clock(recipe: Recipe, resume_from: dict | None, started: float | None) -> Clock | None:
+def budget_clock(recipe: Recipe, resume_from: dict | None, started: float | None,
+                 where: Path) -> Clock | None:  # fmt: skip
     """The run's time budget, if it has one; a resumed run's clock goes on from the seconds
-    its last checkpoint had spent."""
+    its last checkpoint ``where`` had spent (a record deleted would start it again)."""
     if not recipe.train.budget_minutes:
         return None
-    spent = ((resume_from or {}).get("budget") or {}).get("spent_seconds", 0.0)
+    if resume_from is None:
+        return Clock(recipe.train.budget_minutes * 60, 0.0, started)
+    record = resume_from.get("budget")
+    spent = record.get("spent_seconds") if isinstance(record, dict) else None
+    if not (isinstance(spent, int | float) and 0 <= spent < math.inf):  # the clock restarted
+        raise CheckpointError(f"{where}: its time budget's record of the seconds spent is "
+                              f"{'missing' if spent is None else repr(spent)[:40]}; a damaged "
+                              "or edited checkpoint (best.pt, if there, may still be sound)")  # fmt: skip
     return Clock(recipe.train.budget_minutes * 60, spent, started)
 
 
