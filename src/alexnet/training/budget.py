@@ -116,10 +116,15 @@ def _evaluation_seconds(model: nn.Module, loader, rt: Runtime, tta_flip: bool) -
     return sum(times) / max(len(times), 1) * len(loader)
 
 
+def _end_seconds(evaluation: float, report: bool) -> float:
+    """What the run keeps aside for its end: the report's evaluations and figures."""
+    return END_EVALUATIONS * evaluation + END_SECONDS if report else 0.0
+
+
 def epochs_that_fit(costs: Costs, left: float, steps: int, cap: int, report: bool) -> int:
     """How many epochs of ``steps`` steps fit in ``left`` seconds, the end of the run (its
     report) kept aside; at least one, at most ``cap``."""
-    end = (END_EVALUATIONS * costs.evaluation + END_SECONDS) if report else 0.0
+    end = _end_seconds(costs.evaluation, report)
     fits = math.floor(MARGIN * (left - end) / max(costs.epoch(steps), 1e-9))
     return max(1, min(cap, fits))
 
@@ -127,7 +132,7 @@ def epochs_that_fit(costs: Costs, left: float, steps: int, cap: int, report: boo
 def epochs_left(clock: Clock, epoch_seconds: float, evaluation: float, report: bool) -> int:
     """Whole epochs that still fit on the clock, each costing ``epoch_seconds`` as measured
     by the run's own epochs."""
-    end = (END_EVALUATIONS * evaluation + END_SECONDS) if report else 0.0
+    end = _end_seconds(evaluation, report)
     return max(0, math.floor((clock.left() - end) / max(epoch_seconds, 1e-9)))
 
 
