@@ -26,15 +26,16 @@ def die_with(parent: int) -> None:
 
 
 def worker_start(parent: int, _worker: int = 0) -> None:
-    """Called first in a data-loading worker: it dies with its parent, and leaves Ctrl-C to
-    it. A terminal's Ctrl-C reaches the whole process group: the workers died of it, printed
-    their own tracebacks and made the parent's loader raise "worker killed by signal"; the
-    parent ends the command in one line, and its workers end with it (the parent-death
-    signal, or the loader's shutdown). SIGTERM is left as it is: Python's multiprocessing ends
-    the workers still running at exit with it, and a worker that ignored it kept the parent
-    waiting for ever."""
+    """Called first in a data-loading worker: it dies with its parent, and leaves Ctrl-C and
+    SIGTERM to it. A terminal's Ctrl-C, or ``kill -TERM`` to the process group, reaches every
+    worker too: they died of it, and the parent's loader, itself stopping, printed "worker
+    killed by signal" tracebacks. Ctrl-C is ignored; SIGTERM ends the worker at once with
+    status 0, which the loader does not report (ignoring SIGTERM instead hung the process at
+    exit: Python's multiprocessing ends leftover workers with it and then waits for them).
+    The parent ends the command in one line, and its workers end with it."""
     die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(0))
 
 
 class Stopped(BaseException):
