@@ -172,15 +172,31 @@ def test_with_no_time_left_the_run_stops_after_this_epoch():
 
 def test_a_resumed_budget_run_needs_its_record_of_the_time_spent(tiny_folder):
     """A record deleted restarted the clock with the whole budget; one of another type was a
-    traceback."""
+    traceback; an absurd 1e12 s was reported as "17 epochs in 16666666666.8 min"; an edit to 0
+    restarted the clock."""
     recipe = tiny_recipe(tiny_folder, **{"train.budget_minutes": 1.0})
     where = Path("run/last.pt")
-    for record in ("abc", [1, 2], 5, {}, {"spent_seconds": "5"}, {"spent_seconds": -1.0}):
+    now = time.time()
+    epochs = [{"epoch": 1, "epoch_seconds": 10.0}, {"epoch": 2, "epoch_seconds": 10.0}]
+    bad = (
+        "abc",
+        [1, 2],
+        5,
+        {},
+        {"spent_seconds": "5", "began": now - 30},
+        {"spent_seconds": -1.0, "began": now - 30},
+        {"spent_seconds": 25.0},
+        {"spent_seconds": 25.0, "began": "yesterday"},
+        {"spent_seconds": 1e12, "began": now - 30},  # more than has passed since
+        {"spent_seconds": 0.0, "began": now - 30},
+    )  # less than its two epochs took
+    for record in bad:
         with pytest.raises(CheckpointError, match=r"run/last\.pt: its time budget's record"):
-            budget_clock(recipe, {"budget": record}, None, where)
+            budget_clock(recipe, {"budget": record, "history": epochs}, None, where)
     with pytest.raises(CheckpointError, match="is missing"):
         budget_clock(recipe, {}, None, where)
-    assert budget_clock(recipe, {"budget": {"spent_seconds": 12.5}}, None, where).spent == 12.5
+    sound = {"budget": {"spent_seconds": 25.0, "began": now - 30}, "history": epochs}
+    assert budget_clock(recipe, sound, None, where).spent == 25.0
 
 
 def test_a_budget_needs_a_schedule_with_a_length(tmp_path, tiny_folder, cache):

@@ -148,9 +148,11 @@ def plan(recipe: Recipe, model: nn.Module, train_loader, test_loader, rt: Runtim
     recipe.epochs = epochs
     if recipe.schedule.name == "step":
         recipe.schedule.milestones = compress(list(recipe.schedule.milestones), 0, cap, epochs)
+    # "began": the Unix time the clock began, which bounds what a resume may say was spent.
     record = {"minutes": clock.seconds / 60, "planned_epochs": epochs, "step_seconds": costs.step,
               "evaluation_seconds": costs.evaluation, "epoch_seconds": costs.epoch(steps),
-              "most_epochs": cap, "spent_seconds": clock.used()}  # fmt: skip
+              "most_epochs": cap, "spent_seconds": clock.used(),
+              "began": time.time() - clock.used()}  # fmt: skip
     most = (f" (the recipe's most, epochs = {cap}: --set epochs=N allows more)"
             if epochs == cap else "")  # fmt: skip
     if costs.epoch(steps) > MARGIN * left:  # one epoch is the least a run trains

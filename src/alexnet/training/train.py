@@ -616,12 +616,34 @@ def budget_clock(recipe: Recipe, resume_from: dict | None, started: float | None
     if resume_from is None:
         return Clock(recipe.train.budget_minutes * 60, 0.0, started)
     record = resume_from.get("budget")
-    spent = record.get("spent_seconds") if isinstance(record, dict) else None
-    if not (isinstance(spent, int | float) and 0 <= spent < math.inf):  # the clock restarted
-        raise CheckpointError(f"{where}: its time budget's record of the seconds spent is "
-                              f"{'missing' if spent is None else repr(spent)[:40]}; a damaged "
-                              "or edited checkpoint (best.pt, if there, may still be sound)")  # fmt: skip
+    record = record if isinstance(record, dict) else {}
+    spent, began = record.get("spent_seconds"), record.get("began")
+    if problem := spent_problem(spent, began, resume_from.get("history", [])):
+        raise CheckpointError(f"{where}: its time budget's record of the seconds spent {problem}; "
+                              "a damaged or edited checkpoint (best.pt, if there, may still be "
+                              "sound)")  # fmt: skip
     return Clock(recipe.train.budget_minutes * 60, spent, started)
+
+
+def spent_problem(spent, began, history: list[dict]) -> str | None:
+    """What is wrong with a checkpoint's seconds spent, ``spent``, by a run whose clock began
+    at the Unix time ``began``, if anything: it must have been spent since then (an absurd
+    1e12 s was taken and reported as "in 16666666666.8 min") and cover at least its epochs'
+    own seconds (an edit to 0 restarted the clock). A minute's grace covers a resume on a
+    machine whose clock is a little behind."""
+    if spent is None:
+        return "is missing"
+    if not (isinstance(spent, int | float) and 0 <= spent < math.inf):
+        return f"is {repr(spent)[:40]}"
+    if not (isinstance(began, int | float) and 0 < began < math.inf):
+        return f"has {'no' if began is None else 'a damaged'} time the run began"
+    since = time.time() - began
+    if spent > since + 60:
+        return f"({spent:.6g} s) is more than the {since:.0f} s since the run began"
+    epochs = sum(m.get("epoch_seconds", 0.0) for m in history)
+    if spent < 0.99 * epochs:
+        return f"({spent:.6g} s) is less than its {len(history)} epochs took ({epochs:.0f} s)"
+    return None
 
 
 def recover_best(loop: Loop) -> None:
