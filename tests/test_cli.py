@@ -275,6 +275,14 @@ def _recipe_a_folder(c: Ctx) -> list[str]:
     return ["train", "--resume", str(run), "--set", "epochs=3"]
 
 
+def _recipe_a_link_to_itself(c: Ctx) -> list[str]:
+    """Found only after a resume had trained an epoch, when recipe.toml was written."""
+    run = c.finished_run("recipe-loop")
+    (run / "recipe.toml").unlink()
+    (run / "recipe.toml").symlink_to("recipe.toml")
+    return ["train", "--resume", str(run), "--set", "epochs=3"]
+
+
 def _first_buffer(optimizer: dict, value) -> dict:
     """``optimizer`` (a state dict) with its first parameter's first buffer set to ``value``."""
     state = {k: dict(v) for k, v in optimizer["state"].items()}
@@ -518,7 +526,9 @@ CASES: list[Case] = [
      "holds NaN or infinite values"),
     ("negative sums", _edited("epoch_sums", lambda e: e | {"seen": -1.0}),
      "its epoch sums are not finite counts and totals"),
-    ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder or device"),
+    ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder, device or"),
+    ("a recipe.toml linked to itself", _recipe_a_link_to_itself,
+     "recipe.toml: a folder, device or broken link"),
     ("changes that are a number", _edited("changes", lambda c: 5),
      "last.pt: its record of changes (5) is not a list of what each resume changed"),
     ("changes that are numbers", _edited("changes", lambda c: [5, None]),
@@ -721,7 +731,8 @@ def test_sizes_beyond_the_machine_are_refused_before_anything_is_allocated(tiny_
 
 
 def test_one_class_trains_with_a_warning(tiny_folder, tmp_path, capsys):
-    """A one-class folder trained to loss 0 without a word."""
+    """A one-class folder trained to loss 0 without a word; the photos recipe's divisor of the
+    range test's rate was silently ignored once the range test was turned off."""
     import shutil
 
     root = tmp_path / "one"
@@ -730,7 +741,9 @@ def test_one_class_trains_with_a_warning(tiny_folder, tmp_path, capsys):
     main(["train", "--recipe", "photos", "--data", str(root), "--runs", str(tmp_path / "runs"),
           "--no-progress", "--no-report", "--set", "epochs=1", "--set", "optim.lr_find=false",
           "--set", "data.batch_size=8"])  # fmt: skip
-    assert "warning: the data has one class (checks)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "warning: the data has one class (checks)" in err
+    assert "warning: optim.lr_find_divisor = 3 does nothing without optim.lr_find" in err
 
 
 def test_a_name_that_is_not_utf8_is_spelled_one_way_everywhere(tiny_folder, tmp_path, cache):

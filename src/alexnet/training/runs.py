@@ -24,6 +24,7 @@ from alexnet.files import (
     remove_empty,
     size,
     text_name,
+    write_text,
 )
 from alexnet.locks import held, in_use
 
@@ -134,11 +135,12 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
                         "there, may still be sound)")  # fmt: skip
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
-    if saved.exists() and not saved.is_file():  # found only when its next write failed
-        raise UserError(f"{saved}: a folder or device, not the run's recipe file; remove it "
+    if (saved.exists() or saved.is_symlink()) and not saved.is_file():  # found when written
+        raise UserError(f"{saved}: a folder, device or broken link, not the run's recipe file; "
+                        "remove it "
                         "(the checkpoint holds the recipe: --checkpoint-recipe writes it again)")  # fmt: skip
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
-        saved.write_text(recipe.to_toml())
+        write_text(saved, recipe.to_toml())
     elif saved.is_file():
         folder = recipe_from_dict(read_toml(saved), str(saved), saved=True)
         differ = _differences(folder.to_dict(), recipe.to_dict())

@@ -27,12 +27,13 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from alexnet.checkpoint import CheckpointError
-from alexnet.config import Recipe, recipe_from_dict
+from alexnet.config import OptimSettings, Recipe, recipe_from_dict
 from alexnet.data import DATA_SOURCES, BatchLoader, ImageSet, Request, load_source
 from alexnet.data.batches import PCA, batch_maker_for
 from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats
 from alexnet.errors import UserError
+from alexnet.files import write_text
 from alexnet.models import build_model, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
@@ -248,7 +249,7 @@ class Loop:
                 failed = exc
             if failed is None and self.recipe_pending and name == "last.pt":
                 # After the checkpoint: a folder recipe ahead of its checkpoint is refused.
-                (self.run_dir / "recipe.toml").write_text(self.state.recipe.to_toml())
+                write_text(self.run_dir / "recipe.toml", self.state.recipe.to_toml())
                 self.recipe_pending = False
         if any_rank(self.rt, failed is not None)[0]:
             raise failed or CheckpointError("rank 0 could not write its checkpoint")
@@ -702,7 +703,7 @@ def announce(
     """A new run's first lines, its saved recipe and its list of skipped files."""
     if not rt.main:
         return
-    (run_dir / "recipe.toml").write_text(recipe.to_toml())
+    write_text(run_dir / "recipe.toml", recipe.to_toml())
     logger.text("recipe", "```\n" + recipe.to_toml() + "\n```")
     logger.say(f"run {run_dir}: {recipe.model.arch} on {recipe.data.source} ({len(train_set)} "
                f"train / {len(test_set)} test images), {rt.describe()}")  # fmt: skip
@@ -710,6 +711,10 @@ def announce(
         logger.say(f"warning: the data has one class ({train_set.classes[0]}): every image is "
                    "that class, so the loss goes to 0 and the network learns nothing about "
                    "images; give it two classes or more")  # fmt: skip
+    optim = recipe.optim
+    if not optim.lr_find and optim.lr_find_divisor != OptimSettings().lr_find_divisor:
+        logger.say(f"warning: optim.lr_find_divisor = {optim.lr_find_divisor:g} does nothing "
+                   f"without optim.lr_find; the run trains at optim.lr = {optim.lr:g}")  # fmt: skip
     skipped = run_dir / "skipped.txt"
     if write_skip_list([train_set, test_set], skipped):
         for s in (train_set, test_set):
