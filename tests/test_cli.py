@@ -249,6 +249,10 @@ def _negative_epoch(c: Ctx) -> list[str]:
     return ["train", "--resume", str(run)]
 
 
+def DELETE(_old):  # as a value for _edited: the key is removed
+    return None
+
+
 def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
     """A finished run whose last.pt has ``key`` replaced (a function of the old value), set
     back to its first epoch and resumed: edited counts, sums and states crashed the resumed run with
@@ -257,10 +261,15 @@ def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
     def setup(c: Ctx) -> list[str]:
         run = c.finished_run(f"edited-{key}")
         state = torch.load(run / "last.pt", weights_only=True)
+        history = state["history"]
+        # Rewound to its start, counts and schedule together: there is more to train.
+        state |= {"epoch": 0, "batch": 0, "global_step": 0, "history": []}
+        state["scheduler"]["last_epoch"] = 0
+        if key == "history":
+            state["history"] = history
         state[key] = value(state[key])
-        state["epoch"] = 0  # as if stopped within its first epoch: there is more to train
-        if key != "history":
-            state["history"] = []
+        if value is DELETE:
+            del state[key]
         torch.save(state, run / "last.pt")
         return ["train", "--resume", str(run)]
 
@@ -526,6 +535,15 @@ CASES: list[Case] = [
      "holds NaN or infinite values"),
     ("negative sums", _edited("epoch_sums", lambda e: e | {"seen": -1.0}),
      "its epoch sums are not finite counts and totals"),
+    ("random state deleted", _edited("rng", DELETE), "not an alexnet training checkpoint (no rng)"),
+    ("random state emptied", _edited("rng", lambda r: {}), "its random state lacks torch's"),
+    ("epoch sums deleted", _edited("epoch_sums", DELETE), "checkpoint (no epoch_sums)"),
+    ("a velocity's rate of nan", _edited("optimizer", lambda o: _first_group(o, "velocity_lr", math.nan)),
+     "its optimizer state's velocity_lr is nan"),
+    ("a step count rewound", _edited("global_step", lambda g: 5),
+     "its step count 5 is not epoch 0 of 7 steps and batch 0"),
+    ("a schedule run ahead", _edited("scheduler", lambda d: d | {"last_epoch": 7}),
+     "its schedule has stepped 7 times, its counts say 0"),
     ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder, device or"),
     ("a recipe.toml linked to itself", _recipe_a_link_to_itself,
      "recipe.toml: a folder, device or broken link"),

@@ -25,7 +25,8 @@ from alexnet.files import WriteError, written
 from alexnet.settings import format_version
 
 CHECKPOINT_FORMAT = 2
-REQUIRED = ("model", "optimizer", "scheduler", "epoch", "batch", "global_step", "recipe")
+REQUIRED = ("model", "optimizer", "scheduler", "epoch", "batch", "global_step", "epoch_sums",
+            "rng", "recipe")  # fmt: skip
 
 
 class CheckpointError(UserError):

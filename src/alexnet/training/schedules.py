@@ -38,6 +38,11 @@ class VelocitySGD(torch.optim.SGD):
     buffers a step, under plateau and step schedules one per division. With ``nesterov`` the
     look-ahead is taken on the velocity kept the same way (the paper has no Nesterov)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for group in self.param_groups:  # in every state dict, checked like the rate on loading
+            group["velocity_lr"] = group["lr"]
+
     def step(self, closure=None):
         for group in self.param_groups:
             last = group.setdefault("velocity_lr", group["lr"])  # the rate the buffers are in

@@ -105,9 +105,10 @@ class TrainingState:
             self.optimizer.load_state_dict(state["optimizer"])
             _check_buffers(self.optimizer)
             self.schedule.load_state_dict(state["scheduler"])
-            rng = state.get("rng", {})
-            if "torch" in rng:
-                torch.set_rng_state(rng["torch"])
+            rng = state["rng"]
+            if not isinstance(rng, dict) or "torch" not in rng:  # it would draw other crops
+                raise ValueError("its random state lacks torch's generator")
+            torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state(rng["cuda"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:

@@ -527,9 +527,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     state.budget = planned[0] if planned else {}
     if resume_from is not None:
         restore(state, resume_from, changes, logger, run_dir)
-        if state.batch > len(train_loader):  # an edited count: every batch would be skipped
-            raise CheckpointError(f"{run_dir / 'last.pt'}: its batch {state.batch} is past the "
-                                  f"epoch's {len(train_loader)}; a damaged or edited checkpoint")  # fmt: skip
+        check_counts(state, len(train_loader), run_dir / "last.pt")
     else:
         announce(recipe, rt, train_set, test_set, logger, run_dir)
     net = wrap(model, rt, recipe.train)
@@ -546,6 +544,25 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     stop.armed = True  # from here a signal asks for a checkpoint instead of stopping at once
     train_epochs(loop, train_loader, test_loader, pacer)
     return finish(loop, report, train_set, test_set)
+
+
+def check_counts(state: TrainingState, steps: int, where: Path) -> None:
+    """A resumed run's counts agree with each other and with its schedule: an edited batch
+    skipped every batch; an edited epoch sent a finished schedule past its end, a traceback
+    ("Tried to step 9 times") after the run had trained on."""
+    stepped = state.schedule.last_epoch  # a per-step schedule counts steps, the others epochs
+    counted = state.global_step if per_step(state.schedule) else state.epoch
+    if state.batch > steps:
+        problem = f"its batch {state.batch} is past the epoch's {steps}"
+    elif state.global_step != state.epoch * steps + state.batch:
+        problem = (f"its step count {state.global_step} is not epoch {state.epoch} of {steps} "
+                   f"steps and batch {state.batch}")  # fmt: skip
+    elif stepped != counted:
+        problem = f"its schedule has stepped {stepped} times, its counts say {counted}"
+    else:
+        return
+    raise CheckpointError(f"{where}: {problem}; a damaged or edited checkpoint (best.pt, if "
+                          "there, may still be sound)")  # fmt: skip
 
 
 def training_state(recipe: Recipe, model: nn.Module, steps_per_epoch: int, train_set, test_set,
