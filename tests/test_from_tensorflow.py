@@ -324,6 +324,32 @@ def test_fc6_weights_from_tensorflow_need_their_rows_reordered(rng):
 # ---- The loss ----
 
 
+def tf_extract_image_patches(x, k, stride):
+    """``tf.extract_image_patches`` with 'VALID' padding and no dilation, as documented: an
+    NHWC batch gives [N, rows, cols, k * k * C], each patch laid out by (height, width, channel)."""
+    n, h, w, c = x.shape
+    rows, cols = (h - k) // stride + 1, (w - k) // stride + 1
+    out = np.empty((n, rows, cols, k * k * c), x.dtype)
+    for i in range(rows):
+        for j in range(cols):
+            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
+            out[:, i, j] = patch.reshape(n, -1)
+    return out
+
+
+def test_extract_image_patches_is_unfold_with_the_axes_moved(rng):
+    """The page's row for ``F.unfold``: the same windows, unfold's as [N, C * k * k, positions]
+    by (channel, height, width)."""
+    x = rng.standard_normal((2, 9, 11, 3)).astype(np.float32)
+    k, stride = 3, 2
+    tf_patches = tf_extract_image_patches(x, k, stride)
+    n, rows, cols, _ = tf_patches.shape
+    unfolded = F.unfold(torch.from_numpy(nchw(x).copy()), k, stride=stride).numpy()
+    as_tf = unfolded.reshape(n, 3, k, k, rows, cols).transpose(0, 4, 5, 2, 3, 1)
+    np.testing.assert_array_equal(as_tf.reshape(n, rows, cols, -1), tf_patches)
+    assert "F.unfold" in PAGE and "tf.extract_image_patches" in PAGE
+
+
 def test_sparse_softmax_cross_entropy_and_its_mean_are_torchs_cross_entropy(rng):
     logits = rng.normal(0, 5, size=(16, 10))
     labels = rng.integers(0, 10, size=16)
