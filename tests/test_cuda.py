@@ -155,6 +155,88 @@ def test_store_batches_on_the_gpu_equal_the_cpu_path(tmp_path):
             assert a.is_cuda and valid.is_cuda and torch.allclose(a.cpu(), b, atol=1e-5)
 
 
+def small_store(tmp_path, classes: int = 4, per_class: int = 16):
+    """A store of random 40x48 photographs, stored at 32 pixels, and its batch maker with the
+    paper's training augmentation (27-pixel crops, flips, PCA noise, the mean image)."""
+    import numpy as np
+    from PIL import Image
+
+    from alexnet.data.batches import PCA, StoreBatches
+    from alexnet.data.prepare import Plan, prepare
+    from alexnet.data.store import open_store
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = tmp_path / "src" / "train" / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            array = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            array[..., c % 3] //= 2  # something to learn: each class dims one channel
+            Image.fromarray(array).save(folder / f"{i}.png")
+    prepare(tmp_path / "src", tmp_path / "store", plan=Plan(size=32), progress=False)
+    store = open_store(tmp_path / "store")
+    split, stats = store.split("train"), store.stats()
+    maker = StoreBatches(split, 27, stats.mean_image / 255, torch.tensor([0.2, 0.3, 0.25]),
+                         True, PCA(stats.eigval, stats.eigvec, 0.1))  # fmt: skip
+    return split, maker
+
+
+def train_on_batches(split, maker, device: str, finish_aside: bool, steps: int = 200):
+    """``steps`` training steps of a small network through the package's own step, on the
+    loader's batches finished on its side stream or on the compute stream: the batches (on
+    the host) and each step's loss."""
+    from alexnet.config import TrainSettings
+    from alexnet.runtime import start_runtime
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        rt = start_runtime(TrainSettings(deterministic=True))  # the same sums in both runs
+        assert rt.device.type == device
+        return _steps(split, maker, rt, finish_aside, steps)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _steps(split, maker, rt, finish_aside: bool, steps: int):
+    from alexnet.data.loader import BatchLoader
+    from alexnet.training.train import forward_loss, update
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 5, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 4),
+    ).to(rt.device, memory_format=torch.channels_last)  # fmt: skip
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    loader = BatchLoader(split, 16, maker, train=True, device=rt.device, channels_last=True)
+    loader.finish_aside = finish_aside
+    criterion = torch.nn.CrossEntropyLoss()
+    batches, losses, epoch = [], [], 0
+    while len(losses) < steps:
+        loader.set_epoch(epoch)
+        for x, y, _ in loader:
+            loss, _ = forward_loss(net, criterion, rt, x, y)
+            update(opt, loss)
+            batches.append(x.cpu())
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+        epoch += 1
+    return batches, losses
+
+
+def test_batches_finished_beside_the_step_are_the_same_and_train_the_same(tmp_path):
+    """The loader finishes batches on a stream of its own rather than on the compute stream
+    between steps: the batches are the same bit for bit, and 200 steps on them learn the
+    same (the mean loss of the last 50 within 1%)."""
+    split, maker = small_store(tmp_path)
+    aside, aside_losses = train_on_batches(split, maker, "cuda", finish_aside=True)
+    inline, inline_losses = train_on_batches(split, maker, "cuda", finish_aside=False)
+    assert all(torch.equal(a, b) for a, b in zip(aside, inline, strict=True))
+    late_aside, late_inline = (sum(v[-50:]) / 50 for v in (aside_losses, inline_losses))
+    assert abs(late_aside - late_inline) <= 0.01 * late_inline
+    assert late_aside < 0.8 * sum(aside_losses[:10]) / 10  # it learned something
+
+
 def test_a_training_epoch_waits_for_the_gpu_only_to_read_each_step(tmp_path, tiny_folder,
                                                                      monkeypatch):  # fmt: skip
     """Between reading one step's numbers and the next, the host only queues work: a single

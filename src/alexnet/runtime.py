@@ -146,6 +146,9 @@ def start_runtime(train) -> Runtime:
     device = pick_device(local)
     set_threads(train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if train.deterministic:
+        # cuBLAS is deterministic only with a fixed workspace; without it PyTorch refuses the
+        # first matrix product on a GPU. Read when cuBLAS starts, which is later than here.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     if device.type == "cuda":
         tune_cudnn(train.deterministic)

@@ -58,12 +58,22 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def constant_on(owner: object, device: torch.device, name: str, make) -> torch.Tensor:
     """``make()``, a constant of ``owner``'s batch arithmetic, on ``device``: copied there
-    once and kept in ``owner``, not copied again for every batch."""
+    once and kept in ``owner``, not copied again for every batch. On CUDA the stream that
+    uses it waits for its copy (an event, no wait on the host): the loader finishes batches
+    on a stream of its own, evaluation's views on the compute stream, and the constant is
+    copied on whichever came first."""
     cache = owner.__dict__.setdefault("_device_copies", {})
     key = (str(device), name)
     if key not in cache:
-        cache[key] = to_device(make(), device)
-    return cache[key]
+        made = to_device(make(), device)
+        copied = torch.cuda.Event() if made.is_cuda else None
+        if copied is not None:
+            copied.record()
+        cache[key] = made, copied
+    made, copied = cache[key]
+    if copied is not None:
+        torch.cuda.current_stream(made.device).wait_event(copied)
+    return made
 
 
 def batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:

@@ -200,6 +200,11 @@ def _worker_start(parent: int, worker: int) -> None:
 
 
 class BatchLoader:
+    # On CUDA a batch is moved and finished (crop arithmetic, colour noise, mean subtraction:
+    # batches.py) on a stream of its own. False: finished on the compute stream between steps,
+    # as before; kept to compare the two (tests/test_cuda.py, bench/gpu.py).
+    finish_aside = True
+
     def __init__(
         self,
         data,
@@ -295,29 +300,39 @@ class BatchLoader:
             if slot is not None:
                 raw = (self._slots.buffers[slot][: raw[0].n], *raw[1:])
             valid = position[b * self.local_batch : (b + 1) * self.local_batch] < self.total
-            *raw, valid = self._arrive((*raw, valid), slot)
-            x, y = self.batch_maker.finish(tuple(raw), self.device, self.channels_last)
-            yield x, y, valid
+            yield self._arrive(tuple(raw), valid, slot)
 
-    def _arrive(self, tensors: tuple[torch.Tensor, ...], slot: int | None) -> list[torch.Tensor]:
-        """A batch's tensors on the run's device. On CUDA they are copied on a stream of their
-        own, so that the copy engine moves batch k+1 while the compute stream runs step k,
-        rather than the copy waiting in line behind step k (79 MB at batch 512, a few ms of a
-        20 ms step on one H200). The compute stream waits for the copy only where the batch
-        is first used; the ring's slot is released once the copy, not the step, is done."""
-        if self.device.type != "cuda":
-            return [t.to(self.device) for t in tensors]  # the CPU: as they are; MPS: copied
+    def _arrive(self, raw: tuple[torch.Tensor, ...], valid: torch.Tensor,
+                slot: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """A batch on the run's device, finished: (x, y, valid). On CUDA it is copied and
+        finished on a stream of its own, so that the copy engine moves batch k+1 and its
+        arithmetic (a gather of the mean image's crops, a multiply-add over 79 MB at batch 512)
+        runs beside step k, rather than in line between steps on the compute stream (on one
+        H200 at batch 512: 18,248 images/s fed from a store against 25,000 for the network
+        alone, with the copy alone moved aside). The compute stream waits for the batch only
+        where it is first used; the ring's slot is released once the copy, not the step, is
+        done. The random draws were made on the host (``read``), so the batch is the same bit
+        for bit on either stream."""
+        if self.device.type != "cuda":  # the CPU: as they are; MPS: copied
+            x, y = self.batch_maker.finish(raw, self.device, self.channels_last)
+            return x, y, valid.to(self.device)
         if self._copies is None:
             self._copies = torch.cuda.Stream(self.device)
         compute = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(self._copies):
-            moved = [to_device(t, self.device) for t in tensors]
+            moved = [to_device(t, self.device) for t in (*raw, valid)]
             if slot is not None:
                 self._slots.release(slot)  # an event on the copy stream, after the copy
+            if self.finish_aside:
+                x, y = self.batch_maker.finish(tuple(moved[:-1]), self.device, self.channels_last)
         compute.wait_stream(self._copies)
-        for t in moved:  # made on the copy stream, freed after the compute stream's use
+        if not self.finish_aside:
+            for t in moved:  # made on the copy stream, freed after the compute stream's use
+                t.record_stream(compute)
+            x, y = self.batch_maker.finish(tuple(moved[:-1]), self.device, self.channels_last)
+        for t in (x, y, moved[-1]):  # made on the side stream, freed after the step's use
             t.record_stream(compute)
-        return moved
+        return x, y, moved[-1]
 
     def __iter__(self):
         return self.batches()
