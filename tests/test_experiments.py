@@ -106,6 +106,17 @@ def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, 
     assert (out / "no-lrn-seed0" / "last.pt").stat().st_mtime_ns == kept
     assert (out / "no-pca-seed0" / "last.pt").is_file()
     assert "[6/7] no-pca-seed0: training" in again.stdout + again.stderr
+    # Checkpoints removed (an experiment carried to another machine without them): the
+    # finished runs are known by their finished.json, and nothing is trained again.
+    table = (out / "results.md").read_text()
+    for checkpoint in out.glob("*/*.pt"):
+        checkpoint.unlink()
+    carried = run_cli(["experiment", "ablations", "--recipe", str(tmp_path / "base.toml"),
+                       "--out", str(out), "--seeds", "1", "--epochs", "1", "--no-progress"],
+                      cache)  # fmt: skip
+    assert carried.returncode == 0, carried.stderr
+    assert ": training" not in carried.stdout + carried.stderr
+    assert (out / "results.md").read_text() == table
     longer = run_cli(["experiment", "ablations", "--recipe", str(tmp_path / "base.toml"), "--out",
                       str(out), "--seeds", "1", "--epochs", "2", "--no-progress"], cache)  # fmt: skip
     assert longer.returncode == 2 and "made by this experiment with other settings" in longer.stderr
@@ -178,3 +189,21 @@ def test_a_finished_run_stopped_before_its_log_lines_gets_them(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     log = (tmp_path / "log.txt").read_text()
     assert log.count(format_epoch(done[0])) == 1 and format_epoch(done[1]) in log
+
+
+def test_a_finished_runs_record_is_read_as_figures_or_refused(tmp_path):
+    """finished.json stands for a finished run whose checkpoints were removed: read as plain
+    figures, and an edited one is one line naming it."""
+    from alexnet.errors import UserError
+    from alexnet.experiments.sweep import history, test_images
+    from alexnet.training.state import HISTORY_KEYS
+
+    done = [{k: (e if k == "epoch" else 0.5) for k in HISTORY_KEYS} for e in (1, 2)]
+    record = tmp_path / "finished.json"
+    record.write_text(json.dumps({"history": done, "data": {"train": 100, "test": 40}}))
+    assert history(tmp_path) == done and test_images(tmp_path) == 40
+    for bad in ("{", '{"history": 5, "data": {"test": 4}}', '{"history": [{"epoch": "x"}]}',
+                json.dumps({"history": done, "data": {"test": "40"}})):  # fmt: skip
+        record.write_text(bad)
+        with pytest.raises(UserError, match=r"finished\.json: not a finished run's record"):
+            history(tmp_path)

@@ -23,10 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexnet.checkpoint import load_checkpoint
 from alexnet.config import Recipe, recipe_from_dict
 from alexnet.errors import UserError
-from alexnet.experiments.sweep import Planned, train_all
+from alexnet.experiments.sweep import Planned, test_images, train_all
 
 
 def _options(table: dict) -> dict:
@@ -98,9 +97,9 @@ def run_ablations(base: Recipe, out: Path, *, seeds: int = 2, epochs: int | None
     runs = [Planned(f"{v}-seed{s}", variant_recipe(base, BY_NAME[v], s, epochs))
             for v in chosen for s in range(seeds)]  # fmt: skip
     metrics = train_all(runs, out, progress, say)
-    done = next((out / run.name / "last.pt" for run in runs if metrics[run.name]), None)
-    test_images = int(load_checkpoint(done)["data"]["test"]) if done else 1
-    results = summarise(metrics, chosen, seeds, runs[0].recipe.epochs, test_images)
+    done = next((out / run.name for run in runs if metrics[run.name]), None)
+    tested = test_images(done) if done else 1
+    results = summarise(metrics, chosen, seeds, runs[0].recipe.epochs, tested)
     write_results(results, out)
     return results
 
