@@ -5,11 +5,17 @@ synthetic data; and the fraction of the GPU's dense bfloat16 peak that it reache
 With ``--store STORE`` (a store made by ``alexnet prepare``), the same network is then trained
 by the package's own loop (``alexnet.training.train.fit``, the imagenet-paper recipe) fed by its own
 loader: uint8 crops read by worker processes, pinned, copied, and the mean image, flip and PCA
-noise applied on the GPU. The loader's own rate (batches made and delivered, no network) is
-printed beside it, so it is plain whether the loader keeps up.
+noise applied on the GPU, on the loader's own stream beside the step and, for comparison in the
+same run, on the compute stream between steps (``BatchLoader.finish_aside``). The loader's own
+rate (batches made and delivered, no network) is printed beside it, so it is plain whether the
+loader keeps up.
+
+With ``--profile DIR``, a few steps of each (the network alone, and fed from the store) are
+traced by ``torch.profiler``: DIR gets each trace (Chrome's format, gzipped) and a table of the
+operators by GPU time and by host time.
 
     python bench/gpu.py [--batches 128 256 512] [--seconds 8] [--compile-batches 256 512]
-                        [--store STORE --store-batches 256 512 --workers N]
+                        [--store STORE --store-batches 256 512 --workers N] [--profile DIR]
 
 Needs only torch (and triton for the LRN kernels) beside the package's source.
 """
@@ -46,7 +52,9 @@ def peak_flops(name: str) -> float | None:
     return next((v for k, v in PEAKS.items() if k in name), None)
 
 
-def measure(batch: int, seconds: float, compiled: bool) -> float:
+def measure(batch: int, seconds: float, compiled: bool, after_step=None, steps: int = 0) -> float:
+    """Images/s of ``seconds`` of training steps on synthetic data (or exactly ``steps``, each
+    followed by ``after_step()``: for a profile)."""
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model("alexnet").to(device, memory_format=torch.channels_last)
@@ -65,6 +73,12 @@ def measure(batch: int, seconds: float, compiled: bool) -> float:
         loss.backward()
         opt.step()
 
+    if steps:
+        for _ in range(steps):
+            step()
+            after_step()
+        torch.cuda.synchronize()
+        return 0.0
     for _ in range(3):  # compilation, cuDNN's algorithm search, the allocator's first blocks
         step()
     torch.cuda.synchronize()
@@ -162,14 +176,16 @@ def loader_rate(store: Path, batch: int, workers: int, ring: bool = True, passes
     return seen / (time.perf_counter() - start)
 
 
-def store_training(store: Path, batch: int, workers: int, compiled: bool, epochs: int) -> dict:
+def store_training(store: Path, batch: int, workers: int, compiled: bool, epochs: int,
+                   finish_aside: bool = True) -> dict:  # fmt: skip
     """The package's training loop on the store; the first epoch (compilation, cuDNN's search,
     the workers' start) is reported apart from the rest."""
     import tempfile
 
     from alexnet.training.train import fit
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, \
+            mock.patch.object(BatchLoader, "finish_aside", finish_aside):  # fmt: skip
         run = Path(tmp) / "run"
         fit(store_recipe(store, batch, epochs, workers, compiled), run, progress=False,
             report=False)  # fmt: skip
@@ -182,25 +198,37 @@ def store_training(store: Path, batch: int, workers: int, compiled: bool, epochs
 
 
 def store_cases(args, train_flops: float, peak: float | None) -> list[dict]:
+    """Each batch size trained from the store twice, its batches finished beside the step
+    (the default) and between steps, side by side."""
     rows = []
     for batch in args.store_batches:
-        try:
-            trained = store_training(args.store, batch, args.workers, args.store_compile,
-                                     args.store_epochs)  # fmt: skip
-        except Exception as exc:  # as above: report it and go on
-            print(f"store batch {batch}: failed: {type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:200]}")  # fmt: skip
-            rows.append({"batch": batch, "store": True, "error": str(exc)[:500]})
-            continue
-        frac = trained["images_per_s"] * train_flops / peak if peak else None
-        rows.append({"batch": batch, "store": True, "compiled": args.store_compile,
-                     "workers": args.workers,
-                     **trained, "fraction_of_bf16_peak": frac})  # fmt: skip
-        how = "compiled" if args.store_compile else "eager"
-        print(f"store batch {batch:4d} {how:8s} {trained['images_per_s']:9.0f} img/s trained "
-              f"(first epoch {trained['first_epoch_images_per_s']:.0f}; workers "
-              f"{args.workers if args.workers >= 0 else 'auto'})", flush=True)  # fmt: skip
+        for aside in (True, False):
+            rows.append(store_case(args, batch, aside, train_flops, peak))
+        rates = [r.get("images_per_s") for r in rows[-2:]]
+        if all(rates):
+            print(f"store batch {batch:4d}: finished beside the step / between steps = "
+                  f"{rates[0] / rates[1]:.3f}", flush=True)  # fmt: skip
     return rows
+
+
+def store_case(args, batch: int, aside: bool, train_flops: float, peak: float | None) -> dict:
+    where = "beside the step" if aside else "between steps"
+    try:
+        trained = store_training(args.store, batch, args.workers, args.store_compile,
+                                 args.store_epochs, aside)  # fmt: skip
+    except Exception as exc:  # as above: report it and go on
+        print(f"store batch {batch} ({where}): failed: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:200]}")  # fmt: skip
+        return {"batch": batch, "store": True, "finish_aside": aside, "error": str(exc)[:500]}
+    frac = trained["images_per_s"] * train_flops / peak if peak else None
+    how = "compiled" if args.store_compile else "eager"
+    print(f"store batch {batch:4d} {how:8s} {trained['images_per_s']:9.0f} img/s trained, "
+          f"batches finished {where}"
+          + (f", {100 * frac:.1f}% of bf16 peak" if frac else "")
+          + f" (first epoch {trained['first_epoch_images_per_s']:.0f}; workers "
+          f"{args.workers if args.workers >= 0 else 'auto'})", flush=True)  # fmt: skip
+    return {"batch": batch, "store": True, "compiled": args.store_compile, "workers": args.workers,
+            "finish_aside": aside, **trained, "fraction_of_bf16_peak": frac}  # fmt: skip
 
 
 def main() -> None:
@@ -218,6 +246,7 @@ def main() -> None:
     parser.add_argument("--loader-workers", type=int, nargs="*", default=[8, 15],
                         help="worker counts to time the loader alone with")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
+    parser.add_argument("--profile", type=Path, help="a folder for profiles of a few steps")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py: no CUDA GPU here")
@@ -242,6 +271,8 @@ def main() -> None:
     for batch, compiled in cases:
         result["rows"].append(synthetic_case(batch, args.seconds, compiled, train_flops, peak))
         save()
+    if args.profile:
+        profile_network(max(args.batches), args.profile)
     if args.sample and not args.store:
         work = Path(tempfile.gettempdir()) / "alexnet-gpu"
         args.store = store_from_sample(args.sample, args.copies, work)
@@ -260,18 +291,71 @@ def main() -> None:
             save()
         result["rows"] += store_cases(args, train_flops, peak)
         save()
+        if args.profile:
+            profile_store(args.store, max(args.store_batches, default=512), args.workers,
+                          args.profile)  # fmt: skip
     print_best(result["rows"])
 
 
+# What one GPU should reach: the network alone, and fed from a store (within 10% of alone).
+TARGETS = {False: 40_000, True: 30_000}
+
+
 def print_best(rows: list[dict]) -> None:
-    """The best rate on synthetic data and from the store, against the target."""
+    """The best rate on synthetic data and from the store, against the targets."""
     for fed in (False, True):
         rates = [r["images_per_s"] for r in rows if "images_per_s" in r
                  and r.get("store", False) == fed]  # fmt: skip
         if rates:
             print(f"best {'from the store' if fed else 'on synthetic data'}: {max(rates):.0f} "
-                  f"img/s (target 20,000; 90 epochs of ImageNet's 1.28M images in "
+                  f"img/s (target {TARGETS[fed]:,}; 90 epochs of ImageNet's 1.28M images in "
                   f"{90 * 1.281e6 / max(rates) / 3600:.1f} h at that rate)")  # fmt: skip
+
+
+def trace(out: Path, name: str, run_steps) -> None:
+    """``run_steps(step)`` traced: it calls ``step()`` after each training step; the first
+    steps warm up, the next 6 are recorded. Writes NAME.json.gz and NAME.txt (the operators
+    by GPU time, then by host time) into ``out``."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    out.mkdir(parents=True, exist_ok=True)
+    acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    with profile(activities=acts, schedule=schedule(wait=3, warmup=2, active=6, repeat=1)) as prof:
+        run_steps(prof.step)
+    prof.export_chrome_trace(str(out / f"{name}.json.gz"))
+    table = prof.key_averages()
+    text = "\n\n".join(table.table(sort_by=key, row_limit=30)
+                        for key in ("self_cuda_time_total", "self_cpu_time_total"))  # fmt: skip
+    (out / f"{name}.txt").write_text(text + "\n")
+    print(f"profile of {name}: {out / name}.txt", flush=True)
+
+
+def profile_network(batch: int, out: Path) -> None:
+    """The network alone, eager: 11 steps, the last 6 traced."""
+    try:
+        trace(out, f"network-b{batch}", lambda step: measure(batch, 0.0, False, step, 11))
+    except Exception as exc:  # a side note: never stop the run for it
+        print(f"profile of the network failed: {type(exc).__name__}: {exc}")
+
+
+def profile_store(store: Path, batch: int, workers: int, out: Path) -> None:
+    """The package's training loop fed from the store: its first steps after the start."""
+    from alexnet.training import train
+
+    def run_steps(step) -> None:
+        update = train.update
+
+        def update_and_step(*args, **kwargs):
+            update(*args, **kwargs)
+            step()
+
+        with mock.patch.object(train, "update", update_and_step):
+            store_training(store, batch, workers, False, 1)
+
+    try:
+        trace(out, f"store-b{batch}", run_steps)
+    except Exception as exc:  # as above
+        print(f"profile of the store's training failed: {type(exc).__name__}: {exc}")
 
 
 def synthetic_case(batch: int, seconds: float, compiled: bool, train_flops: float,
