@@ -107,54 +107,6 @@ def test_batches_arrive_on_the_gpu_through_pinned_memory():
     assert loader.to_device(torch.zeros(2)).is_cuda
 
 
-def test_store_batches_on_the_gpu_equal_the_cpu_path(tmp_path):
-    """The paper's preprocessing of a store batch, finished on the GPU (one gather of the mean
-    image's crops) and on the CPU (image by image), from the same uint8 crops and draws."""
-    import numpy as np
-    from PIL import Image
-
-    from alexnet.data.batches import PCA, StoreBatches
-    from alexnet.data.loader import BatchLoader
-    from alexnet.data.prepare import Plan, prepare
-    from alexnet.data.store import open_store
-
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        folder = tmp_path / "src" / "train" / name
-        folder.mkdir(parents=True)
-        for i in range(8):
-            array = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-            Image.fromarray(array).save(folder / f"{i}.png")
-    prepare(tmp_path / "src", tmp_path / "store", plan=Plan(size=32), progress=False)
-    store = open_store(tmp_path / "store")
-    split, stats = store.split("train"), store.stats()
-    maker = StoreBatches(split, 27, stats.mean_image / 255, torch.tensor([0.2, 0.3, 0.25]),
-                         True, PCA(stats.eigval, stats.eigvec, 0.1))  # fmt: skip
-    g = torch.Generator().manual_seed(0)
-    raw = maker.read(torch.arange(16), g)
-    on_cpu, _ = maker.finish(raw, torch.device("cpu"), True)
-    on_gpu, labels = maker.finish(raw, torch.device("cuda"), True)
-    assert on_gpu.is_cuda and labels.is_cuda
-    assert on_gpu.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
-    # The workers' ring of shared buffers is pinned, copied from asynchronously on a stream
-    # of its own, and reused (4 batches an epoch, 6 slots, 3 epochs) without a batch
-    # overwritten before its copy; the GPU's batches equal the CPU's, and making them never
-    # makes the host wait for the GPU.
-    seen = {}
-    for device, workers in (("cpu", 0), ("cuda", 0), ("cuda", 2)):
-        loader = BatchLoader(split, 4, maker, train=True, device=device, workers=workers)
-        seen[device, workers] = []
-        for epoch in range(3):
-            loader.set_epoch(epoch)
-            with host_never_waits():
-                seen[device, workers] += [(x.clone(), valid) for x, _, valid in loader]
-        assert workers == 0 or (loader._slots.pinned and loader._slots.next > 6)
-    for device, workers in (("cuda", 0), ("cuda", 2)):
-        for (a, valid), (b, _) in zip(seen[device, workers], seen["cpu", 0], strict=True):
-            assert a.is_cuda and valid.is_cuda and torch.allclose(a.cpu(), b, atol=1e-5)
-
-
 def small_store(tmp_path, classes: int = 4, per_class: int = 16):
     """A store of random 40x48 photographs, stored at 32 pixels, and its batch maker with the
     paper's training augmentation (27-pixel crops, flips, PCA noise, the mean image)."""
@@ -179,6 +131,37 @@ def small_store(tmp_path, classes: int = 4, per_class: int = 16):
     maker = StoreBatches(split, 27, stats.mean_image / 255, torch.tensor([0.2, 0.3, 0.25]),
                          True, PCA(stats.eigval, stats.eigvec, 0.1))  # fmt: skip
     return split, maker
+
+
+def test_store_batches_on_the_gpu_equal_the_cpu_path(tmp_path):
+    """The paper's preprocessing of a store batch, finished on the GPU (one gather of the mean
+    image's crops) and on the CPU (image by image), from the same uint8 crops and draws."""
+    from alexnet.data.loader import BatchLoader
+
+    split, maker = small_store(tmp_path, classes=2, per_class=8)
+    g = torch.Generator().manual_seed(0)
+    raw = maker.read(torch.arange(16), g)
+    on_cpu, _ = maker.finish(raw, torch.device("cpu"), True)
+    on_gpu, labels = maker.finish(raw, torch.device("cuda"), True)
+    assert on_gpu.is_cuda and labels.is_cuda
+    assert on_gpu.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-5)
+    # The workers' ring of shared buffers is pinned, copied from asynchronously on a stream
+    # of its own, and reused (4 batches an epoch, 6 slots, 3 epochs) without a batch
+    # overwritten before its copy; the GPU's batches equal the CPU's, and making them never
+    # makes the host wait for the GPU.
+    seen = {}
+    for device, workers in (("cpu", 0), ("cuda", 0), ("cuda", 2)):
+        loader = BatchLoader(split, 4, maker, train=True, device=device, workers=workers)
+        seen[device, workers] = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            with host_never_waits():
+                seen[device, workers] += [(x.clone(), valid) for x, _, valid in loader]
+        assert workers == 0 or (loader._slots.pinned and loader._slots.next > 6)
+    for device, workers in (("cuda", 0), ("cuda", 2)):
+        for (a, valid), (b, _) in zip(seen[device, workers], seen["cpu", 0], strict=True):
+            assert a.is_cuda and valid.is_cuda and torch.allclose(a.cpu(), b, atol=1e-5)
 
 
 def train_on_batches(split, maker, device: str, finish_aside: bool, steps: int = 200):
