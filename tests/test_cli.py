@@ -253,7 +253,7 @@ def DELETE(_old):  # as a value for _edited: the key is removed
     return None
 
 
-def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
+def _edited(key: str, value, batch: int = 0) -> Callable[[Ctx], list[str]]:
     """A finished run whose last.pt has ``key`` replaced (a function of the old value), set
     back to its first epoch and resumed: edited counts, sums and states crashed the resumed run with
     tracebacks (KeyError, ZeroDivisionError, RuntimeError, TypeError)."""
@@ -262,9 +262,10 @@ def _edited(key: str, value) -> Callable[[Ctx], list[str]]:
         run = c.finished_run(f"edited-{key}")
         state = torch.load(run / "last.pt", weights_only=True)
         history = state["history"]
-        # Rewound to its start, counts and schedule together: there is more to train.
-        state |= {"epoch": 0, "batch": 0, "global_step": 0, "history": []}
-        state["scheduler"]["last_epoch"] = 0
+        # Rewound to its first epoch's ``batch``, counts and (per-step) schedule together:
+        # there is more to train.
+        state |= {"epoch": 0, "batch": batch, "global_step": batch, "history": []}
+        state["scheduler"]["last_epoch"] = batch
         if key == "history":
             state["history"] = history
         state[key] = value(state[key])
@@ -282,6 +283,32 @@ def _recipe_a_folder(c: Ctx) -> list[str]:
     (run / "recipe.toml").unlink()
     (run / "recipe.toml").mkdir()
     return ["train", "--resume", str(run), "--set", "epochs=3"]
+
+
+def _input_size_edited(c: Ctx) -> list[str]:
+    """An export printed a 168-line traceback; eval said nothing."""
+    best = c.finished_run("sized") / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["recipe"]["data"]["image_size"] = 4096
+    torch.save(state, best)
+    return ["export", str(best), str(c.tmp / "sized.onnx")]
+
+
+def _class_with_a_newline(c: Ctx) -> list[str]:
+    """Trained, then refused by every command that read the network."""
+    data = c.tmp / "newline"
+    shutil.copytree(c.tiny, data)
+    for split in ("train", "val"):
+        (data / split / "checks").rename(data / split / "che\ncks")
+    return c.train("--data", str(data))
+
+
+def _log_a_pipe(c: Ctx) -> list[str]:
+    """The resume waited for ever on a pipe named log.txt."""
+    run = c.finished_run("piped")
+    (run / "log.txt").unlink()
+    os.mkfifo(run / "log.txt")
+    return ["train", "--resume", str(run)]
 
 
 def _recipe_a_link_to_itself(c: Ctx) -> list[str]:
@@ -442,7 +469,8 @@ CASES: list[Case] = [
     ("full disk", _full_disk, "last.pt: the disk holding"),
     ("same name", lambda c: _same_name(c), "r already exists; resume it with --resume"),
     ("finished", lambda c: ["train", "--resume", str(c.finished_run())], "has finished 1 epochs; its one-cycle schedule cannot be extended"),
-    ("copied checkpoint", _copied_checkpoint, "was written under another recipe than"),
+    ("copied checkpoint", _copied_checkpoint,
+     "recipe.toml (seed = 7 there, 0 in it; copied from another run?)"),
     ("onecycle longer", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "epochs=2"],
      "follows a one-cycle schedule, whose length is fixed"),
     ("too few classes", lambda c: c.train("--set", "model.options.num_classes=2"),
@@ -452,7 +480,7 @@ CASES: list[Case] = [
     ("newer recipe format", lambda c: c.train("--set", "format=4"), "recipe format 4 is newer"),
     ("data changed", _data_changed, "its data changed since the run began (120 train / 36 test"),
     ("huge seed", lambda c: c.train("--set", "seed=99999999999999999999"),
-     "seed must be an integer of at most 19 digits"),
+     "seed must be an integer between -(2**63) and 2**63 - 1"),
     ("too many threads", lambda c: c.train("--set", "train.threads=100000"),
      "train.threads must be <= 256"),
     ("huge decay", lambda c: c.train("--set", "optim.weight_decay=1e300"),
@@ -544,6 +572,16 @@ CASES: list[Case] = [
      "its step count 5 is not epoch 0 of 7 steps and batch 0"),
     ("a schedule run ahead", _edited("scheduler", lambda d: d | {"last_epoch": 7}),
      "its schedule has stepped 7 times, its counts say 0"),
+    ("momentum emptied", _edited("optimizer", lambda o: o | {"state": {}}, batch=3),
+     "its optimizer has no momentum after 3 steps"),
+    ("nesterov turned off", _edited("optimizer", lambda o: _first_group(o, "nesterov", False)),
+     "its optimizer's nesterov is False where its recipe gives True"),
+    ("a momentum of 5", _edited("optimizer", lambda o: _first_group(o, "momentum", 5.0)),
+     "its optimizer's momentum is 5.0 where its recipe gives 0.9"),
+    ("an input size edited", _input_size_edited,
+     "best.pt: its recipe's data.image_size is 4096, not the network's input size"),
+    ("a class named with a newline", _class_with_a_newline, "has a name with control characters"),
+    ("a log that is a pipe", _log_a_pipe, "log.txt: a folder, pipe or broken link, not the run's"),
     ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder, device or"),
     ("a recipe.toml linked to itself", _recipe_a_link_to_itself,
      "recipe.toml: a folder, device or broken link"),

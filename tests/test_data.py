@@ -422,3 +422,15 @@ def test_clearing_a_cache_part_linked_to_another_disk_keeps_the_link(cache, tmp_
     (cache / "decoded").symlink_to(elsewhere)
     assert clear_cache(["decoded"]) == 1000
     assert (cache / "decoded").is_symlink() and list(elsewhere.iterdir()) == []
+
+
+def test_labels_outside_the_classes_are_refused_naming_the_data():
+    """A CIFAR-10 batch with labels of 99 or -1 trained into an IndexError deep in the loss."""
+    from alexnet.data.imageset import ImageSet
+    from alexnet.errors import UserError
+
+    images = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    for labels, said in (([0, 99, 1], "label 99 of 1 image"), ([-1, -1, 0], "label -1 of 2")):
+        with pytest.raises(UserError, match=rf"cifar-10-batches-py: {said}.*not one of the 2"):
+            ImageSet(images, torch.tensor(labels), ["a", "b"], source="cifar-10-batches-py")
+    assert len(ImageSet(images, torch.tensor([0, 1, 1]), ["a", "b"])) == 3

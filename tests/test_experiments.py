@@ -120,6 +120,7 @@ def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, 
     longer = run_cli(["experiment", "ablations", "--recipe", str(tmp_path / "base.toml"), "--out",
                       str(out), "--seeds", "1", "--epochs", "2", "--no-progress"], cache)  # fmt: skip
     assert longer.returncode == 2 and "made by this experiment with other settings" in longer.stderr
+    assert ": done" not in longer.stdout + longer.stderr  # not called done, then refused
     no_data = run_cli(["experiment", "ablations", "--data", str(tmp_path / "nope")], cache)
     assert no_data.returncode == 2 and "nope: no such file or folder" in no_data.stderr
     wrong = run_cli(["experiment", "ablations", "--budget", "5"], cache)

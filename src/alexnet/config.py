@@ -55,7 +55,9 @@ class DataSettings:
     # set's mean image) / std, the mean image computed once (stored by alexnet prepare).
     normalise: str = setting("channel", choices=("channel", "mean-image"))
     mean: list[float] = setting([], min=0.0, max=1.0)  # per channel, [0, 1] units; []: the source's
-    std: list[float] = setting([], above=0.0)
+    # At least 1e-4: the paper's own scale is 1/255 (imagenet-paper); 1e-45 gave inputs of
+    # 1e45 and a "lower the learning rate" when the loss became NaN.
+    std: list[float] = setting([], min=1e-4, max=100.0)
     limit_train: int = setting(0, min=0)  # 0: every image
     limit_test: int = setting(0, min=0)
     workers: int = setting(-1, min=-1, max=64)  # loader processes; -1: 0 in memory, else some

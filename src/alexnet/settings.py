@@ -78,7 +78,9 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             if abs(value) >= 2**63:
-                raise SettingError(f"{key} must be an integer of at most 19 digits, got {value!r}")
+                raise SettingError(
+                    f"{key} must be an integer between -(2**63) and 2**63 - 1, got {value!r}"
+                )
             return value
     elif isinstance(value, kind):
         return value

@@ -214,6 +214,9 @@ def class_folders(split: Path) -> list[str]:
                 f"{entry}: a class folder name that is not valid UTF-8; rename it "
                 "(class names are stored as text in checkpoints and reports)"
             ) from None
+        if not entry.name.isprintable():  # trained, then refused by every later command
+            raise UserError(f"{entry.parent}: the class folder {entry.name!r} has a name with "
+                            "control characters (a newline, a tab); rename it")  # fmt: skip
         names.append(entry.name)
     return names
 

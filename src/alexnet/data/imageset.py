@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data.stats import PixelStats, image_stats
+from alexnet.errors import UserError
 from alexnet.files import NAMES
 
 SHOWN_SKIPS = 5  # files named in the one-line summary; the run folder gets the full list
@@ -32,6 +33,12 @@ class ImageSet:
             )
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        outside = (self.labels < 0) | (self.labels >= len(self.classes))
+        if outside.any():  # else an IndexError deep in the loss, at the first step
+            raise UserError(f"{self.source or 'the data'}: label {int(self.labels[outside][0])} "
+                            f"of {int(outside.sum())} image(s) is not one of the "
+                            f"{len(self.classes)} classes (0 to {len(self.classes) - 1}); a "
+                            "damaged or foreign data file")  # fmt: skip
 
     # What callers ask of a split, whichever kind it is (store.StoreSplit answers the same):
     streamed = False  # all in memory: a batch is one gather, no reading workers needed

@@ -176,6 +176,7 @@ def train_all(runs: list[Planned], out: Path, progress: bool,
     """Every run's metrics, training those not finished, in order."""
     results = {}
     for i, run in enumerate(runs, 1):
+        check_planned(run, out / run.name)  # before it is called done: it may be refused
         state = "done" if finished(out / run.name, run.recipe.epochs) else "training"
         say(f"[{i}/{len(runs)}] {run.name}: {state}")
         tick = time.perf_counter()

@@ -176,7 +176,7 @@ def _check_input(path: Path, recipe: Recipe, model: nn.Module, stats: PixelStats
     if first is not None and d.channels != first.in_channels:
         raise _damaged(path, f"its recipe says data.channels = {d.channels} for a first layer "
                              f"of {first.in_channels} channels")  # fmt: skip
-    if d.image_size < 1:
+    if d.image_size < 1 or not _takes(recipe, d.image_size):
         raise _damaged(path, f"its recipe's data.image_size is {d.image_size}, not the "
                              "network's input size")  # fmt: skip
     if len(d.std) != d.channels or (d.normalise == "channel" and len(d.mean) != d.channels):
@@ -187,6 +187,20 @@ def _check_input(path: Path, recipe: Recipe, model: nn.Module, stats: PixelStats
     if stored is not None and not (type(stored) is int and d.image_size <= stored <= 4096):
         raise _damaged(path, f"its stored image size {stored} is not between the input size "
                              f"({d.image_size}) and 4096")  # fmt: skip
+
+
+def _takes(recipe: Recipe, size: int) -> bool:
+    """Whether the recipe's network takes images of ``size``: shapes only, on the meta device
+    (an edited size was an export's 168-line traceback, or evaluated without a word)."""
+    from alexnet.models.memory import on_meta
+
+    try:
+        with torch.no_grad():
+            on_meta(recipe.model.arch, recipe.model.options)(
+                torch.zeros(1, recipe.data.channels, size, size, device="meta"))  # fmt: skip
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _built(path: Path, recipe: Recipe, weights: dict) -> nn.Module:

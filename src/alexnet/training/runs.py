@@ -139,6 +139,10 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         raise UserError(f"{saved}: a folder, device or broken link, not the run's recipe file; "
                         "remove it "
                         "(the checkpoint holds the recipe: --checkpoint-recipe writes it again)")  # fmt: skip
+    for log in (run_dir / "log.txt", run_dir / "metrics.jsonl"):  # a pipe there hung the run
+        if (log.exists() or log.is_symlink()) and not log.is_file():
+            raise UserError(f"{log}: a folder, pipe or broken link, not the run's log; remove it "
+                            "(the checkpoint's history writes the epochs' lines again)")  # fmt: skip
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
         write_text(saved, recipe.to_toml())
     elif saved.is_file():
@@ -148,9 +152,12 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         # that resume changed behind; those are the checkpoint's to tell.
         explained = {k for c in changes[-1:] for k in c} - {"epoch", "batch"}
         if not differ <= explained:
+            shown = "; ".join(f"{k} = {_get(folder, k)!r} there, {_get(recipe, k)!r} in it"
+                              for k in sorted(differ - explained)[:3])  # fmt: skip
             raise UserError(
-                f"{path} was written under another recipe than {saved} (copied from another "
-                "run?); to resume under the checkpoint's recipe anyway, add --checkpoint-recipe"
+                f"{path} was written under another recipe than {saved} ({shown}; copied from "
+                "another run?); to resume under the checkpoint's recipe anyway, add "
+                "--checkpoint-recipe"
             )
     changes = _check_changes(overrides, recipe, run_dir)
     new = apply_overrides(recipe, overrides) if overrides else recipe

@@ -101,9 +101,10 @@ class TrainingState:
                 missing = sorted(set(fresh) - set(saved))
                 if missing:  # a rate deleted: a KeyError deep in the update
                     raise ValueError(f"its optimizer state lacks {missing[0]}")
+                _check_recipes_settings(fresh, saved)
             _check_float_buffers(state["optimizer"]["state"])
             self.optimizer.load_state_dict(state["optimizer"])
-            _check_buffers(self.optimizer)
+            _check_buffers(self.optimizer, state["global_step"])
             self.schedule.load_state_dict(state["scheduler"])
             rng = state["rng"]
             if not isinstance(rng, dict) or "torch" not in rng:  # it would draw other crops
@@ -184,12 +185,29 @@ def _check_same_types(fresh: dict[str, Any], saved: Any, what: str, finite: bool
             raise ValueError(f"its {what} state's {key} is {saved[key]!r}")
 
 
-def _check_buffers(optimizer: torch.optim.Optimizer) -> None:
+# What the recipe fixes in each group of the optimiser, which a resume may not change: an
+# edited momentum of 5 diverged as if the rate were too high; nesterov resumed silently.
+RECIPE_SETTINGS = ("momentum", "nesterov", "weight_decay", "dampening", "maximize")
+
+
+def _check_recipes_settings(fresh: dict, saved: dict) -> None:
+    for key in RECIPE_SETTINGS:
+        if key in fresh and saved.get(key) != fresh[key]:
+            raise ValueError(f"its optimizer's {key} is {saved.get(key)!r} where its recipe "
+                             f"gives {fresh[key]!r}")  # fmt: skip
+
+
+def _check_buffers(optimizer: torch.optim.Optimizer, steps: int) -> None:
     """Each parameter's saved buffers (momentum) are tensors of its shape, finite: one of
-    another shape corrupted the heap in torch's fused update, or was used silently."""
+    another shape corrupted the heap in torch's fused update, or was used silently; after
+    ``steps`` steps with momentum, every weight has one (emptied, the run resumed without)."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-    if 0 < sum(bool(optimizer.state.get(p)) for p in params) < len(params):
+    held = sum(bool(optimizer.state.get(p)) for p in params)
+    if 0 < held < len(params):
         raise ValueError("its optimizer has buffers for some weights and none for others")
+    momentum = any(group.get("momentum", 0) for group in optimizer.param_groups)
+    if steps > 0 and momentum and params and not held:
+        raise ValueError(f"its optimizer has no momentum after {steps} steps")
     for p in params:
         for key, value in optimizer.state.get(p, {}).items():
             if key == "step":
