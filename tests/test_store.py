@@ -210,6 +210,24 @@ def test_verify_finds_a_changed_byte_and_a_missing_chunk(tmp_path, cache):
     assert "run alexnet prepare again" in verify_store(out)[1]
 
 
+def test_verify_finds_a_store_that_training_cannot_read(tmp_path):
+    """Verified as sound, and refused by train: a store whose prepare was stopped before its
+    first split was done, one whose statistics were deleted, one whose index is not a
+    tensor file."""
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=32), chunk=4, progress=False)
+    (out / "stats.pt").unlink()
+    assert any("no training statistics" in p for p in verify_store(out))
+    (out / "train" / "index.pt").write_bytes(b"not a tensor file")
+    assert any(
+        p.startswith(f"{out / 'train' / 'index.pt'}: cannot read") for p in verify_store(out)
+    )
+    meta = json.loads((out / "store.json").read_text())
+    (out / "store.json").write_text(json.dumps(meta | {"splits": {}}))
+    assert verify_store(out) == [f"{out}: no split is finished (its prepare was stopped or "
+                                 "failed); run alexnet prepare again"]  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Layouts, class lists, settings
 

@@ -389,7 +389,8 @@ def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) 
 def verify_store(out: Path) -> list[str]:
     """Every chunk's data checked against its sha256; the problems found, one line each, each
     saying how to mend it."""
-    meta, problems = open_store(out).meta, []
+    store = open_store(out)
+    meta, problems = store.meta, _unusable(store)
     for split, info in sorted(meta["splits"].items()):
         for i in range(info["chunks"]):
             name = out / split / chunk_name(i)
@@ -417,6 +418,27 @@ def verify_store(out: Path) -> list[str]:
                 problems.append(f"{name}.json: {len(changed)} of its original files changed or "
                                 f"are gone since it was prepared (e.g. {changed[0]}); run "
                                 "alexnet prepare again, which makes such chunks anew")  # fmt: skip
+    return problems
+
+
+def _unusable(store) -> list[str]:
+    """What keeps training from reading ``store`` besides its chunks: no split at all (a
+    prepare interrupted or failed before its first split was done), or a split's index or the
+    statistics unreadable. Verified as sound, such stores were refused by train."""
+    if not store.splits:
+        return [f"{store.root}: no split is finished (its prepare was stopped or failed); run "
+                "alexnet prepare again"]  # fmt: skip
+    reads = [(store.root / n / "index.pt", lambda n=n: store.split(n)) for n in store.splits]
+    if "train" in store.splits:
+        reads.append((store.root / STATS_FILE, store.stats))
+    problems = []
+    for path, read in reads:
+        try:
+            read()
+        except StoreError as exc:
+            problems.append(str(exc))
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{path}: not what alexnet prepare writes; run alexnet prepare again")
     return problems
 
 
