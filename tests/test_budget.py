@@ -144,6 +144,16 @@ def test_one_slow_epoch_is_not_a_trend_but_two_are():
     assert state.recipe.epochs == 5 + 5  # 50 s at 9 s an epoch
 
 
+def test_an_epoch_faster_than_a_stale_plan_is_believed():
+    """A plan measured on a busy machine (or edited) expected 120 s an epoch; the epoch took
+    3 s, and the run stopped with 50 s left as if the plan were right."""
+    state = _state(epochs=20, done=5, minutes=1.0)
+    clock = Clock(60.0, spent=0.0, started=time.monotonic() - 10.0)  # 50 s: 16 epochs of 3 s
+    pacer = Pacer(clock, report=False, planned=120.0, tick=time.monotonic() - 3.0)
+    pacer.after_epoch(state, 10, _Runtime())
+    assert state.recipe.epochs >= 15
+
+
 def test_a_run_ahead_of_its_plan_takes_the_time_up_to_the_recipes_most():
     state = _state(epochs=12, done=5, minutes=2.0)
     state.budget["most_epochs"] = 20  # planned (or cut) to 12 while the machine was busy
