@@ -16,6 +16,7 @@ from alexnet.inference.figure_data import (
     FILES,
     confusion_matrix,
     features,
+    figures_of_checkpoint,
     first_layer,
     looker_for,
     nearest,
@@ -228,3 +229,27 @@ def test_figures_stopped_midway_leave_none_of_the_set(run_dir, tiny_folder, tmp_
     assert stop.value.code == 130 and "interrupted" in capsys.readouterr().err
     assert len(made) == 3 and not out.exists()
     assert set((run_dir / "tb").glob("events.*")) == events
+
+
+def test_a_read_only_run_folder_gets_its_figures_and_events_under_out(run_dir, tiny_folder,
+                                                                        tmp_path):  # fmt: skip
+    """``figures RUN --out ELSEWHERE`` on a run on a read-only disk failed writing the run's
+    TensorBoard events, naming the file as Python bytes."""
+    import shutil
+    import subprocess
+
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        run = disk / "run"
+        shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("figures"))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        written, _, tb = figures_of_checkpoint(str(run), tiny_folder, tmp_path / "out")
+        assert tb == tmp_path / "out" / "tb" and list(tb.glob("events.out.tfevents.*"))
+        assert all(p.parent == tmp_path / "out" for p in written.values())
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -312,6 +313,10 @@ def run_metrics(checkpoint: Path) -> list[dict]:
     return list(read_weights(checkpoint).get("history") or [])
 
 
+def _writable(folder: Path) -> bool:
+    return os.access(folder if folder.exists() else folder.parent, os.W_OK)
+
+
 def figures_of_checkpoint(
     given: str,
     data: Path,
@@ -322,7 +327,7 @@ def figures_of_checkpoint(
 ) -> tuple[dict[str, Path], FigureData, Path]:
     """``alexnet figures``: the figures of a run folder's best network (or a checkpoint's) on
     ``data``, in ``out`` (default: figures/ in the checkpoint's folder) and in TensorBoard (the
-    run's tb/ where the checkpoint is in a run folder, else ``out``/tb). ``limit``: training
+    run's tb/ where the checkpoint is in a run folder that can be written, else ``out``/tb). ``limit``: training
     images searched for neighbours (default: all of an in-memory set, ``STORE_NEIGHBOURS``
     evenly spaced of a store's or folder's; 0: all). Returns the files, the data and the
     TensorBoard folder."""
@@ -335,7 +340,8 @@ def figures_of_checkpoint(
     folder = net.path.parent if Path(given).exists() else Path.cwd()
     out = out or folder / "figures"
     is_run = (folder / "metrics.jsonl").is_file() or (folder / "tb").is_dir()
-    tb = folder / "tb" if is_run else out / "tb"
+    # A run folder that cannot be written (a read-only disk) keeps nothing; --out does.
+    tb = folder / "tb" if is_run and _writable(folder / "tb") else out / "tb"
     text_name(tb, "TensorBoard")
     if limit is None:
         limit = STORE_NEIGHBOURS if train.streamed else 0
