@@ -94,6 +94,10 @@ def test_a_read_only_disk_is_named_as_such(tmp_path):
         refused = pytest.raises(WriteError, match="is mounted read-only")
         with refused, written(disk / "x.onnx", need=10**9):  # not blamed on its free space
             pass
+        from alexnet.training.runs import create_run_dir
+
+        with pytest.raises(WriteError, match="on a disk mounted read-only; choose another"):
+            create_run_dir(disk, "r", "tiny")  # as --runs: said to have 1 MB free
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 

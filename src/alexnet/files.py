@@ -117,7 +117,7 @@ def written(out: Path, need: int = 0, replace: bool = True) -> Iterator[Path]:
     ``replace`` false: a file that appeared at ``out`` meanwhile (another command writing the
     same name) is kept and this one refused, rather than silently replaced."""
     folder = out.parent
-    if _read_only(folder):  # its free space, not the reason, was blamed before
+    if read_only(folder):  # its free space, not the reason, was blamed before
         raise WriteError(f"cannot write {out}: the disk holding {folder} is mounted read-only; "
                          "write elsewhere")  # fmt: skip
     free = free_bytes(folder)
@@ -144,7 +144,8 @@ def written(out: Path, need: int = 0, replace: bool = True) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _read_only(folder: Path) -> bool:
+def read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a disk mounted read-only."""
     try:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:  # a folder that is not there: said by the write itself

@@ -21,6 +21,7 @@ from alexnet.files import (
     WriteError,
     free_bytes,
     missing_folders,
+    read_only,
     remove_empty,
     size,
     text_name,
@@ -67,6 +68,9 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
         raise UserError(f"cannot create the runs folder {runs}: {why}; choose another with "
                          "--runs DIR") from None  # fmt: skip
     free = free_bytes(runs)
+    if read_only(runs):  # not blamed on the free space of a small read-only disk
+        raise WriteError(f"cannot write a run into {runs}: it is on a disk mounted read-only; "
+                         "choose another --runs")  # fmt: skip
     if 0 <= free < MARGIN:  # TensorBoard's writer thread met the full disk with a traceback
         remove_empty(made)
         raise WriteError(f"cannot write a run into {runs}: the disk holding it has {size(free)} "
