@@ -238,12 +238,9 @@ def test_a_read_only_run_folder_gets_its_figures_and_events_under_out(run_dir, t
     import shutil
     import subprocess
 
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
-                          capture_output=True, text=True)  # fmt: skip
-    if made.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    from .test_full_disk import small_disk, unmount
+
+    disk = small_disk(tmp_path, "64m")
     try:
         run = disk / "run"
         shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("figures"))
@@ -252,4 +249,4 @@ def test_a_read_only_run_folder_gets_its_figures_and_events_under_out(run_dir, t
         assert tb == tmp_path / "out" / "tb" and list(tb.glob("events.out.tfevents.*"))
         assert all(p.parent == tmp_path / "out" for p in written.values())
     finally:
-        subprocess.run(["umount", str(disk)], check=True)
+        unmount(disk)

@@ -84,12 +84,9 @@ def test_a_file_that_appears_meanwhile_is_kept_when_replacing_is_not_asked(tmp_p
 
 
 def test_a_read_only_disk_is_named_as_such(tmp_path):
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)],
-                          capture_output=True, text=True)  # fmt: skip
-    if made.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.strip()}")
+    from .test_full_disk import small_disk, unmount
+
+    disk = small_disk(tmp_path, "1m", ",ro")
     try:
         refused = pytest.raises(WriteError, match="is mounted read-only")
         with refused, written(disk / "x.onnx", need=10**9):  # not blamed on its free space
@@ -99,7 +96,7 @@ def test_a_read_only_disk_is_named_as_such(tmp_path):
         with pytest.raises(WriteError, match="on a disk mounted read-only; choose another"):
             create_run_dir(disk, "r", "tiny")  # as --runs: said to have 1 MB free
     finally:
-        subprocess.run(["umount", str(disk)], check=True)
+        unmount(disk)
 
 
 WORKERS = """

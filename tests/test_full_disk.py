@@ -13,10 +13,11 @@ import pytest
 from .conftest import ALEXNET, cli_env
 
 
-def small_disk(tmp_path: Path, size: str):
+def small_disk(tmp_path: Path, size: str, more: str = ""):
+    """A tmpfs of ``size`` (and mount options ``more``, e.g. ",ro") under ``tmp_path``."""
     mount = tmp_path / f"disk-{size}"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{more}", "tmpfs", str(mount)],
                           capture_output=True, text=True)  # fmt: skip
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
