@@ -259,6 +259,7 @@ def test_a_diverged_run_continues_at_a_lower_rate(tmp_path, cache, recipe_file):
     args = ["train", "--recipe", str(path), "--runs", str(tmp_path), "--name", "r", "--no-progress"]
     assert run_cli([*args, "--set", "epochs=1"], cache).returncode == 0
     run = tmp_path / "r"
+    (run / "log.txt").unlink()  # deleted: the resumed log lacked the epochs before
     proc = run_cli(["train", "--resume", str(run), "--set", "optim.lr=0.01", "--set", "epochs=2",
                     "--no-progress"], cache)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -270,7 +271,9 @@ def test_a_diverged_run_continues_at_a_lower_rate(tmp_path, cache, recipe_file):
     ]
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)
     assert "lr = 0.01" in (run / "recipe.toml").read_text()
-    assert "optim.lr 0.05 -> 0.01" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert "optim.lr 0.05 -> 0.01" in log and log.startswith("(log.txt was missing")
+    assert "epoch   1 " in log and "epoch   2 " in log
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2] and metrics[1]["lr"] == pytest.approx(0.01)
 

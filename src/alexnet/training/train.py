@@ -764,6 +764,10 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
                               **{k: list(v) for k, v in changes.items()}})  # fmt: skip
     if logger.main:
         (run_dir / "metrics.jsonl").write_text("".join(f"{json.dumps(m)}\n" for m in state.history))
+        log = run_dir / "log.txt"
+        if not log.exists() and state.history:  # deleted: its epochs' lines come back
+            write_text(log, f"(log.txt was missing: the epochs of {run_dir / 'last.pt'})\n"
+                       + "".join(f"{format_epoch(m)}\n" for m in state.history))  # fmt: skip
     said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
     logger.say(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch + 1}"
                + (f" with {said}" if said else ""))  # fmt: skip
