@@ -320,19 +320,17 @@ class BatchLoader:
             self._copies = torch.cuda.Stream(self.device)
         compute = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(self._copies):
-            moved = [to_device(t, self.device) for t in (*raw, valid)]
+            *moved, valid = [to_device(t, self.device) for t in (*raw, valid)]
             if slot is not None:
                 self._slots.release(slot)  # an event on the copy stream, after the copy
             if self.finish_aside:
-                x, y = self.batch_maker.finish(tuple(moved[:-1]), self.device, self.channels_last)
+                x, y = self.batch_maker.finish(tuple(moved), self.device, self.channels_last)
         compute.wait_stream(self._copies)
         if not self.finish_aside:
-            for t in moved:  # made on the copy stream, freed after the compute stream's use
-                t.record_stream(compute)
-            x, y = self.batch_maker.finish(tuple(moved[:-1]), self.device, self.channels_last)
-        for t in (x, y, moved[-1]):  # made on the side stream, freed after the step's use
+            x, y = self.batch_maker.finish(tuple(moved), self.device, self.channels_last)
+        for t in (*moved, x, y, valid):  # made on the copy stream, freed after the step's use
             t.record_stream(compute)
-        return x, y, moved[-1]
+        return x, y, valid
 
     def __iter__(self):
         return self.batches()

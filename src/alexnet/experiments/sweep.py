@@ -120,8 +120,7 @@ def train_planned(run: Planned, out: Path, progress: bool) -> list[dict]:
     """Train, resume or skip ``run`` in ``out/<name>``; its metrics per epoch. A run that
     diverges (a learning rate too high for its network, in a sweep) leaves ``<name>.diverged``
     with the reason and keeps the epochs it finished, then and on every restart."""
-    run_dir, diverged = out / run.name, out / f"{run.name}.diverged"
-    check_planned(run, run_dir)
+    run_dir, diverged = out / run.name, out / f"{run.name}.diverged"  # checked by train_all
     done = finished(run_dir, run.recipe.epochs)
     if done is not None:
         complete_logs(run_dir, done)

@@ -327,9 +327,9 @@ def figures_of_checkpoint(
 ) -> tuple[dict[str, Path], FigureData, Path]:
     """``alexnet figures``: the figures of a run folder's best network (or a checkpoint's) on
     ``data``, in ``out`` (default: figures/ in the checkpoint's folder) and in TensorBoard (the
-    run's tb/ where the checkpoint is in a run folder that can be written, else ``out``/tb). ``limit``: training
-    images searched for neighbours (default: all of an in-memory set, ``STORE_NEIGHBOURS``
-    evenly spaced of a store's or folder's; 0: all). Returns the files, the data and the
+    run's tb/ where the checkpoint is in a run folder that can be written, else ``out``/tb).
+    ``limit``: training images searched for neighbours (default: all of an in-memory set,
+    ``STORE_NEIGHBOURS`` evenly spaced of a store's or folder's; 0: all). Returns the files, the data and the
     TensorBoard folder."""
     from torch.utils.tensorboard import SummaryWriter
 

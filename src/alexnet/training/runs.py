@@ -67,10 +67,10 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
             why = "a file, not a folder"
         raise UserError(f"cannot create the runs folder {runs}: {why}; choose another with "
                          "--runs DIR") from None  # fmt: skip
-    free = free_bytes(runs)
     if read_only(runs):  # not blamed on the free space of a small read-only disk
         raise WriteError(f"cannot write a run into {runs}: it is on a disk mounted read-only; "
                          "choose another --runs")  # fmt: skip
+    free = free_bytes(runs)
     if 0 <= free < MARGIN:  # TensorBoard's writer thread met the full disk with a traceback
         remove_empty(made)
         raise WriteError(f"cannot write a run into {runs}: the disk holding it has {size(free)} "
@@ -139,14 +139,17 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
                         "there, may still be sound)")  # fmt: skip
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
-    if (saved.exists() or saved.is_symlink()) and not saved.is_file():  # found when written
-        raise UserError(f"{saved}: a folder, device or broken link, not the run's recipe file; "
-                        "remove it "
-                        "(the checkpoint holds the recipe: --checkpoint-recipe writes it again)")  # fmt: skip
-    for log in (run_dir / "log.txt", run_dir / "metrics.jsonl"):  # a pipe there hung the run
-        if (log.exists() or log.is_symlink()) and not log.is_file():
-            raise UserError(f"{log}: a folder, pipe or broken link, not the run's log; remove it "
-                            "(the checkpoint's history writes the epochs' lines again)")  # fmt: skip
+    # Found only when written (a folder, a link to itself) or hanging the run (a pipe).
+    rebuilt = "the checkpoint's history writes the epochs' lines again"
+    for file, kinds, what, again in (
+        (saved, "folder, device", "recipe file",
+         "the checkpoint holds the recipe: --checkpoint-recipe writes it again"),
+        (run_dir / "log.txt", "folder, pipe", "log", rebuilt),
+        (run_dir / "metrics.jsonl", "folder, pipe", "log", rebuilt),
+    ):  # fmt: skip
+        if (file.exists() or file.is_symlink()) and not file.is_file():
+            raise UserError(f"{file}: a {kinds} or broken link, not the run's {what}; remove "
+                            f"it ({again})")  # fmt: skip
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
         write_text(saved, recipe.to_toml())
     elif saved.is_file():

@@ -38,14 +38,15 @@ class VelocitySGD(torch.optim.SGD):
     buffers a step, under plateau and step schedules one per division. With ``nesterov`` the
     look-ahead is taken on the velocity kept the same way (the paper has no Nesterov)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        for group in self.param_groups:  # in every state dict, checked like the rate on loading
-            group["velocity_lr"] = group["lr"]
+    def add_param_group(self, param_group: dict) -> None:
+        """Every group (the constructor adds them here too) records the rate its buffers are
+        in from the start, so every state dict holds it and loading checks it like the rate."""
+        super().add_param_group(param_group)
+        self.param_groups[-1]["velocity_lr"] = self.param_groups[-1]["lr"]
 
     def step(self, closure=None):
         for group in self.param_groups:
-            last = group.setdefault("velocity_lr", group["lr"])  # the rate the buffers are in
+            last = group["velocity_lr"]  # the rate the buffers are in
             if group["lr"] != last:
                 held = (self.state.get(p, {}).get("momentum_buffer") for p in group["params"])
                 buffers = [b for b in held if b is not None]
