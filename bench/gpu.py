@@ -277,18 +277,7 @@ def main() -> None:
         work = Path(tempfile.gettempdir()) / "alexnet-gpu"
         args.store = store_from_sample(args.sample, args.copies, work)
     if args.store:
-        batch = max(args.store_batches, default=512)
-        cases = [(w, True) for w in args.loader_workers] + [(args.loader_workers[0], False)]
-        for workers, ring in cases:
-            label = f"{workers} workers, {'ring of shared buffers' if ring else 'a new segment per batch'}"
-            try:
-                rate = loader_rate(args.store, batch, workers, ring)
-            except Exception as exc:  # as above
-                print(f"loader alone, {label}: failed: {type(exc).__name__}: {exc}")
-                continue
-            result.setdefault("loader_images_per_s", {})[label] = rate
-            print(f"loader alone, {label}: {rate:.0f} img/s", flush=True)
-            save()
+        loader_cases(args, result, save)
         result["rows"] += store_cases(args, train_flops, peak)
         save()
         if args.profile:
@@ -299,6 +288,24 @@ def main() -> None:
 
 # What one GPU should reach: the network alone, and fed from a store (within 10% of alone).
 TARGETS = {False: 40_000, True: 30_000}
+
+
+def loader_cases(args, result: dict, save) -> None:
+    """The loader alone at each worker count, with its ring of shared buffers and without."""
+    batch = max(args.store_batches, default=512)
+    cases = [(w, True) for w in args.loader_workers] + [(args.loader_workers[0], False)]
+    for workers, ring in cases:
+        label = (
+            f"{workers} workers, {'ring of shared buffers' if ring else 'a new segment per batch'}"
+        )
+        try:
+            rate = loader_rate(args.store, batch, workers, ring)
+        except Exception as exc:  # as above
+            print(f"loader alone, {label}: failed: {type(exc).__name__}: {exc}")
+            continue
+        result.setdefault("loader_images_per_s", {})[label] = rate
+        print(f"loader alone, {label}: {rate:.0f} img/s", flush=True)
+        save()
 
 
 def print_best(rows: list[dict]) -> None:
