@@ -51,6 +51,27 @@ def tiny_folder(tmp_path_factory) -> Path:
 NATIVE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet" / "native"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """A cache for the whole session, removed at its end, for every test and notebook that does
+    not ask for its own (``cache``): the suite never reads or fills the user's cache. (Stores of
+    the tests' temporary folders once piled up there, a new one per folder per run: 47 GB in a
+    day, till the container tests found no room to build.) Compiled kernels stay shared."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("session-cache")
+    saved = {name: os.environ.get(name) for name in ("ALEXNET_CACHE", "ALEXNET_NATIVE_DIR")}
+    os.environ["ALEXNET_CACHE"] = str(path)
+    os.environ["ALEXNET_NATIVE_DIR"] = saved["ALEXNET_NATIVE_DIR"] or str(NATIVE_DIR)
+    yield path
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture()
 def cache(tmp_path, monkeypatch) -> Path:
     """A private cache folder, so tests never read or write the user's."""

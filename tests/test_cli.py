@@ -769,10 +769,12 @@ def test_the_parser_refuses_zero_negative_empty_and_absurd_numbers(args, flag, c
 
 @pytest.mark.slow  # over 15 s: make test-slow keeps make test within 10 minutes
 def test_sizes_beyond_the_machine_are_refused_before_anything_is_allocated(tiny_folder, tmp_path,
-                                                                          capsys):  # fmt: skip
+                                                                          cache, capsys):  # fmt: skip
     """--set data.image_size=100000 asked for 38.9 GB and died with a traceback, summary of a
     64x4096x4096 input took 42 s and 9.5 GB: sizes have a range, training is measured on
-    the meta device against the memory available, and summary computes on it."""
+    the meta device against the memory available, and summary computes on it. The refusal
+    comes before the data is read: it once came after the folder was decoded into a 2 GB
+    store at 2048 pixels, left in the cache by every refused run."""
     base = ["train", "--recipe", "photos", "--data", str(tiny_folder), "--runs", str(tmp_path),
             "--no-progress", "--set", "optim.lr_find=false"]  # fmt: skip
     for extra, said in ((["--set", "data.image_size=100000"], "data.image_size must be <= 4096"),
@@ -782,6 +784,7 @@ def test_sizes_beyond_the_machine_are_refused_before_anything_is_allocated(tiny_
             main(base + extra)
         err = capsys.readouterr().err.strip().splitlines()
         assert stop.value.code == 2 and said in err[-1] and not any("Traceback" in e for e in err)
+        assert not list(cache.rglob("*.pt")), "a store was decoded for a run refused for its size"
     main(["summary", "--arch", "alexnet-small", "--input", "64x4096x4096"])
     assert "total" in capsys.readouterr().out
 

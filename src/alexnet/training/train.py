@@ -118,20 +118,16 @@ def load_data_once(recipe: Recipe, rt: Runtime) -> tuple[ImageSet, ImageSet]:
             dist.barrier()  # also on failure: the others then meet the same error themselves
 
 
-def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> nn.Module:
-    """The recipe's network for its data, checked against one image before anything else
-    runs; the classes, channels and size it takes are filled in the recipe's options (the
-    run's one recipe, made concrete)."""
-    d, options = recipe.data, recipe.model.options
-    if options.setdefault("num_classes", len(classes)) < len(classes):
-        raise UserError(f"model.options.num_classes is {options['num_classes']} but the data "
-                         f"has {len(classes)} classes")  # fmt: skip
-    options.setdefault("in_channels", d.channels)
-    if network(recipe.model.arch).sized_by_option:
-        options.setdefault("input_size", d.image_size)
+def check_memory(recipe: Recipe, rt: Runtime, options: dict) -> None:
+    """Refuse, in one line, a network and batch that the device cannot hold, measured on the
+    meta device (shapes only, no memory, whatever the sizes asked). Called once before the
+    data is read, with one class (a lower bound: the data's classes only widen the last
+    layer), so that a size no machine holds is refused before minutes of decoding and a
+    cached store of gigabytes, and again with the data's classes."""
+    d = recipe.data
     shape = (d.channels, d.image_size, d.image_size)
     local = max(1, d.batch_size // rt.world_size)  # each process's share of a batch
-    try:  # on the meta device first: shapes only, no memory, whatever the sizes asked
+    try:
         need = training_bytes(on_meta(recipe.model.arch, options), shape, local)
     except UserError:  # the options themselves (widths of the wrong length...): as they say
         raise
@@ -146,6 +142,30 @@ def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> nn.Module:
                          f"images at batch {d.batch_size} needs about {need / 1e9:.1f} GB to "
                          f"train and {where(rt.device)} {have / 1e9:.1f} GB available; lower "
                          "data.image_size or data.batch_size, or the network's widths")  # fmt: skip
+
+
+def with_data_shape(recipe: Recipe, options: dict) -> dict:
+    """``options`` with the channels and size the data gives, where the recipe leaves them."""
+    options.setdefault("in_channels", recipe.data.channels)
+    if network(recipe.model.arch).sized_by_option:
+        options.setdefault("input_size", recipe.data.image_size)
+    return options
+
+
+def before_the_data(recipe: Recipe, rt: Runtime) -> None:
+    """The memory check with one class, before any data is read (see check_memory)."""
+    check_memory(recipe, rt, with_data_shape(recipe, {"num_classes": 1, **recipe.model.options}))
+
+
+def build_network(recipe: Recipe, classes: list[str], rt: Runtime) -> nn.Module:
+    """The recipe's network for its data, checked against one image before anything else
+    runs; the classes, channels and size it takes are filled in the recipe's options (the
+    run's one recipe, made concrete)."""
+    options = recipe.model.options
+    if options.setdefault("num_classes", len(classes)) < len(classes):
+        raise UserError(f"model.options.num_classes is {options['num_classes']} but the data "
+                         f"has {len(classes)} classes")  # fmt: skip
+    check_memory(recipe, rt, with_data_shape(recipe, options))
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.arch, **options)
     model.train()
@@ -506,6 +526,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     if recipe.model.weights and resume_from is None:
         check_start_weights(recipe.model.weights)  # before the data is loaded
     rt = start_runtime(recipe.train)
+    before_the_data(recipe, rt)
     train_set, test_set = load_data_once(recipe, rt)
     model = build_network(recipe, train_set.classes, rt)
     stats = preprocessing(recipe, train_set, resume_from, run_dir / "last.pt")
@@ -704,6 +725,7 @@ def find_learning_rate(recipe: Recipe, steps: int, plot: Path) -> RangeTest:
     """``alexnet lr-find``: the range test alone, on the recipe's data and network."""
     recipe = resolve(recipe)
     rt = start_runtime(recipe.train)
+    before_the_data(recipe, rt)
     train_set, test_set = load_data(recipe)
     model = build_network(recipe, train_set.classes, rt)
     stats = preprocessing(recipe, train_set, None)
