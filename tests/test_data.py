@@ -157,6 +157,21 @@ def test_cache_sees_images_edited_in_place(copy_of, cache):
     assert len(repaired) == len(before) + 1 and repaired.skipped == []
 
 
+def test_a_folders_new_store_replaces_its_old_one(copy_of, tiny_folder, cache):
+    """Each edit of a folder left its old store in the cache beside the new one, for good:
+    ten edits of an ImageNet folder, ten copies of 40 GB. The new store replaces the old;
+    another folder's, and the same folder's at another size, stay."""
+    folder(tiny_folder)
+    folder(copy_of)
+    folder(copy_of, size=16)  # the same folder at another size
+    (copy_of / "train" / "checks" / "000.png").unlink()
+    after, _ = folder(copy_of)
+    stores = sorted((cache / "decoded").glob("*.pt"))
+    assert len(stores) == 3 and len(after) == 119
+    assert [len(folder(f)[0]) for f in (tiny_folder, copy_of)] == [120, 119]
+    assert sorted((cache / "decoded").glob("*.pt")) == stores  # all three read, none rebuilt
+
+
 def test_cache_clear_frees_the_decoded_sets(tiny_folder, cache):
     folder(tiny_folder)
     assert cache_usage()["decoded"] > 0

@@ -50,6 +50,23 @@ def test_a_killed_extraction_is_removed_by_the_next(tmp_path, monkeypatch):
     assert sorted(p.name for p in again.parent.iterdir()) == [again.name]
 
 
+def test_an_archive_unpacked_again_replaces_its_old_copy(tmp_path, monkeypatch):
+    """A rewritten archive was unpacked beside its old copy, which stayed for good."""
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    archive, other = tmp_path / "photos.tar", tmp_path / "other" / "photos.tar"
+    for i, path in enumerate((archive, other, archive)):
+        (tmp_path / "x.txt").write_text(str(i))
+        path.parent.mkdir(exist_ok=True)
+        with tarfile.open(path, "w") as tar:
+            tar.add(tmp_path / "x.txt", arcname="x.txt")
+        os.utime(path, ns=(i, i))  # a new modification time, as a rewrite gives
+        unpacked = extract(path)
+    assert (unpacked / "x.txt").read_text() == "2"
+    assert sorted(p.name for p in unpacked.parent.iterdir()) == sorted(
+        [unpacked.name, extract(other).name]
+    )
+
+
 def test_a_stopped_extraction_leaves_nothing(tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM while unpacking: the half-unpacked copy is removed at once."""
     import pytest

@@ -8,6 +8,7 @@ clear`` empties it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -60,12 +61,32 @@ def _unpack(b: dict) -> ImageSet:
     return ImageSet(b["images"], b["labels"], list(b["classes"]), b["source"], skipped)
 
 
+def origin_key(path: Path) -> str:
+    """A short key of where data comes from, its absolute path: the name of each cached copy
+    starts with it, so a newer copy of the same folder or archive replaces the older."""
+    return sha256_bytes(os.fsencode(path.resolve()))[:8]
+
+
+def remove_older(new: Path, prefix: str) -> None:
+    """Every cached copy named ``prefix*`` but ``new``: copies of the same data made before its
+    files changed, which nothing reads again (a folder edited ten times once left ten copies
+    of itself, gigabytes each for ImageNet)."""
+    import glob
+
+    for old in new.parent.glob(glob.escape(prefix) + "*"):
+        if old != new and not old.name.endswith((".tmp", ".part")):  # another process's, live
+            with contextlib.suppress(OSError):
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
 def cached_pair(
-    tag: str, key: str, build: Callable[[], tuple[ImageSet, ImageSet]]
+    tag: str, origin: Path, key: str, build: Callable[[], tuple[ImageSet, ImageSet]]
 ) -> tuple[ImageSet, ImageSet]:
     """``build()`` once per ``key``, then the uint8 tensors from the cache (loaded with
-    weights_only, so a tampered cache file cannot run code; a damaged one is rebuilt)."""
-    path = cache_dir() / "decoded" / f"{tag}-{key}.pt"
+    weights_only, so a tampered cache file cannot run code; a damaged one is rebuilt). The
+    copy replaces the older copies of the same ``origin`` and ``tag``."""
+    prefix = f"{tag}-{origin_key(origin)}-"
+    path = cache_dir() / "decoded" / f"{prefix}{key}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, weights_only=True)
@@ -81,6 +102,8 @@ def cached_pair(
         os.replace(tmp, path)
     except (OSError, RuntimeError):  # a full or read-only cache only costs the next run a decode
         tmp.unlink(missing_ok=True)
+    else:
+        remove_older(path, prefix)
     return train, test
 
 
@@ -96,8 +119,8 @@ def unpacked(path: Path, help_text: str) -> Path:
 def extract(archive: Path) -> Path:
     """Unpack a .tar(.gz) once into the cache, safely (no paths outside the target)."""
     st = archive.stat()
-    key = sha256_bytes(f"{archive.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())[:16]
-    target = cache_dir() / "extracted" / f"{archive.name.split('.')[0]}-{key}"
+    prefix = f"{archive.name.split('.')[0]}-{origin_key(archive)}-"
+    target = cache_dir() / "extracted" / f"{prefix}{st.st_size}-{st.st_mtime_ns}"
     if (target / ".complete").exists():
         return target
     remove_abandoned(target.with_name(f"{target.name}.*.part"))  # left by killed processes
@@ -117,6 +140,7 @@ def extract(archive: Path) -> Path:
     (tmp / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
+    remove_older(target, prefix)
     return target
 
 

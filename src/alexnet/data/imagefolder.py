@@ -107,7 +107,7 @@ def load_folder_pair(
         test = load_image_folder(test_dir, test_files, classes, size, channels, max_pixels)
         return train, test
 
-    return cached_pair(f"{tag}-{size}-{channels}", key, build)
+    return cached_pair(f"{tag}-{size}-{channels}", root, key, build)
 
 
 def _load(request: Request) -> tuple[ImageSet, ImageSet]:
