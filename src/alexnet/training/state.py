@@ -102,6 +102,7 @@ class TrainingState:
                 if missing:  # a rate deleted: a KeyError deep in the update
                     raise ValueError(f"its optimizer state lacks {missing[0]}")
                 _check_recipes_settings(fresh, saved)
+            _check_rates(state)
             _check_float_buffers(state["optimizer"]["state"])
             self.optimizer.load_state_dict(state["optimizer"])
             _check_buffers(self.optimizer, state["global_step"])
@@ -183,6 +184,34 @@ def _check_same_types(fresh: dict[str, Any], saved: Any, what: str, finite: bool
             raise ValueError(f"its {what} state's {key} is {saved[key]!r}, not a number")
         if key in saved and finite and _number(value) and not 0 <= saved[key] < math.inf:
             raise ValueError(f"its {what} state's {key} is {saved[key]!r}")
+
+
+# The rates a checkpoint keeps, in its optimiser's groups and its schedule. No schedule here
+# rises above the recipe's rate (one-cycle peaks at it, the others divide it, and a resume's
+# new rate is written into the recipe), so an edited base rate of 1e9 is caught here rather
+# than trained with. (``velocity_lr`` is the rate the momentum is in, which may be an older
+# rate until the next step.)
+RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr", "budget_lr")
+SCHEDULE_RATES = ("base_lrs", "_last_lr", "min_lrs")
+
+
+def _check_rates(state: dict[str, Any]) -> None:
+    """No rate exceeds the recipe's: an edited base rate of 1e9 resumed without a word and
+    trained at it from the schedule's next step."""
+    sched = state["scheduler"]
+    top = state["recipe"]["optim"]["lr"]
+    if not _number(top) or not 0 < top < math.inf:
+        raise ValueError(f"its recipe's optim.lr is {top!r}")
+    rates = [(f"optimizer's {k}", g[k]) for g in state["optimizer"]["param_groups"]
+             for k in RATE_KEYS if k in g]  # fmt: skip
+    for key in SCHEDULE_RATES:
+        if not isinstance(sched.get(key, []), list):
+            raise ValueError(f"its scheduler's {key} is {sched[key]!r}, not a list of rates")
+        rates += [(f"scheduler's {key}", v) for v in sched.get(key, [])]
+    for name, rate in rates:
+        if not (_number(rate) and 0 <= rate <= top * (1 + 1e-6)):
+            raise ValueError(f"its {name} is {rate!r}, above its recipe's rate {top:g} or "
+                             "not a rate")  # fmt: skip
 
 
 # What the recipe fixes in each group of the optimiser, which a resume may not change: an
