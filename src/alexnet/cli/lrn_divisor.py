@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
                        "at every LRN layer (percentiles over images, positions and channels), "
                        "under both conventions of alpha (the paper's alpha, and alpha/n as "
                        "cuda-convnet, Caffe and torch use). A constant 2^0.75 = 1.682 means the "
-                       "layer only divides: its activations are too small to normalise.")  # fmt: skip
+                       "layer only divides: its activations are too small to normalise. An image "
+                       "that cannot be read is named and left out; the exit status is then 1, as "
+                       "predict's.")  # fmt: skip
     p.add_argument("network", type=given, metavar="NETWORK",
                    help=f"{TRAINED}; or a network's name ({', '.join(NETWORKS)}) for it at its "
                         "initialisation")  # fmt: skip
@@ -58,3 +60,4 @@ def run(args: argparse.Namespace) -> None:
         print(format_table(rows, heading))
     for line in skipped:
         print(f"alexnet lrn-divisor: skipped {line}", file=sys.stderr)
+    sys.exit(1 if skipped else 0)  # a script sees that the figures leave an image out
