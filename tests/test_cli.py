@@ -939,3 +939,21 @@ def test_a_stop_signal_lost_in_a_finaliser_still_ends_the_command(monkeypatch, c
     out, err = capsys.readouterr()
     assert stop.value.code == 128 + signal.SIGTERM and "the work went on" in out
     assert "alexnet summary: stopped by signal 15 as it was finishing" in err
+
+
+def test_a_file_name_given_as_bytes_is_said_as_a_name(capsys):
+    """TensorBoard's writer reports a full disk with the file name as bytes, which the one
+    line showed as b'runs/x/tb/events...'."""
+    import argparse
+    import errno
+
+    from alexnet.cli import _run
+
+    def full(_args):
+        raise OSError(errno.ENOSPC, "No space left on device", b"runs/x/tb/events.out")
+
+    with pytest.raises(SystemExit) as stop:
+        _run(argparse.Namespace(command="train", func=full))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err == "alexnet train: error: runs/x/tb/events.out: No space left on device\n"

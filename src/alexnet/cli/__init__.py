@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace) -> None:
         if os.environ.get("ALEXNET_DEBUG") or not _said_by_us(exc):
             raise
         message = str(exc).replace("\n", " ") if not isinstance(exc, OSError) or not exc.filename \
-            else f"{exc.filename}: {exc.strerror}"  # fmt: skip
+            else f"{os.fsdecode(exc.filename)}: {exc.strerror}"  # TensorBoard's are bytes  # fmt: skip
         if isinstance(exc, RuntimeError):
             looped = str(exc).removeprefix("Symlink loop from ").strip("'")
             message = f"{looped}: a symbolic link that leads back to itself; point it elsewhere"
