@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ class Ctx:
     tiny: Path
     recipe: Path  # a tiny recipe file, 1 epoch
     runs: Path
+    after: list = field(default_factory=list)  # checks of what the refused command left alone
 
     def train(self, *extra: str, name: str | None = "r") -> list[str]:
         named = ["--name", name] if name is not None else []
@@ -273,6 +274,23 @@ def _edited(key: str, value, batch: int = 0) -> Callable[[Ctx], list[str]]:
             del state[key]
         torch.save(state, run / "last.pt")
         return ["train", "--resume", str(run)]
+
+    return setup
+
+
+def _linked(name: str) -> Callable[[Ctx], list[str]]:
+    """A run file linked to a file outside the run: a resume rewrote metrics.jsonl's target,
+    appended to log.txt's and wrote report.md into it (as root, /etc/passwd). The target is
+    left as it was."""
+
+    def setup(c: Ctx) -> list[str]:
+        run = c.finished_run(f"linked-{name}")
+        outside = c.tmp / f"outside-{name}"
+        outside.write_text("not the run's\n")
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(outside)
+        c.after.append(lambda: outside.read_text() == "not the run's\n")
+        return ["train", "--resume", str(run), "--set", "epochs=3"]
 
     return setup
 
@@ -589,6 +607,11 @@ CASES: list[Case] = [
     ("a class named with a newline", _class_with_a_newline, "has a name with control characters"),
     ("a log that is a pipe", _log_a_pipe, "log.txt: a folder, pipe or broken link, not the run's"),
     ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder, device or"),
+    ("a metrics.jsonl linked outside", _linked("metrics.jsonl"),
+     "metrics.jsonl: a symbolic link, not the run's own log; remove it"),
+    ("a log.txt linked outside", _linked("log.txt"), "log.txt: a symbolic link, not the run's own"),
+    ("a report.md linked outside", _linked("report.md"),
+     "report.md: a symbolic link, not the run's own report; remove it"),
     ("a recipe.toml linked to itself", _recipe_a_link_to_itself,
      "recipe.toml: a folder, device or broken link"),
     ("changes that are a number", _edited("changes", lambda c: 5),
@@ -657,6 +680,7 @@ def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, ti
     errors = [line for line in err if line.startswith(f"alexnet {args[0]}: error: ")]
     assert errors == err[-1:] and message in err[-1], err
     assert not any("Traceback" in line or "weights_only" in line for line in err)
+    assert all(check() for check in c.after), "a file outside the run was written"
     after = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []
     assert after == before, "a failed start left a run folder behind"
     assert not list(c.tmp.rglob(".*.partial*")), "a temporary checkpoint was left behind"

@@ -178,6 +178,8 @@ def _place(tmp: Path, out: Path, replace: bool) -> None:
 def append_text(path: Path, text: str) -> None:
     """``text`` added to the end of ``path`` (a log); a failure of its disk is a WriteError
     naming the file and the disk, as every other write's."""
+    if path.is_symlink():  # a log linked elsewhere wrote outside the run (a copy of /etc/passwd)
+        raise WriteError(f"{path}: a symbolic link, not the run's own log; remove it")
     try:
         with open(path, "a", encoding="utf-8", errors=NAMES) as f:
             f.write(text)

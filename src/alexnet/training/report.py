@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from alexnet.data.stats import PixelStats
+from alexnet.files import write_text
 from alexnet.inference.trained import Trained
 
 # Training images searched for Figure 4 right in a run's report (evenly spaced where a set has
@@ -112,5 +113,5 @@ def write_report(run_dir: Path, model: nn.Module, recipe, rt, state, train_set, 
         )
     lines += ["", "## Recipe", "```toml", recipe.to_toml().strip(), "```", ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))  # whole, and over a link rather than through it
     return path

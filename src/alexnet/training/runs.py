@@ -146,10 +146,14 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
          "the checkpoint holds the recipe: --checkpoint-recipe writes it again"),
         (run_dir / "log.txt", "folder, pipe", "log", rebuilt),
         (run_dir / "metrics.jsonl", "folder, pipe", "log", rebuilt),
+        (run_dir / "report.md", "folder, pipe", "report", "the run writes it again at its end"),
     ):  # fmt: skip
         if (file.exists() or file.is_symlink()) and not file.is_file():
             raise UserError(f"{file}: a {kinds} or broken link, not the run's {what}; remove "
                             f"it ({again})")  # fmt: skip
+        if file.is_symlink() and file is not saved:  # written through: outside the run
+            raise UserError(f"{file}: a symbolic link, not the run's own {what}; remove it "
+                            f"({again})")  # fmt: skip
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
         write_text(saved, recipe.to_toml())
     elif saved.is_file():

@@ -785,7 +785,7 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
         state.changes.append({"epoch": state.epoch, "batch": state.batch,
                               **{k: list(v) for k, v in changes.items()}})  # fmt: skip
     if logger.main:
-        (run_dir / "metrics.jsonl").write_text("".join(f"{json.dumps(m)}\n" for m in state.history))
+        write_text(run_dir / "metrics.jsonl", "".join(f"{json.dumps(m)}\n" for m in state.history))
         log = run_dir / "log.txt"
         if not log.exists() and state.history:  # deleted: its epochs' lines come back
             write_text(log, f"(log.txt was missing: the epochs of {run_dir / 'last.pt'})\n"
