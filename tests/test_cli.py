@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,13 +255,16 @@ def DELETE(_old):  # as a value for _edited: the key is removed
     return None
 
 
-def _edited(key: str, value, batch: int = 0) -> Callable[[Ctx], list[str]]:
+def _edited(key: str, value, batch: int = 0, schedule: str = "") -> Callable[[Ctx], list[str]]:
     """A finished run whose last.pt has ``key`` replaced (a function of the old value), set
     back to its first epoch and resumed: edited counts, sums and states crashed the resumed run with
-    tracebacks (KeyError, ZeroDivisionError, RuntimeError, TypeError)."""
+    tracebacks (KeyError, ZeroDivisionError, RuntimeError, TypeError). ``schedule``: trained
+    under that schedule rather than the recipe's one-cycle."""
 
     def setup(c: Ctx) -> list[str]:
-        run = c.finished_run(f"edited-{key}")
+        if schedule:
+            main(c.train("--set", f"schedule.name={schedule}", name=f"edited-{key}"))
+        run = c.finished_run(f"edited-{key}") if not schedule else c.runs / f"edited-{key}"
         state = torch.load(run / "last.pt", weights_only=True)
         history = state["history"]
         # Rewound to its first epoch's ``batch``, counts and (per-step) schedule together:
@@ -408,6 +412,26 @@ def _bad_preprocessing(c: Ctx) -> list[str]:
     state["preprocessing"] = {"mean": [0, 0, 0], "std": [0, 0, 0]}
     torch.save(state, run / "best.pt")
     return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
+
+
+def _edited_statistics(key: str, change, command: str) -> Callable[[Ctx], list[str]]:
+    """A run that subtracts the mean image, its best.pt's statistic ``key`` changed: a mean
+    image of another size gave a shape traceback in eval, predict and figures; a finite but
+    absurd one predicted NaN without a word; a negative eigenvalue "diverged"."""
+
+    def setup(c: Ctx) -> list[str]:
+        main(c.train("--set", "data.normalise=mean-image", "--set", "augment.pca_std=0.1",
+                     name=f"stats-{key}"))  # fmt: skip
+        run = c.runs / f"stats-{key}"
+        state = torch.load(run / "best.pt", weights_only=True)
+        state["preprocessing"][key] = change(state["preprocessing"][key])
+        state["data"]["stored_size"] = 32  # as a store's run records it, the images' size
+        torch.save(state, run / "best.pt")
+        image = str(next((c.tiny / "val" / "checks").iterdir()))
+        return {"predict": ["predict", str(run), image], "eval": ["eval", str(run)],
+                "figures": ["figures", str(run)]}[command]  # fmt: skip
+
+    return setup
 
 
 def _plot_a_fifo(c: Ctx) -> list[str]:
@@ -579,6 +603,9 @@ CASES: list[Case] = [
     ("data that is text", _edited("data", lambda d: "x"), "last.pt: its data record is a str"),
     ("weights of nan", _edited("model", lambda m: {k: v.fill_(math.nan) for k, v in m.items()}),
      "holds NaN or infinite values"),
+    ("sums of more images than its batches", _edited("epoch_sums", lambda e: e | {"seen": 1e30}, batch=2),
+     "its epoch sums count 1e+30 images seen, 0 right, in 2 batches of 16"),
+    ("a best error of 5", _edited("best_top1_err", lambda b: 5.0), "its best error is not an error rate"),
     ("negative sums", _edited("epoch_sums", lambda e: e | {"seen": -1.0}),
      "its epoch sums are not finite counts and totals"),
     ("random state deleted", _edited("rng", DELETE), "not an alexnet training checkpoint (no rng)"),
@@ -595,7 +622,29 @@ CASES: list[Case] = [
     ("a peak rate of 1e9", _edited("optimizer", lambda o: _first_group(o, "max_lr", 1e9)),
      "its optimizer's max_lr is 1000000000.0, above its recipe's rate 0.05"),
     ("base rates that are a number", _edited("scheduler", lambda d: d | {"base_lrs": 5}),
-     "its scheduler's base_lrs is 5, not a list of rates"),
+     "its scheduler's base_lrs is of type int, not list"),
+    ("a cycle shorter than its steps", _edited("scheduler", lambda d: d | {"total_steps": 2}, batch=3),
+     "its scheduler's total_steps is 2 where its recipe gives 8"),
+    ("no phases", _edited("scheduler", lambda d: d | {"_schedule_phases": []}),
+     "its one-cycle phases are not a schedule of 7 steps"),
+    ("a phase of an unknown rate", _edited("scheduler", lambda d: d | {"_schedule_phases": [
+        {"end_step": 7, "start_lr": "nope", "end_lr": "max_lr"}]}),
+     "its one-cycle phases are not a schedule of 7 steps"),
+    ("an unknown annealing", _edited("scheduler", lambda d: d | {"_anneal_func_type": "bogus"}),
+     "its scheduler's _anneal_func_type is 'bogus' where its recipe gives 'linear'"),
+    ("a key that is a method", _edited("scheduler", lambda d: d | {"step": None}),
+     "its scheduler state has 'step', which its schedule does not"),
+    ("milestones as a list", _edited("scheduler", lambda d: d | {"milestones": [1, 2]}, schedule="step"),
+     "its scheduler's milestones is of type list, not Counter"),
+    ("more milestones", _edited("scheduler", lambda d: d | {"milestones": Counter({2: 5})}, schedule="step"),
+     "its scheduler's milestones {2: 5} are not its recipe's 3 epochs"),
+    ("a gamma of nan", _edited("scheduler", lambda d: d | {"gamma": math.nan}, schedule="step"),
+     "its scheduler's gamma is nan where its recipe gives 0.1"),
+    ("a constant base rate of 1e9", _edited("scheduler", lambda d: d | {"base_lrs": [1e9]}, schedule="constant"),
+     "its scheduler's base_lrs is 1000000000.0, above its recipe's rate"),
+    ("a recipe's rate not trained at", lambda c: [*_edited("recipe", lambda r: r | {"optim": r["optim"] | {"lr": 1e9}})(c),
+                                                  "--checkpoint-recipe"],
+     "its optimizer's max_lr is 0.05 where its recipe's rate is 1e+09"),
     ("momentum emptied", _edited("optimizer", lambda o: o | {"state": {}}, batch=3),
      "its optimizer has no momentum after 3 steps"),
     ("nesterov turned off", _edited("optimizer", lambda o: _first_group(o, "nesterov", False)),
@@ -636,6 +685,14 @@ CASES: list[Case] = [
     ("huge mean", lambda c: c.train("--set", "data.mean=[1e9, 1, 1]"), "data.mean must be <= 1"),
     ("huge lrn alpha", lambda c: c.train("--set", "model.options.lrn_alpha=1e30"),
      "lrn_alpha must be <= 1"),
+    ("a mean image of another size", _edited_statistics("mean_image", lambda m: m[:5, :5], "eval"),
+     "best.pt: its mean image is (5, 5, 3), its images (32, 32, 3)"),
+    ("a mean image of another size, predicted", _edited_statistics("mean_image", lambda m: m[:5, :5], "predict"),
+     "best.pt: its mean image is (5, 5, 3)"),
+    ("a mean image of 1e30", _edited_statistics("mean_image", lambda m: m * 1e30, "predict"),
+     "mean_image holds values outside 0 to 255, which no image gives"),
+    ("a negative eigenvalue", _edited_statistics("eigval", lambda e: e * -1e6, "figures"),
+     "eigval holds values outside 0 to 1, which no image gives"),
     ("damaged preprocessing", _bad_preprocessing,
      "its preprocessing statistics are damaged (no mean_image)"),
     ("lr-find plot a fifo", _plot_a_fifo, "fifo.png: not a regular file"),

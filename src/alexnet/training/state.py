@@ -86,7 +86,7 @@ class TrainingState:
             raise CheckpointError(
                 f"{where}: its weights do not fit the network its recipe describes ({first})"
             ) from None
-        _check_counters(state, where)
+        _check_counters(state, where, self.recipe.data.batch_size)
         broken = [k for k, t in self.model.state_dict().items()
                   if t.is_floating_point() and not t.isfinite().all()]  # fmt: skip
         if broken:  # the run would stop at its first step as diverged, blaming this very file
@@ -95,6 +95,7 @@ class TrainingState:
                                   "be sound)")  # fmt: skip
         try:
             _check_same_types(self.schedule.state_dict(), state["scheduler"], "scheduler")
+            _check_schedule(self.schedule.state_dict(), state["scheduler"])
             for fresh, saved in zip(self.optimizer.param_groups,
                                     state["optimizer"]["param_groups"], strict=False):  # fmt: skip
                 _check_same_types(fresh, saved, "optimizer", finite=True)
@@ -139,9 +140,11 @@ def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _check_counters(state: dict[str, Any], where: Path | str) -> None:
+def _check_counters(state: dict[str, Any], where: Path | str, batch_size: int) -> None:
     """The counts, sums and history are numbers of the right kind: edited ones crashed the run
-    later (a division by zero, a KeyError in the log line, str + float in a step)."""
+    later (a division by zero, a KeyError in the log line, str + float in a step). The sums
+    are what the epoch's batches could hold (1e30 images seen reported an error of 100% at
+    1e29 images/s, into the run's history)."""
     problem = None
     counts = {k: state.get(k) for k in ("epoch", "batch", "global_step")}
     sums = state.get("epoch_sums", {})
@@ -151,13 +154,22 @@ def _check_counters(state: dict[str, Any], where: Path | str) -> None:
     elif not isinstance(sums, dict) or not set(sums) <= {f.name for f in fields(EpochSums)} \
             or not all(_number(v) and 0 <= v < math.inf for v in sums.values()):  # fmt: skip
         problem = "its epoch sums are not finite counts and totals"
+    elif sums.get("seen", 0) > counts["batch"] * batch_size or not (
+        sums.get("correct", 0) <= sums.get("seen", 0)
+        and sums.get("correct5", 0) <= sums.get("seen", 0)
+    ):
+        problem = (f"its epoch sums count {sums.get('seen', 0):g} images seen, {sums.get('correct', 0):g} "
+                   f"right, in {counts['batch']} batches of {batch_size}")  # fmt: skip
     elif not isinstance(history, list) or not all(
         isinstance(m, dict) and all(_number(m.get(k)) for k in HISTORY_KEYS) for m in history
     ):
         problem = "its history is not a list of epochs' figures"
     elif [m["epoch"] for m in history] != list(range(1, counts["epoch"] + 1)):
         problem = f"its history holds {len(history)} epochs in another order than its count of {counts['epoch']}"
-    elif not (_number(best := state.get("best_top1_err", math.inf)) and best >= 0):
+    elif not (
+        _number(best := state.get("best_top1_err", math.inf))
+        and (0 <= best <= 1 or best == math.inf)
+    ):
         problem = "its best error is not an error rate"
     elif not isinstance(changes := state.get("changes", []), list) or not all(
         isinstance(c, dict) for c in changes
@@ -212,6 +224,59 @@ def _check_rates(state: dict[str, Any]) -> None:
         if not (_number(rate) and 0 <= rate <= top * (1 + 1e-6)):
             raise ValueError(f"its {name} is {rate!r}, above its recipe's rate {top:g} or "
                              "not a rate")  # fmt: skip
+    # The schedule's peak is the recipe's rate itself: one-cycle's max_lr, else the base rate
+    # (a recipe edited under --checkpoint-recipe had said a rate the run did not train at).
+    groups = state["optimizer"]["param_groups"]
+    peaks = [("optimizer's max_lr", g["max_lr"]) for g in groups if "max_lr" in g] or \
+        [("scheduler's base_lrs", v) for v in sched.get("base_lrs", [])]  # fmt: skip
+    for name, rate in peaks:
+        if abs(rate - top) > 1e-6 * top:
+            raise ValueError(f"its {name} is {rate!r} where its recipe's rate is {top:g}")
+
+
+# What a schedule's recipe fixes: equal in a fresh schedule and a saved one (a gamma of nan or
+# -1 trained on at a rate of nan or below zero, and wrote it into the next checkpoint).
+SCHEDULE_SETTINGS = ("gamma", "factor", "_anneal_func_type", "cycle_momentum", "mode",
+                     "threshold", "threshold_mode", "cooldown", "eps", "patience", "total_steps")  # fmt: skip
+PHASE_RATES = {"initial_lr", "max_lr", "min_lr", "budget_lr"}
+
+
+def _check_schedule(fresh: dict[str, Any], saved: dict[str, Any]) -> None:
+    """A saved schedule holds what a fresh one of its recipe holds, of the same kinds: torch
+    loads any key into the scheduler itself (a key "step" replaced its method), and a list
+    of milestones, an empty or unknown phase or a phase past the schedule's end failed deep
+    in torch mid-run. A ValueError says which key."""
+    extra = sorted(set(saved) - set(fresh))
+    if extra:
+        raise ValueError(f"its scheduler state has {extra[0]!r}, which its schedule does not")
+    for key, value in fresh.items():
+        if key in saved and value is not None and not _number(value) \
+                and type(saved[key]) is not type(value):  # fmt: skip
+            raise ValueError(f"its scheduler's {key} is of type {type(saved[key]).__name__}, "
+                             f"not {type(value).__name__}")  # fmt: skip
+    for key in SCHEDULE_SETTINGS:
+        if key in fresh and key in saved and saved[key] != fresh[key]:
+            raise ValueError(f"its scheduler's {key} is {saved[key]!r} where its recipe gives "
+                             f"{fresh[key]!r}")  # fmt: skip
+    if "milestones" in saved:  # moved by a time budget, but never more nor fewer
+        m = saved["milestones"]
+        if not all(type(k) is int and k > 0 and type(n) is int and n > 0 for k, n in m.items()) \
+                or sum(m.values()) != sum(fresh["milestones"].values()):  # fmt: skip
+            raise ValueError(f"its scheduler's milestones {dict(m)} are not its recipe's "
+                             f"{len(fresh['milestones'])} epochs")  # fmt: skip
+    if "_schedule_phases" in saved:
+        _check_phases(saved["_schedule_phases"], fresh["total_steps"])
+
+
+def _check_phases(phases: list, total_steps: int) -> None:
+    """One-cycle's phases: rates named by the groups' keys, ends in order, the last at the
+    schedule's last step (a time budget squeezes them, never past it)."""
+    ends = [p.get("end_step") if isinstance(p, dict) else None for p in phases]
+    named = all(isinstance(p, dict) and {p.get("start_lr"), p.get("end_lr")} <= PHASE_RATES
+                for p in phases)  # fmt: skip
+    if not (phases and named and all(_number(e) and math.isfinite(e) for e in ends)
+            and ends == sorted(ends) and ends[-1] == total_steps - 1):  # fmt: skip
+        raise ValueError(f"its one-cycle phases are not a schedule of {total_steps - 1} steps")
 
 
 # What the recipe fixes in each group of the optimiser, which a resume may not change: an
