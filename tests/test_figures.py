@@ -250,3 +250,19 @@ def test_a_read_only_run_folder_gets_its_figures_and_events_under_out(run_dir, t
         assert all(p.parent == tmp_path / "out" for p in written.values())
     finally:
         unmount(disk)
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe" * 500, b'{"epoch": "x"}\n', b"null\n", b"[1, 2]\n"])
+def test_a_damaged_metrics_file_draws_the_checkpoints_history(run_dir, tmp_path, damage, cache):
+    """Random bytes in metrics.jsonl gave a UnicodeDecodeError traceback, JSON of another
+    shape a ValueError or TypeError; the curves now come from the checkpoint, with a word."""
+    import shutil
+
+    from alexnet.inference.figure_data import run_metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("tb", "figures"))
+    (run / "metrics.jsonl").write_bytes(damage)
+    with pytest.warns(UserWarning, match="metrics.jsonl is damaged"):
+        epochs = run_metrics(run / "last.pt")
+    assert [m["epoch"] for m in epochs] == [1, 2] and all("val_top1_err" in m for m in epochs)

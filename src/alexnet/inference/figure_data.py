@@ -305,12 +305,30 @@ def run_metrics(checkpoint: Path) -> list[dict]:
     epoch, also after the best), else the history the checkpoint holds."""
     log = checkpoint.parent / "metrics.jsonl"
     if log.is_file():
-        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        try:
+            epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        except (UnicodeDecodeError, ValueError) as exc:
+            epochs = [f"{type(exc).__name__}: {str(exc)[:60]}"]
+        if all(_epoch_figures(m) for m in epochs):
+            return epochs
+        import warnings  # damaged: the checkpoint's own record is drawn, and said so
+
+        warnings.warn(f"{log} is damaged (not one JSON record of figures per line); the "
+                      "curves are drawn from the checkpoint's history", stacklevel=2)  # fmt: skip
     if checkpoint.suffix != ".pt":
         return []
     from alexnet.inference.trained import read_weights
 
-    return list(read_weights(checkpoint).get("history") or [])
+    return [m for m in read_weights(checkpoint).get("history") or [] if _epoch_figures(m)]
+
+
+def _epoch_figures(entry) -> bool:
+    """An epoch's record as training writes it: numbers by name, its epoch among them."""
+    return (
+        isinstance(entry, dict)
+        and "epoch" in entry
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in entry.values())
+    )
 
 
 def _writable(folder: Path) -> bool:
