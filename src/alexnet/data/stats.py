@@ -132,6 +132,16 @@ class PixelStats:
         broken = [k for k in keys if not d[k].isfinite().all()]
         if broken:
             raise UserError(f"{broken[0]} holds NaN or infinite values")
+        # The ranges pixels give (an edited mean image of 1e30 predicted NaN without a word; a
+        # negative eigenvalue, no variance at all, diverged as if the rate were too high).
+        ranges = {"mean_image": 255.0, "eigval": 1.0, "eigvec": 1.0 + 1e-4, "channel_mean": 1.0,
+                  "channel_std": 1.0}  # fmt: skip
+        low = {"eigvec": -ranges["eigvec"]}
+        out = [k for k, top in ranges.items()
+               if d[k].min() < low.get(k, -1e-4) or d[k].max() > top + 1e-4]  # fmt: skip
+        if out:
+            raise UserError(f"{out[0]} holds values outside {low.get(out[0], 0):g} to "
+                            f"{ranges[out[0]]:g}, which no image gives")  # fmt: skip
         if type(d["images"]) is not int or d["images"] < 1:
             raise UserError(f"its image count {d['images']!r} is not a count")
         return cls(**{k: d[k] for k in (*keys, "images")})

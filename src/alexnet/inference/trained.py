@@ -187,6 +187,10 @@ def _check_input(path: Path, recipe: Recipe, model: nn.Module, stats: PixelStats
     if stored is not None and not (type(stored) is int and d.image_size <= stored <= 4096):
         raise _damaged(path, f"its stored image size {stored} is not between the input size "
                              f"({d.image_size}) and 4096")  # fmt: skip
+    if d.normalise == "mean-image" and stored is not None and \
+            tuple(stats.mean_image.shape) != (stored, stored, d.channels):  # fmt: skip
+        raise _damaged(path, f"its mean image is {tuple(stats.mean_image.shape)}, its images "
+                             f"{(stored, stored, d.channels)}")  # fmt: skip
 
 
 def _takes(recipe: Recipe, size: int) -> bool:
