@@ -550,3 +550,21 @@ def test_a_signal_during_the_report_is_said_not_ignored(tmp_path, cache, recipe_
     assert done.returncode == 143, done.stderr
     assert "stopped by signal 15 after the last epoch; the training is complete" in done.stderr
     assert (tmp_path / "r" / "last.pt").is_file()
+
+
+def test_a_deleted_recipe_file_is_written_again_on_resume(tmp_path, cache, recipe_file):
+    """A resume left a run folder without recipe.toml, which the docs say it holds."""
+    path = recipe_file(**{"epochs": 1, "schedule.name": "constant"})
+    assert run_cli(["train", "--recipe", str(path), "--runs", str(tmp_path), "--name", "r",
+                    "--no-progress"], cache).returncode == 0  # fmt: skip
+    run = tmp_path / "r"
+    written = (run / "recipe.toml").read_text()
+    state = torch.load(run / "last.pt", weights_only=True)  # back to its start: more to train
+    state |= {"epoch": 0, "batch": 0, "global_step": 0, "history": []}
+    state["scheduler"]["last_epoch"] = 0
+    torch.save(state, run / "last.pt")
+    (run / "recipe.toml").unlink()
+    proc = run_cli(["train", "--resume", str(run), "--no-progress"], cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "recipe.toml was missing" in proc.stderr
+    assert (run / "recipe.toml").read_text() == written

@@ -553,8 +553,12 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         announce(recipe, rt, train_set, test_set, logger, run_dir)
     net = wrap(model, rt, recipe.train)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
-    loop = Loop(net, state, criterion, rt, logger, run_dir, stop, recipe_pending=bool(changes),
-                clock=clock)  # fmt: skip
+    lost = resume_from is not None and not (run_dir / "recipe.toml").exists()  # deleted
+    loop = Loop(net, state, criterion, rt, logger, run_dir, stop,
+                recipe_pending=bool(changes) or lost, clock=clock)  # fmt: skip
+    if lost:
+        logger.say(f"note: {run_dir / 'recipe.toml'} was missing; the next checkpoint writes it "
+                   "again from the run's recipe")  # fmt: skip
     if resume_from is not None:
         recover_best(loop)
     if clock is not None:
