@@ -449,3 +449,17 @@ def test_labels_outside_the_classes_are_refused_naming_the_data():
         with pytest.raises(UserError, match=rf"cifar-10-batches-py: {said}.*not one of the 2"):
             ImageSet(images, torch.tensor(labels), ["a", "b"], source="cifar-10-batches-py")
     assert len(ImageSet(images, torch.tensor([0, 1, 1]), ["a", "b"])) == 3
+
+
+def test_a_float_image_is_scaled_or_skipped_with_its_range(tmp_path):
+    """A float TIFF of values 0-1 decoded as an all-black image, without a word."""
+    values = np.random.default_rng(0).random((20, 30)).astype(np.float32)
+    Image.fromarray(values).save(tmp_path / "unit.tiff")
+    image, why = decode_image(tmp_path / "unit.tiff", 1)
+    assert why == "" and torch.equal(
+        image[0], torch.from_numpy(np.rint(values * 255).astype(np.uint8))
+    )
+    assert decode_image(tmp_path / "unit.tiff", 3)[0].shape == (3, 20, 30)
+    Image.fromarray(values * 1000).save(tmp_path / "wide.tiff")
+    image, why = decode_image(tmp_path / "wide.tiff", 3)
+    assert image is None and "floating-point image of values" in why and "not 0-1 or 0-255" in why

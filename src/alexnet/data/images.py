@@ -179,10 +179,25 @@ def _decode_pil(image, channels: int, draft: int | None = None) -> torch.Tensor:
         if image.mode.startswith("I;16") or wide.max() > 255:
             wide = wide * 255 // 65535
         image = Image.fromarray(wide.astype(np.uint8))
+    if image.mode == "F":  # float grey (TIFF): PIL's convert clips 0-1 values to black
+        image = Image.fromarray(_float_to_bytes(np.asarray(image, dtype=np.float64)))
     array = np.asarray(image.convert(mode), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _float_to_bytes(values: np.ndarray) -> np.ndarray:
+    """A floating-point image's values as bytes: 0-1 (the usual float convention) or 0-255 is
+    scaled to 0-255; any other range has no meaning to guess and is refused (a ValueError,
+    which skips and lists the file): a float TIFF of 0-1 became an all-black image silently."""
+    if not np.isfinite(values).all():
+        raise ValueError("a floating-point image with NaN or infinite values")
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if low < 0 or high > 255:
+        raise ValueError(f"a floating-point image of values {low:g} to {high:g}, not 0-1 or 0-255")
+    scale = 255.0 if high <= 1.0 else 1.0
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
 
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
