@@ -434,6 +434,27 @@ def _edited_statistics(key: str, change, command: str) -> Callable[[Ctx], list[s
     return setup
 
 
+def _run_file(name: str, content: str, command: str) -> Callable[[Ctx], list[str]]:
+    """A finished run whose ``name`` is replaced by a file holding ``content``: an emptied
+    recipe.toml was blamed on another recipe key by key, a file at tb/ or figures/ said only
+    "File exists"."""
+
+    def setup(c: Ctx) -> list[str]:
+        run = c.finished_run(f"file-{name}")
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        path.write_text(content)
+        if command == "figures":
+            return ["figures", str(run), "--no-progress"]
+        state = torch.load(run / "last.pt", weights_only=True)  # back to its start
+        state |= {"epoch": 0, "batch": 0, "global_step": 0, "history": []}
+        state["scheduler"]["last_epoch"] = 0
+        torch.save(state, run / "last.pt")
+        return ["train", "--resume", str(run), "--no-progress"]
+
+    return setup
+
+
 def _plot_a_fifo(c: Ctx) -> list[str]:
     os.mkfifo(c.tmp / "fifo.png")  # was replaced by a regular file
     return ["lr-find", "--recipe", str(c.recipe), "--steps", "5", "--plot", str(c.tmp / "fifo.png")]
@@ -656,6 +677,13 @@ CASES: list[Case] = [
     ("a class named with a newline", _class_with_a_newline, "has a name with control characters"),
     ("a log that is a pipe", _log_a_pipe, "log.txt: a folder, pipe or broken link, not the run's"),
     ("a recipe.toml that is a folder", _recipe_a_folder, "recipe.toml: a folder, device or"),
+    ("an emptied recipe.toml", _run_file("recipe.toml", "", "train"),
+     "recipe.toml: empty, not the run's recipe; --checkpoint-recipe writes it again"),
+    ("a file at tb", _run_file("tb", "x", "train"),
+     "tb: a file stands where this path needs a folder; move or remove it"),
+    ("a file at figures", _run_file("figures", "x", "figures"),
+     "figures: a file stands where this path needs a folder; move or remove it"),
+    ("a name too long", lambda c: c.train(name="x" * 300), "File name too long; choose a shorter --name"),
     ("a metrics.jsonl linked outside", _linked("metrics.jsonl"),
      "metrics.jsonl: a symbolic link, not the run's own log; remove it"),
     ("a log.txt linked outside", _linked("log.txt"), "log.txt: a symbolic link, not the run's own"),

@@ -188,6 +188,9 @@ def _run(args: argparse.Namespace) -> None:
             raise
         message = str(exc).replace("\n", " ") if not isinstance(exc, OSError) or not exc.filename \
             else f"{os.fsdecode(exc.filename)}: {exc.strerror}"  # TensorBoard's are bytes  # fmt: skip
+        if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
+            message = (f"{os.fsdecode(exc.filename)}: a file stands where this path needs a "
+                       "folder; move or remove it")  # mkdir says only "File exists"  # fmt: skip
         if isinstance(exc, RuntimeError):
             looped = str(exc).removeprefix("Symlink loop from ").strip("'")
             message = f"{looped}: a symbolic link that leads back to itself; point it elsewhere"

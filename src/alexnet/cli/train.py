@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> None:
         written = run_dir is not None and (run_dir / "last.pt").is_file()
         if not (written and str(exc).startswith("cannot write")):
             raise
-        raise type(exc)(f"{exc}; the run is kept to its last checkpoint: make room, then "
+        fix = "make room" if "is full" in str(exc) else "put that right"  # not all are space
+        raise type(exc)(f"{exc}; the run is kept to its last checkpoint: {fix}, then "
                         f"alexnet train --resume {run_dir}") from None  # fmt: skip
     except Stopped as exc:
         print(f"alexnet train: stopped by signal {exc.signum} before training began; "

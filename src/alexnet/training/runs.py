@@ -38,8 +38,8 @@ def check_name(name: str, what: str) -> None:
     bad = (not name or name.startswith(".") or "/" in name or "\\" in name
            or any(ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in name))  # fmt: skip
     if bad:
-        raise UserError(f"{what} {name!r} cannot name a run folder: use letters, digits and "
-                         "-_.+ (no '/', no leading '.', no control characters, valid UTF-8)")  # fmt: skip
+        raise UserError(f"{what} {name!r} cannot name a run folder: one folder's name, with "
+                         "no '/', no leading '.', no control characters, valid UTF-8")  # fmt: skip
 
 
 def hold_run(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -85,8 +85,12 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
             if name is not None:
                 raise FileExistsError(_taken(run_dir)) from None
         except OSError as exc:
-            raise UserError(f"cannot create {run_dir}: {exc.strerror or exc}; choose another "
-                             "folder with --runs DIR") from None  # fmt: skip
+            import errno
+
+            fix = "a shorter --name" if exc.errno == errno.ENAMETOOLONG else \
+                "another folder with --runs DIR"  # fmt: skip
+            raise UserError(f"cannot create {run_dir}: {exc.strerror or exc}; choose {fix}") \
+                from None  # fmt: skip
     raise FileExistsError(f"{runs}: too many runs named {base}-N")
 
 
@@ -157,7 +161,11 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
     if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
         write_text(saved, recipe.to_toml())
     elif saved.is_file():
-        folder = recipe_from_dict(read_toml(saved), str(saved), saved=True)
+        table = read_toml(saved)
+        if not table:  # its defaults were compared with the checkpoint's recipe, key by key
+            raise UserError(f"{saved}: empty, not the run's recipe; --checkpoint-recipe writes "
+                            "it again from the checkpoint")  # fmt: skip
+        folder = recipe_from_dict(table, str(saved), saved=True)
         differ = _differences(folder.to_dict(), recipe.to_dict())
         # A kill between a resume's checkpoint and its recipe.toml leaves exactly the keys
         # that resume changed behind; those are the checkpoint's to tell.
