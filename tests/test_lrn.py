@@ -196,6 +196,7 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cpp_extension, "load", broken)
     monkeypatch.setenv("ALEXNET_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")  # the machine as the message says it is
     native.load.cache_clear()
     lrn._CHOSEN.clear()  # the choice made with the library as it was
     try:
@@ -385,3 +386,13 @@ def test_a_build_on_a_full_disk_says_so_rather_than_blame_the_compiler(monkeypat
     finally:
         native.load.cache_clear()
         lrn._CHOSEN.clear()
+
+
+def test_a_build_whose_folder_vanished_says_so_not_to_install_a_compiler(tmp_path):
+    """`alexnet cache clear` during a build was answered with "install a C++ compiler" on a
+    machine that has one."""
+    from alexnet.ops.native import _why_not_built
+
+    gone = tmp_path / "native" / "lrn-abc"
+    said = _why_not_built(FileNotFoundError(2, "No such file or directory"), "LRN", gone)
+    assert "was removed while it was built" in said and "apt-get" not in said

@@ -158,7 +158,11 @@ def _why_not_built(exc: Exception, name: str, build: Path) -> str:
                  "at another disk"  # fmt: skip
     elif failure is not None and failure.errno in (errno.EACCES, errno.EROFS, errno.ENOTDIR):
         remedy = f"{build} cannot be written: point ALEXNET_NATIVE_DIR at a writable folder"
-    else:
+    elif not build.is_dir() or (failure is not None and failure.errno == errno.ENOENT):
+        remedy = f"run again: {build} was removed while it was built (alexnet cache clear?)"
+    elif shutil.which(os.environ.get("CXX", "c++")) is None:
         remedy = "install a C++ compiler (apt-get install g++) and ninja to get it"
+    else:  # a compiler is there: the build's own words say what failed
+        remedy = "put right what the build says"
     return (f"could not build the native {name} kernel in {build} ({reason}); using the slower "
             f"PyTorch path. To use it, {remedy}; or set ALEXNET_NATIVE=0 to silence this.")  # fmt: skip
