@@ -67,18 +67,20 @@ def store_nets(image_tree, tmp_path_factory):
     return root / "store", nets
 
 
-def by_hand(runs: list[Path], store: Path, views) -> torch.Tensor:
+def by_hand(runs: list[Path], store: Path, crops: int) -> torch.Tensor:
     """Softmax outputs averaged over views and networks, from the stored pixels:
-    ((image - mean image) / 255, cropped, mirrored) / std, one image at a time."""
+    ((image - mean image) / 255, cropped, mirrored) / std, one image at a time; each
+    network's views at its own input size."""
     split = open_store(store).split("val")
     probs = torch.zeros(len(split), 3, dtype=torch.float64)
     for run in runs:
         net = load_trained(run)
         mean, std = net.stats.mean_image, torch.tensor(net.recipe.data.std)
+        side = net.input_size
         for i in range(len(split)):
             centred = split.decode(i).double() - mean.double()
-            for y, x, mirrored in views:
-                crop = centred[y : y + 32, x : x + 32]
+            for y, x, mirrored in CROPS[crops](36, side):
+                crop = centred[y : y + side, x : x + side]
                 crop = crop.flip(1) if mirrored else crop
                 inputs = (crop / 255 / std).permute(2, 0, 1)[None].float()
                 with torch.no_grad():
@@ -97,7 +99,7 @@ def test_one_network_and_an_ensemble_score_as_by_hand(store_nets, crops):
     store, runs = store_nets
     labels = open_store(store).split("val").labels
     for chosen in (runs[:1], runs):
-        want = expected(by_hand(chosen, store, CROPS[crops](36, 32)), labels)
+        want = expected(by_hand(chosen, store, crops), labels)
         got = evaluate_checkpoints([load_trained(r) for r in chosen], store, crops=crops,
                                    batch=4, progress=False)  # fmt: skip
         assert got["images"] == 15 and got["crops"] == crops
@@ -105,6 +107,23 @@ def test_one_network_and_an_ensemble_score_as_by_hand(store_nets, crops):
         assert [c["top1_err"] for c in got["per_class"]] == pytest.approx(want["per_class"])
         assert got["top5_err"] == 0.0  # three classes: every label is in the top five
         assert [c["name"] for c in got["per_class"]] == [f"thing {w}" for w in WNIDS]
+
+
+def test_an_ensemble_of_input_sizes_takes_each_networks_own_views(store_nets, tmp_path, cache):
+    """A 32- and a 28-pixel network of one store: the views were the first network's, so
+    one order failed with a shape traceback and the other cropped the second off-centre."""
+    store, runs = store_nets
+    recipe = tiny_recipe(store, **{"epochs": 1, "data.source": "store", "data.image_size": 28,
+                                   "data.batch_size": 8, "data.normalise": "mean-image",
+                                   "data.workers": 0})  # fmt: skip
+    fit(recipe, tmp_path / "small", progress=False)
+    labels = open_store(store).split("val").labels
+    for chosen in ([runs[0], tmp_path / "small"], [tmp_path / "small", runs[0]]):
+        got = evaluate_checkpoints([load_trained(r) for r in chosen], store, crops=10, batch=4,
+                                   progress=False)  # fmt: skip
+        want = expected(by_hand(chosen, store, 10), labels)
+        assert got["top1_err"] == pytest.approx(want["top1_err"])
+        assert [c["top1_err"] for c in got["per_class"]] == pytest.approx(want["per_class"])
 
 
 def test_an_image_folder_scores_as_the_store_made_from_it(store_nets, image_tree):

@@ -204,7 +204,9 @@ def evaluate_checkpoints(
     first = nets[0]
     crops = chosen_crops(first, crops)
     images = eval_images(nets, data, split)
-    views = views_of(first, crops)
+    # Each network's own views: networks of other input sizes take their crops at their own
+    # places (the first's places cropped a 32-pixel network off-centre, or failed).
+    views = [views_of(n, crops) for n in nets]
     models, devices, amps, layouts = zip(*(prepared(n, precision) for n in nets), strict=True)
     device, layout = devices[0], layouts[0]
     makers = [batch_maker(n, images) for n in nets]
@@ -215,8 +217,8 @@ def evaluate_checkpoints(
     for batch_images, labels, ok, failed in bar(reads, desc="eval", unit="batch", asked=progress):
         skipped += failed
         probs = torch.zeros(len(labels), len(first.classes))
-        for maker, model, amp in zip(makers, models, amps, strict=True):
-            for view in views:
+        for maker, model, amp, own in zip(makers, models, amps, views, strict=True):
+            for view in own:
                 x = maker.view(batch_images, view, device, layout)
                 probs += infer(model, x, amp).softmax(1).cpu()
         scores.add(probs[ok], labels[ok])
