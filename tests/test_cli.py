@@ -992,13 +992,13 @@ def test_clearing_a_large_cache_needs_yes(tmp_path, monkeypatch, capsys):
     """More than a gigabyte is cleared only with --yes where nobody can be asked."""
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     (tmp_path / "decoded").mkdir()
-    with open(tmp_path / "decoded" / "big.bin", "wb") as f:
+    with open(tmp_path / "decoded" / "big.pt", "wb") as f:
         f.truncate(2 * 10**9)  # sparse: counted, not stored
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     with pytest.raises(SystemExit) as done:
         main(["cache", "clear"])
     assert done.value.code == 2 and "Not without --yes" in capsys.readouterr().err
-    assert (tmp_path / "decoded" / "big.bin").exists()
+    assert (tmp_path / "decoded" / "big.pt").exists()
     main(["cache", "clear", "--yes"])
     assert not (tmp_path / "decoded").exists()
 

@@ -463,3 +463,24 @@ def test_a_float_image_is_scaled_or_skipped_with_its_range(tmp_path):
     Image.fromarray(values * 1000).save(tmp_path / "wide.tiff")
     image, why = decode_image(tmp_path / "wide.tiff", 3)
     assert image is None and "floating-point image of values" in why and "not 0-1 or 0-255" in why
+
+
+def test_clearing_removes_only_what_alexnet_wrote(cache):
+    """ALEXNET_CACHE pointed at a folder of one's own, with decoded/, extracted/ and native/
+    folders in it: cache clear deleted those folders with the user's files inside."""
+    written = {"decoded": "imagefolder-32-3-ab-cd.pt", "extracted": "photos-ab-1-2",
+               "native": "lrn_cpu-abcdef012345", "downloads": "cifar-10-python.tar.gz"}  # fmt: skip
+    for part, name in written.items():
+        (cache / part).mkdir(parents=True)
+        (cache / part / "thesis.txt").write_text("mine")
+        if part in ("extracted", "native"):
+            (cache / part / name).mkdir()
+            (cache / part / name / (".complete" if part == "extracted" else "lock")).touch()
+            (cache / part / "notes").mkdir()  # a folder of one's own
+        else:
+            (cache / part / name).write_bytes(b"x" * 10)
+    clear_cache(list(written))
+    for part, name in written.items():
+        assert (cache / part / "thesis.txt").read_text() == "mine"
+        assert not (cache / part / name).exists()
+    assert (cache / "native" / "notes").is_dir() and (cache / "extracted" / "notes").is_dir()

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> None:
         _confirm(sum(cache_usage().get(p, 0) for p in parts if p in PARTS), args.yes)
         freed = clear_cache(parts)
         print(f"cleared {', '.join(parts)} in {cache_dir()}: {freed / 1e6:.1f} MB freed")
+        kept = [e for p in parts if (cache_dir() / p).is_dir() for e in (cache_dir() / p).iterdir()]
+        if kept:
+            print(f"kept {len(kept)} file(s) alexnet did not write, e.g. {kept[0]}")
         return
     usage = cache_usage()
     print(f"{cache_dir()} ($ALEXNET_CACHE to move it)")

@@ -156,8 +156,24 @@ def cache_usage() -> dict[str, int]:
     return {part: _size(root / part) if (root / part).exists() else 0 for part in PARTS}
 
 
+def written_here(part: str, entry: Path) -> bool:
+    """Whether ``entry`` of cache ``part`` is one alexnet writes: clearing removes those and
+    nothing else, so a mistaken ALEXNET_CACHE pointed at a folder of one's own files (with a
+    "decoded" or "native" folder in it) loses none of them."""
+    name, folder = entry.name, entry.is_dir() and not entry.is_symlink()
+    if part == "decoded":
+        return not folder and name.endswith((".pt", ".tmp"))
+    if part == "extracted":  # unpacked whole, or a killed unpacking's
+        return folder and ((entry / ".complete").exists() or name.endswith(".part"))
+    if part == "native":  # a build folder holds the lock its builds take
+        return folder and (entry / "lock").exists()
+    return not folder and name.endswith((".tar.gz", ".tgz", ".tar", ".gz", ".part"))
+
+
 def clear_cache(parts: Iterable[str] = PARTS) -> int:
-    """Delete the given parts of the cache; returns the bytes freed."""
+    """Delete what alexnet wrote in the given parts of the cache (see written_here), and each
+    part's folder once empty; returns the bytes freed. A part linked to another disk keeps its
+    link."""
     parts = list(parts)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:  # before anything is deleted
@@ -165,17 +181,13 @@ def clear_cache(parts: Iterable[str] = PARTS) -> int:
     freed = 0
     for part in parts:
         path = cache_dir() / part
-        if not path.exists():
+        if not path.is_dir():
             continue
-        freed += _size(path)
-        if not path.is_symlink():
-            shutil.rmtree(path)
-            continue
-        for (
-            entry
-        ) in path.iterdir():  # a part linked to another disk: its contents go, the link stays
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        for entry in path.iterdir():
+            if not written_here(part, entry):
+                continue
+            freed += _size(entry)
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
     return freed
