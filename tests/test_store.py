@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from alexnet.data.prepare import Plan, prepare, verify_store
-from alexnet.data.store import chunk_name, open_store
+from alexnet.data.store import StoreError, chunk_name, open_store
 
 from .conftest import ALEXNET, SHARED_DATA, cli_env
 
@@ -226,6 +226,23 @@ def test_verify_finds_a_store_that_training_cannot_read(tmp_path):
     (out / "store.json").write_text(json.dumps(meta | {"splits": {}}))
     assert verify_store(out) == [f"{out}: no split is finished (its prepare was stopped or "
                                  "failed); run alexnet prepare again"]  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["raw", "jpeg"])
+def test_verify_finds_a_store_json_that_disagrees_with_its_images(tmp_path, layout):
+    """An edited size (36 for 40) or count in store.json passed --verify, and training read
+    every image askew without a word."""
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=40, layout=layout), chunk=4, progress=False)
+    meta = json.loads((out / "store.json").read_text())
+    (out / "store.json").write_text(json.dumps(meta | {"size": 36}))
+    assert any("says images of (36, 36, 3), but its mean image is (40, 40, 3)" in p
+               for p in verify_store(out))  # fmt: skip
+    with pytest.raises(StoreError, match="a damaged or edited store"):
+        open_store(out).stats()
+    counted = meta["splits"] | {"train": meta["splits"]["train"] | {"images": 9999}}
+    (out / "store.json").write_text(json.dumps(meta | {"splits": counted}))
+    assert any("says 9999 images where its train index holds" in p for p in verify_store(out))
 
 
 # --------------------------------------------------------------------------------------------

@@ -263,6 +263,7 @@ class Store:
                              f"prepare SRC {self.root} --split {name}")  # fmt: skip
         index = load_tensors(self.root / name / "index.pt")
         info = self.meta["splits"][name]
+        self._check_agrees(name, info, index)
         skipped = [(str(p), str(why)) for p, why in info.get("skipped", [])]
         return StoreSplit(self.root, name, self.layout, self.size, int(self.meta["channels"]),
                           self.classes, index["chunk"], index["offset"], index["length"],
@@ -275,7 +276,27 @@ class Store:
             raise StoreError(f"{self.root}: no training statistics (mean image, PCA) yet; they "
                              "come with its train split: alexnet prepare SRC "
                              f"{self.root} --split train")  # fmt: skip
-        return PixelStats.from_dict(load_tensors(path))
+        stats = PixelStats.from_dict(load_tensors(path))
+        shape = (self.size, self.size, int(self.meta["channels"]))
+        if tuple(stats.mean_image.shape) != shape:  # an edited size read every image askew
+            raise StoreError(f"{self.root / STORE_FILE}: says images of {shape}, but its mean "
+                             f"image is {tuple(stats.mean_image.shape)}; a damaged or edited "
+                             "store: prepare it again")  # fmt: skip
+        return stats
+
+    def _check_agrees(self, name: str, info: dict, index: dict) -> None:
+        """store.json agrees with the split's index: its image count, and (raw layout) the
+        bytes of an image at its size. An edited size or count passed --verify, and training
+        read every image askew (36x36 pixels out of 40x40 rows) without a word."""
+        count = len(index["label"])
+        bytes_each = self.size * self.size * int(self.meta["channels"])
+        askew = self.layout == "raw" and count and bool((index["length"] != bytes_each).any())
+        if info.get("images", count) != count or askew:
+            said = f"{info.get('images')} images" if info.get("images", count) != count else \
+                f"images of {self.size} pixels ({bytes_each} bytes)"  # fmt: skip
+            raise StoreError(f"{self.root / STORE_FILE}: says {said} where its {name} index "
+                             f"holds {count} of {int(index['length'][0]) if count else 0} bytes; "
+                             "a damaged or edited store: prepare it again")  # fmt: skip
 
 
 def open_store(root: Path | str) -> Store:
