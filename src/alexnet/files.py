@@ -195,6 +195,12 @@ def write_text(out: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def remove(path: Path) -> None:
+    """``path`` gone: a folder with all it holds, a file or a link (the link, never what it
+    points to)."""
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def remove_abandoned(pattern: Path) -> None:
     """Temporary files matching ``pattern`` (``*`` standing for a process id) whose process is
     gone: a process killed with SIGKILL cannot remove its own. A live process's are its own."""
@@ -205,7 +211,7 @@ def remove_abandoned(pattern: Path) -> None:
         pid = path.name[len(pattern.name.split("*")[0]) : len(path.name) - len(tail)]
         if pid.isdigit() and not alive(int(pid)):
             with contextlib.suppress(OSError):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                remove(path)
 
 
 def alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ import torch
 
 from alexnet.data.imageset import ImageSet
 from alexnet.errors import UserError
-from alexnet.files import cache_dir, remove_abandoned
+from alexnet.files import cache_dir, remove, remove_abandoned
 
 PARTS = ("decoded", "extracted", "downloads", "native")
 
@@ -76,7 +76,7 @@ def remove_older(new: Path, prefix: str) -> None:
     for old in new.parent.glob(glob.escape(prefix) + "*"):
         if old != new and not old.name.endswith((".tmp", ".part")):  # another process's, live
             with contextlib.suppress(OSError):
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+                remove(old)
 
 
 def cached_pair(
@@ -187,7 +187,7 @@ def clear_cache(parts: Iterable[str] = PARTS) -> int:
             if not written_here(part, entry):
                 continue
             freed += _size(entry)
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            remove(entry)
         if not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
     return freed

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet.files import MARGIN, cache_dir, disk_failure, free_bytes
+from alexnet.files import MARGIN, cache_dir, disk_failure, free_bytes, remove
 
 SOURCES = Path(__file__).parent / "csrc"
 
@@ -142,7 +142,7 @@ def _remove_failed_build(build: Path, library: Path) -> None:
         with FileLock(str(build / "lock"), timeout=0):
             for entry in build.iterdir():
                 if entry.name != "lock":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                    remove(entry)
     except (Timeout, OSError):
         return
 

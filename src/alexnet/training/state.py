@@ -216,10 +216,8 @@ def _check_rates(state: dict[str, Any]) -> None:
         raise ValueError(f"its recipe's optim.lr is {top!r}")
     rates = [(f"optimizer's {k}", g[k]) for g in state["optimizer"]["param_groups"]
              for k in RATE_KEYS if k in g]  # fmt: skip
-    for key in SCHEDULE_RATES:
-        if not isinstance(sched.get(key, []), list):
-            raise ValueError(f"its scheduler's {key} is {sched[key]!r}, not a list of rates")
-        rates += [(f"scheduler's {key}", v) for v in sched.get(key, [])]
+    # (each a list, as _check_schedule has made sure)
+    rates += [(f"scheduler's {k}", v) for k in SCHEDULE_RATES for v in sched.get(k, [])]
     for name, rate in rates:
         if not (_number(rate) and 0 <= rate <= top * (1 + 1e-6)):
             raise ValueError(f"its {name} is {rate!r}, above its recipe's rate {top:g} or "
