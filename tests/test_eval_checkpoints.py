@@ -165,7 +165,8 @@ def test_eval_on_the_command_line(store_nets, tiny_folder, cache, tmp_path):
     assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
     assert "--crops 10" in wrong.stderr
     mixed = run_cli(["eval", str(runs[0]), str(tmp_path / "mem"), "--data", str(store)], cache)
-    assert mixed.returncode == 2 and "ensemble" in mixed.stderr
+    assert mixed.returncode == 2 and "must read their images alike" in mixed.stderr
+    assert "evaluate these one at a time" in mixed.stderr
 
 
 def test_eval_mistakes_name_the_option_or_the_kind_of_network(store_nets, tiny_folder, tmp_path):

@@ -3,6 +3,7 @@ differs, the features frozen when asked; resuming never needs the start weights 
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -94,6 +95,12 @@ def test_weights_that_do_not_fit_are_one_line(start_run, two_classes, tmp_path, 
         ValueError, match="weights of alexnet-small, but the recipe trains convnet4"
     ):
         fit(other, tmp_path / "b", progress=False)
+    smaller = tiny_recipe(two_classes, epochs=1, **{"model.weights": str(start_run),
+                                                    "data.image_size": 24})  # fmt: skip
+    with pytest.raises(ValueError, match=r"trained on 32-pixel images, this run's are 24, "
+                                         r"which changes its classifier\.1\.weight .*; set "
+                                         r"data\.image_size = 32$"):  # fmt: skip
+        fit(smaller, tmp_path / "c", progress=False)
     missing = run_cli(["train", "--recipe", "cifar10", "--data", str(two_classes), "--weights",
                        str(tmp_path / "nope.pt")], cache)  # fmt: skip
     assert missing.returncode == 2 and "nope.pt: no such file or folder" in missing.stderr
@@ -131,9 +138,10 @@ def test_a_start_trained_at_another_input_scale_is_said(start_run):
     from alexnet.training.finetune import load_start_weights
 
     start = load_trained(start_run)
-    arch, options = start.recipe.model.arch, start.recipe.model.options
-    model = build_model(arch, **options)
-    said = load_start_weights(model, arch, str(start_run), [1 / 255] * 3)
+    model = build_model(start.recipe.model.arch, **start.recipe.model.options)
+    recipe = copy.deepcopy(start.recipe)
+    recipe.model.weights, recipe.data.std = str(start_run), [1 / 255] * 3
+    said = load_start_weights(model, recipe)
     assert "data.std" in said and "note" in said
-    same = load_start_weights(model, arch, str(start_run), list(start.recipe.data.std))
-    assert "note" not in same
+    recipe.data.std = list(start.recipe.data.std)
+    assert "note" not in load_start_weights(model, recipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+from alexnet.training.lr_find import RangeTest
 from alexnet.training.train import find_learning_rate, fit
 
 from .conftest import tiny_recipe
@@ -37,6 +38,19 @@ def test_lr_find_on_the_command_line(tiny_folder, cache, tmp_path):
                       str(tmp_path / "p.png")], cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "suggested" in result.stdout and (tmp_path / "p.png").is_file()
+    # 120 images in full batches of 16: 7 batches, which 30 steps go over more than once.
+    assert "warning: the training set is 7 batches, so the test's " in result.stderr
+
+
+def test_a_test_over_few_batches_says_its_suggestion_may_be_too_high():
+    losses = [2.0 - 0.1 * i for i in range(10)]
+    test = RangeTest([1e-3 * 1.5**i for i in range(10)], losses, 1e-2, 1e-1, batches=3)
+    assert test.repeated() == (
+        "the training set is 3 batches, so the test's 10 steps went over it 3.3 times and its "
+        "loss fell partly from learning those batches by heart: the suggestion may be too high; "
+        "more images give a sounder test"
+    )
+    assert RangeTest(test.rates, losses, 1e-2, 1e-1, batches=10).repeated() is None
 
 
 def test_lr_find_refuses_too_few_steps_and_a_plot_it_cannot_write(tiny_folder, cache, tmp_path):

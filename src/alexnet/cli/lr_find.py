@@ -54,3 +54,5 @@ def run(args: argparse.Namespace) -> None:
         print(f"warning: the lowest loss is at the {'first' if test.minimum == test.rates[0] else 'last'} "
               "rate tried, so no real minimum was found: the suggestion is unreliable; try more "
               "--steps, or look at the plot", file=sys.stderr)  # fmt: skip
+    if test.repeated():
+        print(f"warning: {test.repeated()}", file=sys.stderr)

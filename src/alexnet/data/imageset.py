@@ -89,14 +89,19 @@ def subset_indices(labels: torch.Tensor, count: int) -> torch.Tensor | slice:
 
 
 def skip_line(what: str, skipped: list[tuple[str, str]], listed_in: Path | None) -> str | None:
-    """One line naming the first few skipped files and why, or None if none were."""
+    """One line naming the first few skipped files (each with its folder: a class folder's
+    files are often named alike, 0001.jpg in every class) and why, or None if none were."""
     if not skipped:
         return None
-    shown = "; ".join(f"{Path(p).name} ({why})" for p, why in skipped[:SHOWN_SKIPS])
+    shown = "; ".join(f"{_with_folder(p)} ({why})" for p, why in skipped[:SHOWN_SKIPS])
     more = len(skipped) - SHOWN_SKIPS
     tail = f"; and {more} more" if more > 0 else ""
     where = f"; all listed in {listed_in}" if listed_in else ""
     return f"{what} {len(skipped)} file(s): {shown}{tail}{where}"
+
+
+def _with_folder(path: str) -> str:
+    return "/".join(Path(path).parts[-2:])
 
 
 def write_skip_list(sets: list[ImageSet], path: Path) -> bool:

@@ -84,12 +84,15 @@ def _kind(net: Trained) -> str:
 
 def _same(nets: list[Trained], what: str, value) -> None:
     differing = [n for n in nets if value(n) != value(nets[0])]
-    if differing:
-        other = differing[0]
-        said = f"{_kind(other)}, {nets[0].path} {_kind(nets[0])}" if what == "kind" else \
-            f"its {what} differ from {nets[0].path}'s"  # fmt: skip
-        raise UserError(f"{other.path}: {said}; an ensemble needs networks trained on the same "
-                         "classes and images")  # fmt: skip
+    if not differing:
+        return
+    other = differing[0]
+    if what == "kind":  # the same images, read two ways: stored at 256, or resized in memory
+        raise UserError(f"{other.path}: {_kind(other)}, {nets[0].path} {_kind(nets[0])}; an "
+                         "ensemble's networks must read their images alike (all from stores, "
+                         "or all in memory from one source): evaluate these one at a time")  # fmt: skip
+    raise UserError(f"{other.path}: its {what} differ from {nets[0].path}'s; an ensemble "
+                     "needs networks trained on the same classes and images")  # fmt: skip
 
 
 def trained_data(net: Trained, data: Path | None) -> Path | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from alexnet.config import Recipe
 from alexnet.errors import UserError
 from alexnet.inference.trained import load_trained
 from alexnet.models import output_layer
@@ -31,14 +32,15 @@ def check_start_weights(source: str) -> None:
                                 "run folder, .safetensors or .pth file, or 'torchvision')")  # fmt: skip
 
 
-def load_start_weights(
-    model: nn.Module, arch: str, source: str, std: list[float] | None = None
-) -> str:
-    """Copy the weights of ``source`` into ``model`` (a network of kind ``arch``); returns a
-    line saying what was loaded and what was replaced, and, where the run's ``std`` differs
-    from the one the weights were trained with (an ``imagenet-paper`` network saw values
-    0-255, sixty times a unit-scale run's), that too. A layer that does not fit, other than
-    the output layer, is a one-line error naming it."""
+def load_start_weights(model: nn.Module, recipe: Recipe) -> str:
+    """Copy the weights of ``recipe.model.weights`` into ``model`` (the recipe's network);
+    returns a line saying what was loaded and what was replaced, and, where the run's
+    ``data.std`` differs from the one the weights were trained with (an ``imagenet-paper``
+    network saw values 0-255, sixty times a unit-scale run's), that too. A layer that does not
+    fit, other than the output layer, is a one-line error naming it, or naming the image size
+    where that is what differs (a fixed-size network's first fully connected layer follows
+    its input's side)."""
+    arch, source, std = recipe.model.arch, recipe.model.weights, recipe.data.std
     start = load_trained(source)
     if start.recipe.model.arch != arch:
         raise UserError(f"model.weights {source}: weights of {start.recipe.model.arch}, but "
@@ -52,6 +54,11 @@ def load_start_weights(
             continue
         if key not in given or given[key].shape != value.shape:
             have = "missing" if key not in given else "x".join(map(str, given[key].shape))
+            if start.input_size != recipe.data.image_size and not start.published:
+                raise UserError(f"model.weights {source}: trained on {start.input_size}-pixel "
+                                 f"images, this run's are {recipe.data.image_size}, which "
+                                 f"changes its {key} ({have}); set data.image_size = "
+                                 f"{start.input_size}")  # fmt: skip
             raise UserError(f"model.weights {source}: its {key} is {have}, this run's network "
                              f"needs {'x'.join(map(str, value.shape))}; the model options "
                              "(channels, widths, towers) must match the weights'")  # fmt: skip

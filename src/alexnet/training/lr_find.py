@@ -37,6 +37,18 @@ class RangeTest:
     suggestion: float
     minimum: float  # the rate at the smoothed loss's minimum
     at_edge: bool = False  # the minimum is the first or last rate tried: no real minimum found
+    batches: int = 0  # the training set's batches per epoch, which the test cycles over
+
+    def repeated(self) -> str | None:
+        """A test that went over a small training set more than once saw the loss fall
+        partly because the network learns those few batches by heart, not the task, which
+        can put the minimum at a higher rate than the full run can take; said, not refused."""
+        if not self.batches or len(self.losses) <= self.batches:
+            return None
+        return (f"the training set is {self.batches} batches, so the test's {len(self.losses)} "
+                f"steps went over it {len(self.losses) / self.batches:.1f} times and its loss fell "
+                "partly from learning those batches by heart: the suggestion may be too high; "
+                "more images give a sounder test")  # fmt: skip
 
     def plot(self, path: Path) -> None:
         import matplotlib
@@ -105,7 +117,7 @@ def range_test(
     at = min(range(len(losses)), key=losses.__getitem__)
     # The first rate, or the last of a test that never saw the loss rise: no real minimum.
     edge = at == 0 or (at == len(losses) - 1 and len(losses) == steps)
-    return RangeTest(rates, losses, rates[at] / optim.lr_find_divisor, rates[at], edge)
+    return RangeTest(rates, losses, rates[at] / optim.lr_find_divisor, rates[at], edge, len(loader))
 
 
 def _cycle(loader):

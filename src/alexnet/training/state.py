@@ -103,7 +103,7 @@ class TrainingState:
                 if missing:  # a rate deleted: a KeyError deep in the update
                     raise ValueError(f"its optimizer state lacks {missing[0]}")
                 _check_recipes_settings(fresh, saved)
-            _check_rates(state)
+            _check_rates(state, self.recipe.schedule.max_reductions)
             _check_float_buffers(state["optimizer"]["state"])
             self.optimizer.load_state_dict(state["optimizer"])
             _check_buffers(self.optimizer, state["global_step"])
@@ -207,9 +207,10 @@ RATE_KEYS = ("lr", "initial_lr", "max_lr", "min_lr", "budget_lr")
 SCHEDULE_RATES = ("base_lrs", "_last_lr", "min_lrs")
 
 
-def _check_rates(state: dict[str, Any]) -> None:
+def _check_rates(state: dict[str, Any], max_reductions: int) -> None:
     """No rate exceeds the recipe's: an edited base rate of 1e9 resumed without a word and
-    trained at it from the schedule's next step."""
+    trained at it from the schedule's next step. The recipe's rate is the schedule's peak,
+    or (plateau) its floor times factor to the power of the reductions left."""
     sched = state["scheduler"]
     top = state["recipe"]["optim"]["lr"]
     if not _number(top) or not 0 < top < math.inf:
@@ -230,6 +231,11 @@ def _check_rates(state: dict[str, Any]) -> None:
     for name, rate in peaks:
         if abs(rate - top) > 1e-6 * top:
             raise ValueError(f"its {name} is {rate!r} where its recipe's rate is {top:g}")
+    if sched.get("min_lrs") and sched["min_lrs"][0] > 0:  # plateau: floor = top * factor^left
+        left = math.log(sched["min_lrs"][0] / (top * (1 - 1e-6))) / math.log(sched["factor"])
+        if abs(left - round(left)) > 1e-3 or not 0 <= round(left) <= max_reductions:
+            raise ValueError(f"its scheduler's min_lrs {sched['min_lrs'][0]:.3g} is not its "
+                             f"recipe's rate {top:g} reduced {max_reductions} times or fewer")  # fmt: skip
 
 
 # What a schedule's recipe fixes: equal in a fresh schedule and a saved one (a gamma of nan or

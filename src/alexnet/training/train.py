@@ -533,8 +533,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     train_loader, test_loader = make_loaders(recipe, rt, train_set, test_set, stats)
     logger = RunLogger(run_dir, rt.main, progress)
     if recipe.model.weights and resume_from is None:  # fine-tuning (finetune.py)
-        logger.say(load_start_weights(model, recipe.model.arch, recipe.model.weights,
-                                      recipe.data.std))  # fmt: skip
+        logger.say(load_start_weights(model, recipe))
     elif recipe.model.freeze_features and resume_from is None:
         logger.say("note: model.freeze_features without model.weights: the convolutional "
                    "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip
@@ -720,6 +719,8 @@ def find_rate(recipe: Recipe, model: nn.Module, loader: BatchLoader, rt: Runtime
             doubt = "; no real minimum in the range tried, see the plot" if test.at_edge else ""
             logger.say(f"learning-rate range test: loss lowest at {test.minimum:.3g}; training "
                        f"at {test.suggestion:.3g} (plot: {run_dir / 'lr_find.png'}){doubt}")  # fmt: skip
+            if test.repeated():
+                logger.say(f"warning: {test.repeated()}")
     if rt.world_size > 1:
         dist.broadcast_object_list(found, src=0)
     recipe.optim.lr = float(found[0])
@@ -766,22 +767,34 @@ def announce(
                 logger.say(line)
 
 
+def _check_same_data(before, current: dict, run_dir: Path) -> None:
+    """The checkpoint's record of its data (``before``; None in checkpoints of alexnet 0.1.0)
+    is of the kinds training writes and equals the data's now: an edited count that is text
+    had been blamed on the data."""
+    if before is not None and not isinstance(before, dict):
+        raise CheckpointError(f"{run_dir / 'last.pt'}: its data record is a "
+                              f"{type(before).__name__}; a damaged or edited checkpoint")  # fmt: skip
+    edited = [k for k, v in (before or {}).items()
+              if k in current and type(v) is not type(current[k])]  # fmt: skip
+    if edited:
+        raise CheckpointError(f"{run_dir / 'last.pt'}: its data record's {edited[0]} is "
+                              f"{before[edited[0]]!r}, not a {type(current[edited[0]]).__name__}; "
+                              "a damaged or edited checkpoint")  # fmt: skip
+    if before and before != current:
+        was, now = (f"{d.get('train')} train / {d.get('test')} test images, "
+                    f"{len(d.get('classes') or [])} classes" for d in (before, current))  # fmt: skip
+        changed = sorted(k for k in {*before, *current} if before.get(k) != current.get(k))
+        raise UserError(f"{run_dir}: its data changed since the run began ({was}; now {now}; "
+                        f"what differs: {', '.join(changed)}), so it cannot continue as it was; "
+                        "start a new run")  # fmt: skip
+
+
 def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLogger,
             run_dir: Path) -> None:  # fmt: skip
     """Continue from ``checkpoint``; apply and record the resume's changes (the folder's
     recipe.toml follows with the next checkpoint, so a resume that fails first changes
     nothing); rebuild the log."""
-    before = checkpoint.get("data")  # None in checkpoints of alexnet 0.1.0
-    if before is not None and not isinstance(before, dict):
-        raise CheckpointError(f"{run_dir / 'last.pt'}: its data record is a "
-                              f"{type(before).__name__}; a damaged or edited checkpoint")  # fmt: skip
-    if before and before != state.data:
-        was, now = (f"{d.get('train')} train / {d.get('test')} test images, "
-                    f"{len(d.get('classes') or [])} classes" for d in (before, state.data))  # fmt: skip
-        changed = sorted(k for k in {*before, *state.data} if before.get(k) != state.data.get(k))
-        raise UserError(f"{run_dir}: its data changed since the run began ({was}; now {now}; "
-                        f"what differs: {', '.join(changed)}), so it cannot continue as it was; "
-                        "start a new run")  # fmt: skip
+    _check_same_data(checkpoint.get("data"), state.data, run_dir)
     state.load_state_dict(checkpoint, run_dir / "last.pt")
     if changes:
         if "optim.lr" in changes:
