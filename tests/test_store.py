@@ -18,8 +18,9 @@ from PIL import Image
 
 from alexnet.data.prepare import Plan, prepare, verify_store
 from alexnet.data.store import StoreError, chunk_name, open_store
+from alexnet.training.train import fit
 
-from .conftest import ALEXNET, SHARED_DATA, cli_env
+from .conftest import ALEXNET, SHARED_DATA, cli_env, tiny_recipe
 
 
 def run_cli(args: list[str], cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -574,6 +575,23 @@ def test_verify_of_a_files_store_finds_originals_changed_since(tmp_path):
     assert any(str(changed) in p for p in problems)
     prepare(src, out, plan=Plan(layout="files", size=16, chunk=4), progress=False)
     assert verify_store(out) == []  # the chunks made anew record the files as they are now
+
+
+def test_training_on_a_files_store_says_which_originals_changed_since(tmp_path, cache):
+    """Training read changed originals as they are now, with the mean image and PCA of the
+    files as they were, and said nothing; ``prepare --verify`` alone would have told."""
+    src, out = make_tree(tmp_path / "src", per_class=6), tmp_path / "store"
+    make_tree(src, per_class=2, split="val", seed=7)
+    prepare(src, out, plan=Plan(layout="files", size=40, chunk=4), progress=False)
+    assert open_store(out).split("train").staleness() is None
+    changed = src / "train" / "b" / "001.png"
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    line = open_store(out).split("train").staleness()
+    assert line.startswith(f"warning: {out}/train: 1 of its original files changed since")
+    assert str(changed) in line and "run alexnet prepare again" in line
+    recipe = tiny_recipe(out, epochs=1, **{"data.source": "store", "data.image_size": 32})
+    fit(recipe, tmp_path / "run", progress=False)
+    assert line in (tmp_path / "run" / "log.txt").read_text()
 
 
 @pytest.mark.slow  # several starts of prepare's workers: make test-slow

@@ -77,6 +77,10 @@ class ImageSet:
     def skip_summary(self, listed_in: Path | None = None) -> str | None:
         return skip_line(f"{self.source}: skipped", self.skipped, listed_in)
 
+    def staleness(self) -> str | None:
+        """Images held in memory were read now: never out of date (a store's may be)."""
+        return None
+
 
 def subset_indices(labels: torch.Tensor, count: int) -> torch.Tensor | slice:
     """Which ``count`` images a limited run uses: the first ones of a set in mixed order

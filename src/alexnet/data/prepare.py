@@ -39,7 +39,9 @@ from alexnet.data.store import (
     STORE_FILE,
     STORE_FORMAT,
     StoreError,
+    changed_originals,
     chunk_name,
+    file_stamp,
     load_tensors,
     open_store,
     read_json,
@@ -148,7 +150,7 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
                 blob = encode_jpeg(image, quality=p.quality).numpy().tobytes()
         else:  # files: the original is read at each use; --verify checks it is unchanged
             blob = b""
-            stamps.append(_stamp(path))
+            stamps.append(file_stamp(path))
         kept.append([path, label, len(data), len(blob)])
         data += blob
     name = chunk_name(job.index)
@@ -163,14 +165,6 @@ def prepare_chunk(job: ChunkJob) -> tuple[int, int]:
         record["stamps"] = stamps  # [size, mtime_ns] of each kept file
     atomic_write(folder / f"{name}.json", json.dumps(record).encode())  # last: the chunk is done
     return len(job.files), len(kept)
-
-
-def _stamp(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def _init_worker(parent: int) -> None:
@@ -440,12 +434,3 @@ def _unusable(store) -> list[str]:
         except (KeyError, TypeError, ValueError):
             problems.append(f"{path}: not what alexnet prepare writes; run alexnet prepare again")
     return problems
-
-
-def changed_originals(record: dict) -> list[str]:
-    """A ``files`` store reads its originals at each use: those whose size or modification
-    time differs from the chunk's record (other layouts, and stores made before the record
-    was kept: none)."""
-    stamps = record.get("stamps") or []
-    return [row[0] for row, stamp in zip(record["kept"], stamps, strict=False)
-            if _stamp(row[0]) != stamp]  # fmt: skip

@@ -17,8 +17,8 @@ Three layouts, one reader:
 - ``jpeg``: the same 256x256 images re-encoded as JPEG (quality 90; about a sixth of ``raw``),
   decoded at each use.
 - ``files``: no copies; the index names the original files, decoded and resized at each use.
-  Bad files were found and listed when the store was prepared; a file that changes or breaks
-  after that stops training with a line naming it.
+  Bad files were found and listed when the store was prepared; a file that breaks after that
+  stops training with a line naming it, one that changed is named when a run starts.
 
 Everything here is plain data (JSON, uint8 bytes, tensors loaded with ``weights_only``), so a
 store from someone else cannot run code. Checksums (sha256 per chunk) are written by prepare
@@ -65,6 +65,24 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StoreError(f"{path}: cannot read ({exc}); run alexnet prepare again") from None
+
+
+def file_stamp(path: str) -> list[int] | None:
+    """An original file's size and modification time, as a ``files`` store records them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def changed_originals(record: dict) -> list[str]:
+    """A ``files`` store reads its originals at each use: those whose size or modification
+    time differs from the chunk's record (other layouts, and stores made before the record
+    was kept: none)."""
+    stamps = record.get("stamps") or []
+    return [row[0] for row, stamp in zip(record["kept"], stamps, strict=False)
+            if file_stamp(row[0]) != stamp]  # fmt: skip
 
 
 def load_tensors(path: Path) -> dict:
@@ -149,6 +167,26 @@ class StoreSplit:
     def skip_summary(self, listed_in: Path | None = None) -> str | None:
         return skip_line(f"{self.source}: left out when the store was prepared", self.skipped,
                          listed_in)  # fmt: skip
+
+    def staleness(self) -> str | None:
+        """A ``files`` store's originals that changed since prepare read them, in one line:
+        they are read as they are now, but the mean image, the PCA and the skip list are from
+        before (``prepare --verify`` names them too; a stat per file, seconds for ILSVRC)."""
+        if self.layout != "files" or not is_store(self.root):
+            return None
+        changed: list[str] = []
+        for i in torch.unique(self.chunk).tolist():
+            try:
+                changed += changed_originals(
+                    read_json(self.root / self.name / f"{chunk_name(i)}.json")
+                )
+            except (StoreError, KeyError, TypeError):
+                continue  # an unreadable record: prepare --verify says so
+        if not changed:
+            return None
+        return (f"warning: {self.source}: {len(changed)} of its original files changed since "
+                f"alexnet prepare read them (e.g. {changed[0]}); the store's mean image, PCA "
+                "and skip list are from before: run alexnet prepare again to update them")  # fmt: skip
 
     # -- reading ------------------------------------------------------------------------------
 

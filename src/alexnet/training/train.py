@@ -759,6 +759,10 @@ def announce(
     if not optim.lr_find and optim.lr_find_divisor != OptimSettings().lr_find_divisor:
         logger.say(f"warning: optim.lr_find_divisor = {optim.lr_find_divisor:g} does nothing "
                    f"without optim.lr_find; the run trains at optim.lr = {optim.lr:g}")  # fmt: skip
+    for s in (train_set, test_set):
+        line = s.staleness()
+        if line:
+            logger.say(line)
     skipped = run_dir / "skipped.txt"
     if write_skip_list([train_set, test_set], skipped):
         for s in (train_set, test_set):
