@@ -4,6 +4,7 @@ with exit status 2; nothing is left behind by a start that fails."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import math
 import os
 import pickle
@@ -32,6 +33,7 @@ class Ctx:
     tiny: Path
     recipe: Path  # a tiny recipe file, 1 epoch
     runs: Path
+    trained: Path  # finished runs, trained once per module and copied
     after: list = field(default_factory=list)  # checks of what the refused command left alone
 
     def train(self, *extra: str, name: str | None = "r") -> list[str]:
@@ -39,9 +41,17 @@ class Ctx:
         return ["train", "--recipe", str(self.recipe), "--runs", str(self.runs), *named,
                 "--no-progress", *extra]  # fmt: skip
 
-    def finished_run(self, name: str = "done") -> Path:
-        main(self.train(name=name))
-        return self.runs / name
+    def finished_run(self, name: str = "done", *extra: str) -> Path:
+        """A tiny run trained to its end with ``extra`` options, named ``name``: trained once
+        a module, then copied (nearly a hundred cases start from one; a second each)."""
+        run = self.runs / name
+        key = hashlib.sha256("\0".join([self.recipe.read_text(), *extra]).encode())
+        template = self.trained / key.hexdigest()[:16]
+        if not template.is_dir():
+            main(["train", "--recipe", str(self.recipe), "--runs", str(template.parent),
+                  "--name", template.name, "--no-progress", *extra])  # fmt: skip
+        shutil.copytree(template, run, symlinks=True)
+        return run
 
     def run_with(self, state, name: str = "bad") -> Path:
         run = self.runs / name
@@ -262,9 +272,8 @@ def _edited(key: str, value, batch: int = 0, schedule: str = "") -> Callable[[Ct
     under that schedule rather than the recipe's one-cycle."""
 
     def setup(c: Ctx) -> list[str]:
-        if schedule:
-            main(c.train("--set", f"schedule.name={schedule}", name=f"edited-{key}"))
-        run = c.finished_run(f"edited-{key}") if not schedule else c.runs / f"edited-{key}"
+        extra = ("--set", f"schedule.name={schedule}") if schedule else ()
+        run = c.finished_run(f"edited-{key}", *extra)
         state = torch.load(run / "last.pt", weights_only=True)
         history = state["history"]
         # Rewound to its first epoch's ``batch``, counts and (per-step) schedule together:
@@ -420,9 +429,8 @@ def _edited_statistics(key: str, change, command: str) -> Callable[[Ctx], list[s
     absurd one predicted NaN without a word; a negative eigenvalue "diverged"."""
 
     def setup(c: Ctx) -> list[str]:
-        main(c.train("--set", "data.normalise=mean-image", "--set", "augment.pca_std=0.1",
-                     name=f"stats-{key}"))  # fmt: skip
-        run = c.runs / f"stats-{key}"
+        run = c.finished_run(f"stats-{key}", "--set", "data.normalise=mean-image", "--set",
+                             "augment.pca_std=0.1")  # fmt: skip
         state = torch.load(run / "best.pt", weights_only=True)
         state["preprocessing"][key] = change(state["preprocessing"][key])
         state["data"]["stored_size"] = 32  # as a store's run records it, the images' size
@@ -754,13 +762,19 @@ CASES: list[Case] = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory) -> Path:
+    """Where the table's finished runs are trained once (Ctx.finished_run)."""
+    return tmp_path_factory.mktemp("finished")
+
+
 @pytest.mark.parametrize(("setup", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_errors_are_one_line_naming_the_key_or_file(setup, message, tmp_path, tiny_folder, cache,
-                                                    capsys, monkeypatch):  # fmt: skip
+                                                    capsys, monkeypatch, finished_runs):  # fmt: skip
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(tiny_recipe(tiny_folder, epochs=1).to_toml())
     (tmp_path / "typo.toml").write_text("[trian]\nthreads = 1\n")
-    c = Ctx(tmp_path, tiny_folder, recipe, tmp_path / "runs")
+    c = Ctx(tmp_path, tiny_folder, recipe, tmp_path / "runs", finished_runs)
     args = setup(c, monkeypatch) if setup.__code__.co_argcount == 2 else setup(c)
     capsys.readouterr()
     before = sorted(p.name for p in c.runs.iterdir()) if c.runs.is_dir() else []

@@ -59,6 +59,7 @@ def test_unit_scale_leaves_conv1_a_constant_division_and_the_papers_scale_does_n
     assert unit[0].channels == 96 and paper[0].used == "paper"
 
 
+@pytest.mark.slow  # over 20 s: make test-slow keeps make test within 10 minutes
 def test_the_command_prints_both_conventions_and_names_bad_input(photos, tmp_path):
     env = cli_env(tmp_path / "cache")
     bad = tmp_path / "bad.jpg"

@@ -552,6 +552,7 @@ def test_a_signal_during_the_report_is_said_not_ignored(tmp_path, cache, recipe_
     assert (tmp_path / "r" / "last.pt").is_file()
 
 
+@pytest.mark.slow  # over 20 s: make test-slow keeps make test within 10 minutes
 def test_a_deleted_recipe_file_is_written_again_on_resume(tmp_path, cache, recipe_file):
     """A resume left a run folder without recipe.toml, which the docs say it holds."""
     path = recipe_file(**{"epochs": 1, "schedule.name": "constant"})
