@@ -18,6 +18,7 @@ from PIL import Image
 
 from alexnet.data.prepare import Plan, prepare, verify_store
 from alexnet.data.store import StoreError, chunk_name, open_store
+from alexnet.errors import UserError
 from alexnet.training.train import fit
 
 from .conftest import ALEXNET, SHARED_DATA, cli_env, tiny_recipe
@@ -246,6 +247,60 @@ def test_verify_finds_a_store_json_that_disagrees_with_its_images(tmp_path, layo
     assert any("says 9999 images where its train index holds" in p for p in verify_store(out))
 
 
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [({"classes": ["a"], "names": ["a"]}, "names 1 classes, but its train index has labels up to 2"),
+     ({"names": ["x"]}, "its names is ['x'], not one name per class"),
+     ({"classes": ["a", "a", "c"]}, "its classes is ['a', 'a', 'c'], not a list of distinct names"),
+     ({"size": "abc"}, "its size is abc, not a whole number of pixels"),
+     ({"channels": 2}, "its channels is 2, not 1 or 3"),
+     ({"splits": {"train": {"images": "12", "chunks": 3}}}, "its train split is {'images': '12'")],
+    ids=["fewer classes", "fewer names", "a class twice", "size as text", "two channels",
+         "a count as text"],
+)  # fmt: skip
+def test_a_store_json_edited_is_refused_by_every_reader_and_verify(tmp_path, edit, words):
+    """A class list shorter than the labels crashed training with an IndexError; names
+    shorter than the classes trained, then crashed drawing the report; a size that is text
+    was a ValueError traceback, and --verify blamed the index files."""
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=32), chunk=4, progress=False)
+    meta = json.loads((out / "store.json").read_text())
+    (out / "store.json").write_text(json.dumps(meta | edit))
+    with pytest.raises(StoreError, match="a damaged or edited store: prepare it again") as error:
+        open_store(out).split("train")
+    assert words in str(error.value)
+    try:  # a record it cannot read at all is its one error; others are among its problems
+        problems = verify_store(out)
+    except StoreError as exc:
+        problems = [str(exc)]
+    assert any(words in p for p in problems), problems
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new folder", "empty folder"])
+def test_a_prepare_that_keeps_no_image_leaves_no_store(tmp_path, existed):
+    """Every image over the pixel limit: the one-line error left store.json and train/."""
+    src, out = make_tree(tmp_path / "src"), tmp_path / "out"
+    if existed:
+        out.mkdir()
+    with pytest.raises(StoreError, match=r"train: no readable images; e\.g\. .*limit"):
+        prepare(src, out, plan=Plan(size=16, max_pixels=1), chunk=4, progress=False)
+    assert out.is_dir() == existed and not (existed and any(out.iterdir()))
+    with pytest.raises(UserError, match=r"--max-megapixels 1e-07: must be from 0\.000001"):
+        Plan(max_pixels=0.1).check()
+
+
+def test_a_chunk_cut_short_is_refused_when_the_store_is_opened(tmp_path):
+    """Found only when the report read its last images, after a whole epoch of training."""
+    src, out = make_tree(tmp_path / "src"), tmp_path / "store"
+    prepare(src, out, plan=Plan(size=32), chunk=4, progress=False)
+    data = out / "train" / "chunk-00001.data"
+    size = data.stat().st_size
+    os.truncate(data, size - 100)
+    with pytest.raises(StoreError, match=f"{size - 100} bytes where its index needs {size}; "):
+        open_store(out).split("train")
+    assert any("sha256 differs" in p for p in verify_store(out))
+
+
 # --------------------------------------------------------------------------------------------
 # Layouts, class lists, settings
 
@@ -422,9 +477,9 @@ def test_a_damaged_chunk_read_by_a_worker_is_one_clear_error(tmp_path):
 
     src, out = make_tree(tmp_path / "src"), tmp_path / "store"
     prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
-    data = out / "train" / "chunk-00001.data"
-    data.write_bytes(data.read_bytes()[:100])
     split = open_store(out).split("train")
+    data = out / "train" / "chunk-00001.data"  # cut short while the store is being read
+    data.write_bytes(data.read_bytes()[:100])
     loader = BatchLoader(split, 12, StoreBatches(split, 12, torch.zeros(3), torch.ones(3)),
                          train=True, workers=2)  # fmt: skip
     with pytest.raises(StoreError, match=r"chunk-00001\.data: image .* cut short") as caught:
@@ -440,9 +495,9 @@ def test_evaluating_a_damaged_chunk_is_the_stores_error_not_an_index_error(tmp_p
 
     src, out = make_tree(tmp_path / "src"), tmp_path / "store"
     prepare(src, out, plan=Plan(size=16, chunk=4), progress=False)
-    data = out / "train" / "chunk-00000.data"
-    data.write_bytes(data.read_bytes()[:100])
     reads = BatchReads(open_store(out).split("train"), 4)
+    data = out / "train" / "chunk-00000.data"  # cut short while the store is being read
+    data.write_bytes(data.read_bytes()[:100])
     with pytest.raises(StoreError, match=r"chunk-00000\.data: image .* cut short"):
         reads[0]
 

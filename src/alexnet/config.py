@@ -62,7 +62,7 @@ class DataSettings:
     limit_test: int = setting(0, min=0)
     workers: int = setting(-1, min=-1, max=64)  # loader processes; -1: 0 in memory, else some
     verify: bool = setting(True)  # check downloaded and packaged files against their sha256
-    max_megapixels: float = setting(64.0, above=0.0, max=10_000.0)  # larger: skipped, listed
+    max_megapixels: float = setting(64.0, min=1e-6, max=10_000.0)  # larger: skipped, listed
 
 
 @dataclass

@@ -34,19 +34,24 @@ def whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def positive(high: float) -> Callable[[str], float]:
-    """A number above 0, at most ``high``."""
+def positive(high: float, least: float = 0.0) -> Callable[[str], float]:
+    """A number above 0 (and at least ``least``), at most ``high``."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not 0 < value <= high:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"{text} is out of range: above 0, at most {high:g}")
+        if not (0 < value <= high and value >= least):  # also refuses nan
+            low = f"at least {least:g}" if least else "above 0"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {low}, at most {high:g}")
         return value
 
     return parse
+
+
+# An image limit in millions of pixels: one pixel at least (a smaller limit was said as 0).
+MEGAPIXELS = positive(10_000, least=1e-6)
 
 
 def minutes(text: str) -> float:

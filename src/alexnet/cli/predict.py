@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from alexnet.cli.options import (
+    MEGAPIXELS,
     TRAINED,
     crops_option,
     given,
-    positive,
     precision_option,
     whole,
 )
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--top", type=whole(1, 100_000), default=5, help="classes per image (default 5)")
     crops_option(p)
     precision_option(p, "fp32")
-    p.add_argument("--max-megapixels", type=positive(10_000),
+    p.add_argument("--max-megapixels", type=MEGAPIXELS,
                    help="larger images are refused (default: the network's data.max_megapixels, "
                         "64 unless its recipe said otherwise)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the answers as JSON")

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from alexnet.cli.options import (
+    MEGAPIXELS,
     UserError,
     folder_name,
     given,
-    positive,
     whole,
 )
 
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--quality", type=whole(1, 100), help="JPEG quality of --layout jpeg (default 90)"
     )
-    p.add_argument("--max-megapixels", type=positive(10_000), default=64.0,
+    p.add_argument("--max-megapixels", type=MEGAPIXELS, default=64.0,
                    help="larger images are skipped and listed (default 64)")  # fmt: skip
     p.add_argument("--verify", action="store_true",
                    help="check a store's chunks against their sha256: alexnet prepare --verify STORE")  # fmt: skip

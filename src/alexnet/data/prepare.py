@@ -47,7 +47,7 @@ from alexnet.data.store import (
     read_json,
 )
 from alexnet.errors import UserError
-from alexnet.files import NAMES, remove_abandoned, written
+from alexnet.files import NAMES, remove, remove_abandoned, written
 from alexnet.locks import held
 from alexnet.processes import die_with
 from alexnet.progress import bar
@@ -70,10 +70,12 @@ class Plan:
             raise UserError(f"--layout {self.layout}: valid: {', '.join(LAYOUTS)}")
         for option, value, low, high in (("--size", self.size, 1, 65_536),
                                          ("--quality", self.quality, 1, 100),
-                                         ("--chunk", self.chunk, 1, 1_000_000),
-                                         ("--max-megapixels", self.max_pixels, 1, 10**12)):  # fmt: skip
+                                         ("--chunk", self.chunk, 1, 1_000_000)):  # fmt: skip
             if not low <= value <= high:
                 raise UserError(f"{option} {value}: must be from {low} to {high}")
+        if not 1 <= self.max_pixels <= 10**10:
+            raise UserError(f"--max-megapixels {self.max_pixels / 1e6:g}: must be from 0.000001 "
+                            "(one pixel) to 10000")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ def prepare(
                          "empty folder (a store was written among image folders and runs)")  # fmt: skip
     classes, names = class_map(src)
     listings = {s: listed(src, s, classes) for s in splits or labelled_splits(src)}
-    made = not out.exists()
+    made, empty = not out.exists(), out.is_dir() and not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)  # only once every split is known to have images
     try:
         with _held(out):
@@ -260,8 +262,10 @@ def prepare(
             for split, (pairs, skipped) in listings.items():
                 meta = prepare_split(out, split, pairs, skipped, meta, plan, workers, progress)
     except BaseException:
-        if made and not finished_chunks(out):  # a failed start leaves no store behind
-            shutil.rmtree(out, ignore_errors=True)
+        if (made or empty) and not finished_chunks(out):  # a failed start leaves no store
+            for entry in [out] if made else list(out.iterdir()):
+                with contextlib.suppress(OSError):
+                    remove(entry)
         raise
     return meta
 
@@ -359,7 +363,8 @@ def finish_split(out: Path, split: str, chunks: int, skipped: list, meta: dict) 
             rows.append((i, offset, length, label))
         skipped = skipped + [tuple(s) for s in record["skipped"]]
         sums.merge(PixelSums.from_dict(load_tensors(folder / f"{chunk_name(i)}.sums")))
-    if not rows:
+    if not rows:  # its chunks hold nothing: removed, so a store of no split is not kept
+        shutil.rmtree(folder, ignore_errors=True)
         raise StoreError(
             f"{folder}: no readable images"
             + (f"; e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else "")
@@ -422,7 +427,8 @@ def _unusable(store) -> list[str]:
     if not store.splits:
         return [f"{store.root}: no split is finished (its prepare was stopped or failed); run "
                 "alexnet prepare again"]  # fmt: skip
-    reads = [(store.root / n / "index.pt", lambda n=n: store.split(n)) for n in store.splits]
+    reads = [(store.root / n / "index.pt", lambda n=n: store.split(n, chunk_sizes=False))
+             for n in store.splits]  # fmt: skip
     if "train" in store.splits:
         reads.append((store.root / STATS_FILE, store.stats))
     problems = []

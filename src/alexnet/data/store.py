@@ -294,7 +294,9 @@ class Store:
     def splits(self) -> list[str]:
         return sorted(self.meta["splits"])
 
-    def split(self, name: str) -> StoreSplit:
+    def split(self, name: str, *, chunk_sizes: bool = True) -> StoreSplit:
+        """The split ``name``, checked against store.json and, with ``chunk_sizes``, its chunk
+        files' sizes (``prepare --verify`` checks their every byte instead)."""
         if name not in self.meta["splits"]:
             raise StoreError(f"{self.root}: has no {name!r} split (it has "
                              f"{', '.join(self.splits) or 'none'}); prepare it with alexnet "
@@ -302,6 +304,8 @@ class Store:
         index = load_tensors(self.root / name / "index.pt")
         info = self.meta["splits"][name]
         self._check_agrees(name, info, index)
+        if chunk_sizes:
+            self._check_chunk_sizes(name, index)
         skipped = [(str(p), str(why)) for p, why in info.get("skipped", [])]
         return StoreSplit(self.root, name, self.layout, self.size, int(self.meta["channels"]),
                           self.classes, index["chunk"], index["offset"], index["length"],
@@ -329,12 +333,37 @@ class Store:
         count = len(index["label"])
         bytes_each = self.size * self.size * int(self.meta["channels"])
         askew = self.layout == "raw" and count and bool((index["length"] != bytes_each).any())
-        if info.get("images", count) != count or askew:
-            said = f"{info.get('images')} images" if info.get("images", count) != count else \
+        if info["images"] != count or askew:
+            said = f"{info['images']} images" if info["images"] != count else \
                 f"images of {self.size} pixels ({bytes_each} bytes)"  # fmt: skip
             raise StoreError(f"{self.root / STORE_FILE}: says {said} where its {name} index "
                              f"holds {count} of {int(index['length'][0]) if count else 0} bytes; "
                              "a damaged or edited store: prepare it again")  # fmt: skip
+        if count and not 0 <= int(index["label"].min()) <= int(index["label"].max()) < len(
+            self.classes
+        ):
+            raise StoreError(f"{self.root / STORE_FILE}: names {len(self.classes)} classes, but "
+                             f"its {name} index has labels up to {int(index['label'].max())}; a "
+                             "damaged or edited store: prepare it again")  # fmt: skip
+
+    def _check_chunk_sizes(self, name: str, index: dict) -> None:
+        """Each chunk file holds the bytes its index points to: a chunk cut short was found
+        only when training read its last images, after an epoch (a stat per chunk)."""
+        if self.layout == "files" or not len(index["label"]):
+            return
+        ends = (index["offset"] + index["length"]).to(torch.int64)
+        last = torch.zeros(int(index["chunk"].max()) + 1, dtype=torch.int64)
+        last.scatter_reduce_(0, index["chunk"].to(torch.int64), ends, "amax")
+        for chunk, end in enumerate(last.tolist()):
+            path = self.root / name / f"{chunk_name(chunk)}.data"
+            try:
+                have = path.stat().st_size
+            except OSError:
+                have = -1
+            if end and have < end:
+                said = "missing" if have < 0 else f"{have} bytes where its index needs {end}"
+                raise StoreError(f"{path}: {said}; the store is incomplete or damaged: check it "
+                                 "with alexnet prepare --verify, then prepare again")  # fmt: skip
 
 
 def open_store(root: Path | str) -> Store:
@@ -353,7 +382,35 @@ def open_store(root: Path | str) -> Store:
                          f"reads ({STORE_FORMAT}); upgrade alexnet")  # fmt: skip
     if meta.get("layout") not in LAYOUTS:
         raise StoreError(f"{root / STORE_FILE}: unknown layout {meta.get('layout')!r}")
+    wrong = _wrong_field(meta)
+    if wrong:  # an edited record: a traceback deep in training, or names that do not fit
+        raise StoreError(f"{root / STORE_FILE}: its {wrong}; a damaged or edited store: "
+                         "prepare it again")  # fmt: skip
     return Store(root, meta)
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _wrong_field(meta: dict) -> str | None:
+    """What in a store's record is not what prepare writes, in words; None if all is."""
+    classes, names = meta["classes"], meta.get("names", meta["classes"])
+    fields = (("size", _whole(meta["size"], 1, 1 << 16), "a whole number of pixels"),
+              ("channels", meta["channels"] in (1, 3) and type(meta["channels"]) is int, "1 or 3"),
+              ("classes", isinstance(classes, list) and classes and len(set(map(str, classes)))
+               == len(classes) and all(isinstance(c, str) for c in classes), "a list of distinct names"),
+              ("names", isinstance(names, list) and isinstance(classes, list) and len(names) ==
+               len(classes) and all(isinstance(n, str) for n in names), "one name per class"),
+              ("splits", isinstance(meta["splits"], dict), "a table of splits"))  # fmt: skip
+    for key, fine, what in fields:
+        if not fine:
+            return f"{key} is {str(meta[key] if key != 'names' else names)[:60]}, not {what}"
+    for split, info in meta["splits"].items():
+        if not (isinstance(info, dict) and _whole(info.get("images"), 0, 1 << 40)
+                and _whole(info.get("chunks"), 0, 1 << 30)):  # fmt: skip
+            return f"{split} split is {str(info)[:60]}, not its image and chunk counts"
+    return None
 
 
 def _load(request: Request) -> tuple[StoreSplit, StoreSplit]:
