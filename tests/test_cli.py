@@ -1012,15 +1012,44 @@ def test_clearing_a_large_cache_needs_yes(tmp_path, monkeypatch, capsys):
     """More than a gigabyte is cleared only with --yes where nobody can be asked."""
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     (tmp_path / "decoded").mkdir()
-    with open(tmp_path / "decoded" / "big.pt", "wb") as f:
+    big = tmp_path / "decoded" / f"imagefolder-224-3-{'0' * 8}-{'1' * 20}.pt"
+    with open(big, "wb") as f:
         f.truncate(2 * 10**9)  # sparse: counted, not stored
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     with pytest.raises(SystemExit) as done:
         main(["cache", "clear"])
     assert done.value.code == 2 and "Not without --yes" in capsys.readouterr().err
-    assert (tmp_path / "decoded" / "big.pt").exists()
+    assert big.exists()
     main(["cache", "clear", "--yes"])
     assert not (tmp_path / "decoded").exists()
+
+
+def test_cache_clear_names_what_it_kept_and_says_what_it_freed(cache, tmp_path, capsys):
+    """`alexnet cache clear -y` deleted a decoded/thesis.pt of one's own without a word, emptied
+    a folder of one's models linked in as extracted/, and said "0.0 MB freed" of what it did
+    delete. Now the user's files and the link are kept and named, and the bytes are counted."""
+    decoded, downloads = cache / "decoded", cache / "downloads"
+    decoded.mkdir(parents=True)
+    downloads.mkdir()
+    store = decoded / f"imagefolder-32-3-{'0' * 8}-{'1' * 20}.pt"
+    store.write_bytes(b"x" * 1234)
+    (downloads / "cifar-10-python.tar.gz").write_bytes(b"x" * 4000)
+    mine = [decoded / "thesis.pt", decoded / "thesis.txt", downloads / "mine.tar.gz"]
+    for path in mine:
+        path.write_text("keep\n")
+    models = tmp_path / "models"
+    (models / "photos-0123abcd-1-2").mkdir(parents=True)
+    (models / "photos-0123abcd-1-2" / ".complete").touch()
+    (models / "alexnet.pt").write_text("weights")
+    (cache / "extracted").symlink_to(models)
+    main(["cache", "clear", "decoded", "extracted", "downloads", "-y"])
+    out = capsys.readouterr().out
+    assert f"in {cache}: 5 kB freed" in out  # 5234 bytes: 1234 + 4000
+    assert f"kept 3 file(s) alexnet did not write: {mine[0]}, {mine[1]}, {mine[2]}" in out
+    assert f"kept {cache / 'extracted'} as it is: a symbolic link (to {models})" in out
+    assert all(path.read_text() == "keep\n" for path in mine)
+    assert sorted(p.name for p in models.iterdir()) == ["alexnet.pt", "photos-0123abcd-1-2"]
+    assert not store.exists() and not (downloads / "cifar-10-python.tar.gz").exists()
 
 
 def test_a_full_standard_output_is_named():

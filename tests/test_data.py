@@ -7,6 +7,7 @@ import pickle
 import shutil
 import struct
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -427,16 +428,21 @@ def test_a_symlink_loop_or_a_dangling_link_in_a_folder_is_skipped(copy_of, cache
     assert len(train) == 120
 
 
-def test_clearing_a_cache_part_linked_to_another_disk_keeps_the_link(cache, tmp_path):
-    """``decoded`` linked to a bigger disk: clear said "Cannot call rmtree on a symbolic
-    link", naming nothing. Its contents go, the link stays."""
-    elsewhere = tmp_path / "big-disk"
-    elsewhere.mkdir()
-    (elsewhere / "set.pt").write_bytes(b"x" * 1000)
+def test_clearing_a_cache_part_linked_elsewhere_deletes_nothing_behind_the_link(cache, tmp_path):
+    """``decoded`` linked to a folder of the user's models: clear deleted every .pt in it (and
+    said "0.0 MB freed"). The link and all behind it are left: what it points to, another
+    disk or one's own folder, is not alexnet's to empty (the command names it, test_cli)."""
+    models = tmp_path / "models"
+    (models / "runs").mkdir(parents=True)
+    mine = {"alexnet.pt": b"weights", "runs/best.pt": b"best", ".alexnet.pt.1.tmp": b"t",
+            f"imagefolder-32-3-{'0' * 8}-{'1' * 20}.pt": b"named like a decoded set"}  # fmt: skip
+    for name, data in mine.items():
+        (models / name).write_bytes(data)
     cache.mkdir()
-    (cache / "decoded").symlink_to(elsewhere)
-    assert clear_cache(["decoded"]) == 1000
-    assert (cache / "decoded").is_symlink() and list(elsewhere.iterdir()) == []
+    (cache / "decoded").symlink_to(models)
+    assert clear_cache(["decoded"]) == 0
+    assert (cache / "decoded").is_symlink()
+    assert {n: (models / n).read_bytes() for n in mine} == mine
 
 
 def test_labels_outside_the_classes_are_refused_naming_the_data():
@@ -468,7 +474,8 @@ def test_a_float_image_is_scaled_or_skipped_with_its_range(tmp_path):
 def test_clearing_removes_only_what_alexnet_wrote(cache):
     """ALEXNET_CACHE pointed at a folder of one's own, with decoded/, extracted/ and native/
     folders in it: cache clear deleted those folders with the user's files inside."""
-    written = {"decoded": "imagefolder-32-3-ab-cd.pt", "extracted": "photos-ab-1-2",
+    written = {"decoded": f"imagefolder-32-3-{'ab' * 4}-{'cd' * 10}.pt",
+               "extracted": "photos-0123abcd-1-2",
                "native": "lrn_cpu-abcdef012345", "downloads": "cifar-10-python.tar.gz"}  # fmt: skip
     for part, name in written.items():
         (cache / part).mkdir(parents=True)
@@ -484,3 +491,76 @@ def test_clearing_removes_only_what_alexnet_wrote(cache):
         assert (cache / part / "thesis.txt").read_text() == "mine"
         assert not (cache / part / name).exists()
     assert (cache / "native" / "notes").is_dir() and (cache / "extracted" / "notes").is_dir()
+
+
+def test_clearing_keeps_a_users_files_named_like_alexnets_kinds(tiny_folder, cache, monkeypatch):
+    """A thesis.pt of one's own in decoded/ was deleted without a word (any name ending in .pt
+    was taken for a decoded set), and so was any .tar.gz in downloads/. Only the names
+    alexnet makes go: here made by the code that makes them (a decode, a CIFAR-10 download)."""
+    from alexnet.data import cifar10
+
+    folder(tiny_folder)
+    (store,) = (cache / "decoded").glob("*.pt")
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: io.BytesIO(b"x" * 300))
+    download = cifar10._official_archive(verify=False)
+    assert download.parent == cache / "downloads" and download.read_bytes() == b"x" * 300
+    abandoned = download.with_name(download.name + ".part")  # download.download's, killed
+    abandoned.write_bytes(b"x" * 20)
+    mine = [cache / "decoded" / "thesis.pt", cache / "decoded" / f".{store.name}.notes",
+            cache / "downloads" / "mine.tar.gz", cache / "downloads" / "cifar-10-python.tgz"]  # fmt: skip
+    for path in mine:
+        path.write_text("mine")
+    freed = store.stat().st_size + 320
+    assert clear_cache(["decoded", "downloads"]) == freed
+    assert not store.exists() and not download.exists() and not abandoned.exists()
+    assert all(path.read_text() == "mine" for path in mine)
+
+
+def test_clearing_counts_the_bytes_of_the_files_it_removed(cache, tmp_path):
+    """A link in the cache counted its target's size as freed, though only the link went (and
+    the target stays, as everything behind a link does)."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 5000)
+    (cache / "decoded").mkdir(parents=True)
+    store = cache / "decoded" / f"cifar10-32-3-{'a' * 8}-{'b' * 20}.pt"
+    store.write_bytes(b"x" * 1000)
+    store.with_name(f".{store.name}.4242.tmp").write_bytes(b"x" * 10)
+    store.with_name(f"imagefolder-None-1-{'c' * 8}-{'d' * 20}.pt").symlink_to(big)
+    unpacked = cache / "extracted" / "photos-0123abcd-100-200"
+    (unpacked / "a").mkdir(parents=True)
+    (unpacked / ".complete").touch()
+    (unpacked / "a" / "b.bin").write_bytes(b"x" * 300)
+    (unpacked / "a" / "big").symlink_to(big)
+    (unpacked / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+    killed = cache / "extracted" / "photos-0123abcd-100-200.999.part"
+    killed.mkdir()
+    (killed / "c.bin").write_bytes(b"x" * 7)
+    assert clear_cache(["decoded", "extracted"]) == 1317
+    assert big.read_bytes() == b"x" * 5000 and not (cache / "decoded").exists()
+    assert not (cache / "extracted").exists()
+
+
+def test_a_native_build_folder_is_one_clear_removes(cache, monkeypatch):
+    """The build folders ops/native.py makes (named there) are ones clear knows: a failed build
+    leaves its folder and lock, as a killed one does."""
+    from torch.utils import cpp_extension
+
+    from alexnet.ops import native
+
+    def fail(**kwargs):
+        (Path(kwargs["build_directory"]) / "lock").touch()
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.delenv("ALEXNET_NATIVE_DIR")
+    monkeypatch.delenv("ALEXNET_NATIVE", raising=False)
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    native.load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not build"):
+            assert native.load("lrn_cpu") is False
+    finally:
+        native.load.cache_clear()
+    (build,) = (cache / "native").iterdir()
+    assert build.name.startswith("lrn_cpu-") and (build / "lock").exists()
+    clear_cache(["native"])
+    assert not (cache / "native").exists()

@@ -9,6 +9,7 @@ from alexnet.cli.options import (
 )
 
 ASK_ABOVE = 1e9  # bytes: clearing more asks first (a cache of ImageNet is about 40 GB)
+SHOWN = 5  # the user's files named after a clear; more are counted
 
 
 def add_parser(sub) -> None:
@@ -23,23 +24,38 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from alexnet.data.cache import PARTS, cache_dir, cache_usage, clear_cache
+    from alexnet.data.cache import PARTS, cache_dir, cache_usage
 
     if args.action == "info" and args.parts:
         raise UserError(f"alexnet cache info takes no parts (got {' '.join(args.parts)})")
     if args.action == "clear":
-        parts = args.parts or [p for p in PARTS if p != "downloads"]
-        _confirm(sum(cache_usage().get(p, 0) for p in parts if p in PARTS), args.yes)
-        freed = clear_cache(parts)
-        print(f"cleared {', '.join(parts)} in {cache_dir()}: {freed / 1e6:.1f} MB freed")
-        kept = [e for p in parts if (cache_dir() / p).is_dir() for e in (cache_dir() / p).iterdir()]
-        if kept:
-            print(f"kept {len(kept)} file(s) alexnet did not write, e.g. {kept[0]}")
+        _clear(args.parts or [p for p in PARTS if p != "downloads"], args.yes)
         return
     usage = cache_usage()
     print(f"{cache_dir()} ($ALEXNET_CACHE to move it)")
     for part, size in usage.items():
         print(f"  {part:10s} {size / 1e6:10.1f} MB")
+
+
+def _clear(parts: list[str], yes: bool) -> None:
+    """Remove what alexnet wrote in ``parts``; say what that freed (counted file by file as
+    removed), and name what was kept: the user's files, and parts that are links, left whole."""
+    import os
+
+    from alexnet.data.cache import cache_dir, clear_cache, clearing
+    from alexnet.files import size
+
+    _confirm(clearing(parts).size(), yes)
+    freed = clear_cache(parts)
+    print(f"cleared {', '.join(parts)} in {cache_dir()}: {size(freed)} freed")
+    left = clearing(parts)
+    if left.kept:
+        shown = ", ".join(str(p) for p in left.kept[:SHOWN])
+        more = f" and {len(left.kept) - SHOWN} more" if len(left.kept) > SHOWN else ""
+        print(f"kept {len(left.kept)} file(s) alexnet did not write: {shown}{more}")
+    for link in left.linked:
+        print(f"kept {link} as it is: a symbolic link (to {os.readlink(link)}), so nothing "
+              "behind it was deleted; remove there what you no longer need, or the link")  # fmt: skip
 
 
 def _confirm(size: int, yes: bool) -> None:

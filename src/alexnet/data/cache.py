@@ -2,8 +2,10 @@
 
 ``$ALEXNET_CACHE``, else ``$XDG_CACHE_HOME/alexnet``, else ``~/.cache/alexnet``, holding
 ``decoded/`` (uint8 tensors of image folders, so a data set is decoded once), ``extracted/``
-(archives unpacked once), ``downloads/`` and ``native/`` (compiled kernels, see native.py). ``alexnet cache`` shows it, ``alexnet cache
-clear`` empties it.
+(archives unpacked once), ``downloads/`` and ``native/`` (compiled kernels, see native.py).
+``alexnet cache`` shows it, ``alexnet cache clear`` removes from it what alexnet wrote: the
+names each part holds are patterns (``WRITTEN``) built beside the code that makes them, and
+checked when a name is made, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +27,45 @@ from alexnet.errors import UserError
 from alexnet.files import cache_dir, remove, remove_abandoned
 
 PARTS = ("decoded", "extracted", "downloads", "native")
+ORIGIN_HEX, KEY_HEX = 8, 20  # hex digits of origin_key and files_key, in the names below
+
+
+def _hex(digits: int) -> str:
+    return f"[0-9a-f]{{{digits}}}"
+
+
+# The names alexnet writes in each part of the cache, whole (re.fullmatch); cache clear removes
+# these and nothing else. The names of decoded/ and extracted/ are made here, each checked
+# against its pattern as it is made (_check_name), so a new form of name fails at once rather
+# than being kept by every clear; those of downloads/ and native/, made in cifar10.py,
+# download.py and ops/native.py, are checked by tests that run that code (test_data.py).
+# decoded: cached_pair's "<tag>-<origin_key>-<files_key>.pt", the tag being imagefolder's
+# "<source>-<size>-<channels>" (size None: images kept at their own size), and its temporary
+# ".<that name>.<pid>.tmp".
+DECODED = rf"[a-z0-9_]+-(?:\d+|None)-\d+-{_hex(ORIGIN_HEX)}-{_hex(KEY_HEX)}\.pt"
+# extracted: extract's folder "<archive name up to its first dot>-<origin_key>-<size>-<mtime_ns>",
+# and its temporary "<that name>.<pid>.part".
+EXTRACTED = rf"[^.]*-{_hex(ORIGIN_HEX)}-\d+--?\d+"
+# downloads: the files fetched into downloads/ (cifar10._official_archive), and download's
+# temporary "<name>.part" beside each.
+DOWNLOADS = ("cifar-10-python.tar.gz",)
+# native: native.load's build folders "<csrc file's stem>-<12 hex digits of its key>".
+NATIVE = r"[a-z0-9_]+-[0-9a-f]{12}"
+WRITTEN = {
+    "decoded": re.compile(rf"(?:{DECODED})|\.(?:{DECODED})\.\d+\.tmp"),
+    "extracted": re.compile(rf"(?:{EXTRACTED})(?:\.\d+\.part)?"),
+    "downloads": re.compile(rf"(?:{'|'.join(map(re.escape, DOWNLOADS))})(?:\.part)?"),
+    "native": re.compile(NATIVE),
+}
+
+
+def _check_name(part: str, path: Path) -> Path:
+    """``path``, a name alexnet is about to write in cache ``part``, if ``WRITTEN`` knows it;
+    else a ValueError (a bug: cache clear would keep the file forever)."""
+    if not WRITTEN[part].fullmatch(path.name):
+        raise ValueError(f"{path.name!r}: not a name cache clear removes from {part}/; update "
+                         "WRITTEN in alexnet/data/cache.py with the code that made it")  # fmt: skip
+    return path
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -48,7 +91,7 @@ def files_key(files: Iterable[Path], *settings: object) -> str:
         except OSError as exc:  # a broken link or a loop: skipped and listed when decoded
             stamp = f"unreadable:{exc.errno}"
         h.update(f"{os.fsencode(path)!r}:{stamp}\n".encode())
-    return h.hexdigest()[:20]
+    return h.hexdigest()[:KEY_HEX]
 
 
 def _pack(s: ImageSet) -> dict:
@@ -64,7 +107,7 @@ def _unpack(b: dict) -> ImageSet:
 def origin_key(path: Path) -> str:
     """A short key of where data comes from, its absolute path: the name of each cached copy
     starts with it, so a newer copy of the same folder or archive replaces the older."""
-    return sha256_bytes(os.fsencode(path.resolve()))[:8]
+    return sha256_bytes(os.fsencode(path.resolve()))[:ORIGIN_HEX]
 
 
 def remove_older(new: Path, prefix: str) -> None:
@@ -86,7 +129,7 @@ def cached_pair(
     weights_only, so a tampered cache file cannot run code; a damaged one is rebuilt). The
     copy replaces the older copies of the same ``origin`` and ``tag``."""
     prefix = f"{tag}-{origin_key(origin)}-"
-    path = cache_dir() / "decoded" / f"{prefix}{key}.pt"
+    path = _check_name("decoded", cache_dir() / "decoded" / f"{prefix}{key}.pt")
     if path.is_file():
         try:
             blob = torch.load(path, weights_only=True)
@@ -94,7 +137,7 @@ def cached_pair(
         except Exception:  # a damaged cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
     train, test = build()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _check_name("decoded", path.with_name(f".{path.name}.{os.getpid()}.tmp"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:  # a file object: torch reports a full disk as OSError then
@@ -120,11 +163,14 @@ def extract(archive: Path) -> Path:
     """Unpack a .tar(.gz) once into the cache, safely (no paths outside the target)."""
     st = archive.stat()
     prefix = f"{archive.name.split('.')[0]}-{origin_key(archive)}-"
-    target = cache_dir() / "extracted" / f"{prefix}{st.st_size}-{st.st_mtime_ns}"
+    target = _check_name(
+        "extracted", cache_dir() / "extracted" / f"{prefix}{st.st_size}-{st.st_mtime_ns}"
+    )
     if (target / ".complete").exists():
         return target
     remove_abandoned(target.with_name(f"{target.name}.*.part"))  # left by killed processes
     tmp = target.with_name(f"{target.name}.{os.getpid()}.part")  # each process its own
+    _check_name("extracted", tmp)
     tmp.mkdir(parents=True)
     try:
         with tarfile.open(archive) as tar:
@@ -145,9 +191,10 @@ def extract(archive: Path) -> Path:
 
 
 def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes of the regular files at or under ``path``; a link (at any depth) holds none."""
+    if path.is_symlink() or path.is_file():
+        return 0 if path.is_symlink() else path.stat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def cache_usage() -> dict[str, int]:
@@ -157,37 +204,68 @@ def cache_usage() -> dict[str, int]:
 
 
 def written_here(part: str, entry: Path) -> bool:
-    """Whether ``entry`` of cache ``part`` is one alexnet writes: clearing removes those and
-    nothing else, so a mistaken ALEXNET_CACHE pointed at a folder of one's own files (with a
-    "decoded" or "native" folder in it) loses none of them."""
-    name, folder = entry.name, entry.is_dir() and not entry.is_symlink()
-    if part == "decoded":
-        return not folder and name.endswith((".pt", ".tmp"))
+    """Whether ``entry`` of cache ``part`` is one alexnet writes, by its whole name (``WRITTEN``)
+    and kind: clearing removes those and nothing else, so a mistaken ALEXNET_CACHE pointed at a
+    folder of one's own files (with a "decoded" or "native" folder in it) loses none of them,
+    nor does a thesis.pt kept in decoded/. A link named so is removed, never what it points to."""
+    if not WRITTEN[part].fullmatch(entry.name):
+        return False
+    folder = entry.is_dir() and not entry.is_symlink()
     if part == "extracted":  # unpacked whole, or a killed unpacking's
-        return folder and ((entry / ".complete").exists() or name.endswith(".part"))
+        return folder and (entry.name.endswith(".part") or (entry / ".complete").exists())
     if part == "native":  # a build folder holds the lock its builds take
         return folder and (entry / "lock").exists()
-    return not folder and name.endswith((".tar.gz", ".tgz", ".tar", ".gz", ".part"))
+    return not folder
 
 
-def clear_cache(parts: Iterable[str] = PARTS) -> int:
-    """Delete what alexnet wrote in the given parts of the cache (see written_here), and each
-    part's folder once empty; returns the bytes freed. A part linked to another disk keeps its
-    link."""
+@dataclass
+class Clearing:
+    """What clearing parts of the cache finds there: ``remove``, what alexnet wrote; ``kept``,
+    everything else in the parts (the user's); ``linked``, parts that are symbolic links, left
+    whole: what they point to is not alexnet's to empty (a folder of one's models once lost
+    every .pt in it)."""
+
+    remove: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    linked: list[Path] = field(default_factory=list)
+
+    def size(self) -> int:
+        """Bytes clearing frees: the files in ``remove``, links and all they hold not followed."""
+        return sum(_size(path) for path in self.remove)
+
+
+def clearing(parts: Iterable[str] = PARTS) -> Clearing:
+    """What :func:`clear_cache` of ``parts`` would remove and keep; a part not known is refused."""
     parts = list(parts)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:  # before anything is deleted
         raise UserError(f"unknown cache part {unknown[0]!r}; valid: {', '.join(PARTS)}")
-    freed = 0
+    found = Clearing()
     for part in parts:
         path = cache_dir() / part
+        if path.is_symlink():
+            found.linked.append(path)
+            continue
         if not path.is_dir():
             continue
-        for entry in path.iterdir():
-            if not written_here(part, entry):
-                continue
-            freed += _size(entry)
-            remove(entry)
-        if not path.is_symlink() and not any(path.iterdir()):
+        for entry in sorted(path.iterdir()):
+            (found.remove if written_here(part, entry) else found.kept).append(entry)
+    return found
+
+
+def clear_cache(parts: Iterable[str] = PARTS) -> int:
+    """Delete what alexnet wrote in the given parts of the cache (see written_here), and each
+    part's folder once empty; returns the bytes of the files removed. A part that is a link
+    (to a bigger disk, or to a folder of one's own) is left whole: the link and all behind it."""
+    parts = list(parts)
+    freed = 0
+    for entry in clearing(parts).remove:
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile (another clear)
+            held = _size(entry)
+            remove(entry)  # a link itself, never what it points to (shutil.rmtree's rule too)
+            freed += held
+    for part in parts:
+        path = cache_dir() / part
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
     return freed
