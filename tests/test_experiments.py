@@ -127,6 +127,28 @@ def test_ablations_smoke_and_a_restarted_sweep_skips_what_finished(tiny_folder, 
     assert wrong.returncode == 2 and "--budget: not for ablations" in wrong.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["relu-vs-tanh", "--rates", "0.1,0.1"], "argument --rates: 0.1 given more than once"),
+        (["relu-vs-tanh", "--rates", "0.01,0.1,1e-1"], "argument --rates: 0.1 given more than"),
+        (["ablations", "--variants", "full,full"], "argument --variants: full given more than"),
+        (["ablations", "--variants", "no-lrn,full,no-lrn"], "--variants: no-lrn given more"),
+    ],
+)
+def test_a_list_option_with_an_item_twice_is_refused_in_one_line(capsys, args, message):
+    """--rates 0.1,0.1 and --variants no-lrn,no-lrn ran the same runs twice."""
+    from alexnet.cli import build_parser
+
+    with pytest.raises(SystemExit) as raised:
+        build_parser().parse_args(["experiment", *args])
+    err = capsys.readouterr().err
+    assert raised.value.code == 2 and err.startswith("alexnet experiment: error: ")
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    distinct = build_parser().parse_args(["experiment", "relu-vs-tanh", "--rates", "0.1,0.3"])
+    assert distinct.rates == [0.1, 0.3]
+
+
 def test_the_one_tower_variant_halves_conv1_to_conv4_as_the_paper_did(tiny_folder):
     base = tiny_recipe(tiny_folder)  # widths 8, 8, 16, 16, 8
     one = variant_recipe(base, BY_NAME["one-tower"], 0, 1).model.options

@@ -75,6 +75,8 @@ def test_the_command_prints_both_conventions_and_names_bad_input(photos, tmp_pat
         (["lrn-divisor", "alexnet-owt", str(photos[0])], "has no LRN layer"),
         (["lrn-divisor", str(tmp_path / "none.pt"), str(photos[0])], "none.pt"),
         (["lrn-divisor", "alexnet", str(bad)], "no image could be read"),
+        (["lrn-divisor", str(tmp_path), str(photos[0]), "--seed", "3"], "--seed applies to a "),
+        (["lrn-divisor", "bogusnet", str(photos[0])], "(alexnet, alexnet-owt, alexnet-small"),
     ):
         proc = subprocess.run(
             [*ALEXNET, *args], env=env, capture_output=True, text=True, timeout=120
@@ -83,9 +85,32 @@ def test_the_command_prints_both_conventions_and_names_bad_input(photos, tmp_pat
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_scale_is_refused_for_a_trained_network(tmp_path):
-    with pytest.raises(ValueError, match="--scale applies to a network at initialisation"):
-        open_network(str(tmp_path), "unit", 0)
+AT_INIT = r"applies to a network at initialisation \(alexnet, alexnet-owt, .*convnet4\); "
+UNKNOWN = r"neither a run, checkpoint or weights file nor a network name \(alexnet, .*convnet4\)"
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "seed", "message"),
+    [
+        ("{run}", "unit", None, rf"^--scale {AT_INIT}\S+ is taken as a trained network"),
+        ("{run}", None, 3, rf"^--seed {AT_INIT}\S+ is taken as a trained network"),
+        ("{run}", None, 0, rf"^--seed {AT_INIT}"),  # 0 given is given, too
+        ("bogusnet", None, None, rf"^bogusnet: {UNKNOWN} or published weights \(torchvision\)$"),
+        ("bogusnet", None, 3, rf"^bogusnet: {UNKNOWN}"),  # not "taken as a trained network"
+        ("{run}/none.pt", None, None, rf"none\.pt: {UNKNOWN}"),
+        ("{run}/empty", None, None, r"a folder without best\.pt or last\.pt"),  # as it was
+    ],
+    ids=["scale", "seed", "seed-0", "unknown", "unknown-and-seed", "missing-file", "empty-folder"],
+)
+def test_options_for_a_network_at_initialisation_and_unknown_names_are_refused(
+    tmp_path, monkeypatch, name, scale, seed, message
+):
+    """--scale and --seed with a trained network, and a name that is neither a file nor a
+    network (which named only a missing checkpoint), are one line naming what applies."""
+    monkeypatch.chdir(tmp_path)  # bogusnet: no such file in the current folder
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((ValueError, OSError), match=message):  # one line, exit status 2
+        open_network(name.format(run=tmp_path), scale, seed)
 
 
 def test_the_sample_is_bounded_and_uniform_with_exact_ends():

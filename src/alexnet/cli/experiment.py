@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from alexnet.cli.options import (
@@ -15,6 +16,21 @@ from alexnet.cli.options import (
     rates,
     whole,
 )
+
+
+def distinct(parse: Callable[[str], list]) -> Callable[[str], list]:
+    """A comma-separated list option's ``parse``, refusing an item given twice: each was run
+    twice (``--rates 0.1,0.1``, ``--variants no-lrn,no-lrn``)."""
+
+    def checked(text: str) -> list:
+        items = parse(text)
+        again = next((item for i, item in enumerate(items) if item in items[:i]), None)
+        if again is not None:
+            raise argparse.ArgumentTypeError(f"{again} given more than once; give each once")
+        return items
+
+    checked.__name__ = parse.__name__  # argparse names the type in some of its messages
+    return checked
 
 
 def add_parser(sub) -> None:
@@ -40,7 +56,7 @@ def add_parser(sub) -> None:
         type=minutes,
         help="relu-vs-tanh: minutes of wall time, sweep included (default 15)",
     )
-    p.add_argument("--rates", type=rates, help="relu-vs-tanh: the learning rates tried for each activation, "
+    p.add_argument("--rates", type=distinct(rates), help="relu-vs-tanh: the learning rates tried for each activation, "
                                    "comma-separated (default 0.003,0.01,0.03,0.1,0.3)")  # fmt: skip
     p.add_argument("--seeds", type=whole(1, 100), help="ablations: seeds per variant (default 2)")
     p.add_argument("--epochs", type=whole(1, 10_000),
@@ -50,7 +66,7 @@ def add_parser(sub) -> None:
                         "on 2 CPU cores)")  # fmt: skip
     from alexnet.experiments.ablations import BY_NAME
 
-    p.add_argument("--variants", type=names, help="ablations: a comma-separated subset "
+    p.add_argument("--variants", type=distinct(names), help="ablations: a comma-separated subset "
                                       f"({', '.join(BY_NAME)})")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -38,9 +38,8 @@ def add_parser(sub) -> None:
                    help="a network at initialisation only: 'paper' feeds values 0-255 minus the "
                         "mean, as the paper did (default); 'unit' divides by ImageNet's deviation "
                         "too (a trained network's images are prepared as it was trained)")  # fmt: skip
-    p.add_argument(
-        "--seed", type=whole(0, 2**63 - 1), default=0, help="a network at initialisation: its seed"
-    )
+    p.add_argument("--seed", type=whole(0, 2**63 - 1),
+                   help="a network at initialisation only: its seed (default 0)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -17,6 +17,7 @@ paper's scale or at unit scale.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from alexnet.inference.trained import Trained, load_trained
 from alexnet.inference.views import views_of
 from alexnet.models import NETWORKS, build_model, network
 from alexnet.models.alexnet import IMAGENET_MEAN, IMAGENET_STD
+from alexnet.models.weights import PUBLISHED
 from alexnet.ops.lrn import FORMULAS, LocalResponseNorm
 
 PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -69,16 +71,26 @@ def initialised(arch: str, scale: str, seed: int = 0) -> Trained:
     return Trained(where, model, recipe, classes, classes, None, STORED_SIDE if stored else None)
 
 
-def open_network(name: str, scale: str | None, seed: int) -> Trained:
+def open_network(name: str, scale: str | None, seed: int | None = None) -> Trained:
     """A trained network from a file, run folder or published name; else a registered
-    network's name, at its initialisation (``scale`` applies to those alone). A file or
-    folder of a network's name in the current folder is taken as the file."""
+    network's name, at its initialisation (``scale`` and ``seed`` apply to those alone). A
+    file or folder of a network's name in the current folder is taken as the file."""
     if name in NETWORKS and not Path(name).exists():
-        return initialised(name, scale or "paper", seed)
+        return initialised(name, scale or "paper", 0 if seed is None else seed)
+    path = Path(name)
+    # (a broken link, or a path under a file, is said by load_trained)
+    if name not in PUBLISHED and not os.path.lexists(path) and not path.parent.is_file():
+        raise UserError(f"{name}: neither a run, checkpoint or weights file nor a network name "
+                        f"({', '.join(NETWORKS)}) or published weights "
+                        f"({', '.join(PUBLISHED)})")  # fmt: skip
     if scale is not None:
         raise UserError(f"--scale applies to a network at initialisation ({', '.join(NETWORKS)}); "
                          f"{name} is taken as a trained network, whose images are prepared as "
                          "it was trained")  # fmt: skip
+    if seed is not None:
+        raise UserError(f"--seed applies to a network at initialisation ({', '.join(NETWORKS)}); "
+                        f"{name} is taken as a trained network, whose weights are its "
+                        "training's")  # fmt: skip
     return load_trained(name)
 
 
