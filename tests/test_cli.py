@@ -243,14 +243,18 @@ def _killed_early(c: Ctx) -> Path:
     return run
 
 
-def _short_classes(c: Ctx) -> list[str]:
+def _short_classes(classes: list[str]) -> Callable[[Ctx], list[str]]:
     """A checkpoint whose class list is shorter than its output layer: predict met an
-    IndexError, and export wrote the file without noticing."""
-    run = c.finished_run("short")
-    state = torch.load(run / "best.pt", weights_only=True)
-    state["data"]["classes"] = state["data"]["names"] = ["checks"]
-    torch.save(state, run / "best.pt")
-    return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
+    IndexError, and export wrote the file without noticing; emptied, predict answered "0"."""
+
+    def setup(c: Ctx) -> list[str]:
+        run = c.finished_run("short")
+        state = torch.load(run / "best.pt", weights_only=True)
+        state["data"]["classes"] = state["data"]["names"] = classes
+        torch.save(state, run / "best.pt")
+        return ["predict", str(run), str(next((c.tiny / "val" / "checks").iterdir()))]
+
+    return setup
 
 
 def _negative_epoch(c: Ctx) -> list[str]:
@@ -567,7 +571,7 @@ CASES: list[Case] = [
     ("summary huge input", lambda c: ["summary", "--input", "3x100000x100000"], "at most 64 channels and 4096"),
     ("summary channels", lambda c: ["summary", "-o", "in_channels=1", "--input", "3x227x227"],
      "-o in_channels=1 but --input has 3 channels"),
-    ("ensemble channels", _mixed_channels, "its input channels differ from"),
+    ("ensemble channels", _mixed_channels, "its input channels is 1, "),
     ("huge crop padding", lambda c: c.train("--set", "augment.crop_padding=100000"),
      "augment.crop_padding must be <= 512, got 100000"),
     ("store a symlink loop", _looped_store, "loop: a symbolic link that leads back to itself"),
@@ -590,7 +594,8 @@ CASES: list[Case] = [
      "stopped before its first checkpoint, so there is nothing to resume; remove it"),
     ("name killed early", lambda c: (_killed_early(c), c.train())[1],
      "already exists and holds no checkpoint (a run stopped before its first"),
-    ("short class list", _short_classes, "records 1 classes and 1 names for an output layer of 3"),
+    ("short class list", _short_classes(["checks"]), "records 1 classes and 1 names for an output layer of 3"),
+    ("empty class list", _short_classes([]), "records 0 classes and 0 names for an output layer of 3"),
     ("negative epoch", _negative_epoch, "last.pt: its epoch -5 is not a count"),
     ("edited history", _edited("history", lambda h: [{"epoch": "x"}]),
      "last.pt: its history is not a list of epochs' figures"),
@@ -757,6 +762,8 @@ CASES: list[Case] = [
     ("figures out without its parent", lambda c: ["figures", str(c.tmp), "--out",
                                                   str(c.tmp / "no" / "deep" / "fig")],
      "does not exist; the figures' folder is made, not the folders above it"),
+    ("an image size the network cannot take", lambda c: c.train("--set", "data.image_size=7"),
+     "data.image_size must be >= 8, got 7 for alexnet-small, whose input side it sets"),
     ("resume other key", lambda c: ["train", "--resume", str(c.finished_run()), "--set", "data.batch_size=8"],
      "--resume can change only optim.lr, epochs, not data.batch_size"),
 ]  # fmt: skip

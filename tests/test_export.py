@@ -221,7 +221,9 @@ def test_cli_exports_a_run_folder(run_dir, tmp_path, cache):
 @pytest.mark.parametrize(("args", "says"), [
     (["x.tflite"], "give --format (onnx, safetensors, pt2)"),
     (["x.onnx", "--format", "tflite"], "unknown format 'tflite'"),
-    (["m.onnx", "--format", "safetensors"], "the name says onnx but --format is safetensors"),
+    (["m.onnx", "--format", "safetensors"],
+     "the name says onnx but --format is safetensors; name the file m.safetensors"),
+    (["m.safetensors.onnx", "--format", "safetensors"], "name the file m.safetensors\n"),
     (["missing/x.onnx"], "missing: no such folder"),
     (["."], "a folder; give the name of the file"),
     (["x.onnx", "--opset", "9"], "--opset 9: torch's ONNX exporter writes opsets 18 to"),

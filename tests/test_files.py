@@ -187,3 +187,34 @@ if __name__ == "__main__":
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.returncode == 0 and "leaving" in done.stdout, done.stderr
+
+
+def test_a_worker_says_nothing_when_its_gone_parent_resets_the_sharers_connection():
+    """Ctrl-C to eval --workers 2: a worker's resource-sharer thread printed a
+    ConnectionResetError traceback, 3 times in 22, as the parent went. That error of that
+    thread is let pass; the same error elsewhere, and other errors there, are printed."""
+    import errno
+    import multiprocessing
+    import threading
+
+    from alexnet.processes import quiet_parent_gone
+
+    def fail(exc: BaseException, where: str) -> None:
+        scope = {"exc": exc}
+        exec(compile("def run():\n    raise exc\n", where, "exec"), scope)  # a frame of `where`
+        thread = threading.Thread(target=scope["run"])
+        thread.start()
+        thread.join()
+
+    sharer = os.path.join(os.path.dirname(multiprocessing.__file__), "resource_sharer.py")
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    default, shown = threading.excepthook, []
+    try:
+        threading.excepthook = lambda args: shown.append((args.exc_type, args.exc_traceback))
+        quiet_parent_gone()
+        fail(reset, sharer)
+        fail(ConnectionResetError(errno.ECONNRESET, "reset"), __file__)
+        fail(ValueError("a real bug"), sharer)
+    finally:
+        threading.excepthook = default
+    assert [kind for kind, _ in shown] == [ConnectionResetError, ValueError]

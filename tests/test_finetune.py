@@ -145,3 +145,12 @@ def test_a_start_trained_at_another_input_scale_is_said(start_run):
     assert "data.std" in said and "note" in said
     recipe.data.std = list(start.recipe.data.std)
     assert "note" not in load_start_weights(model, recipe)
+
+
+def test_frozen_features_without_start_weights_are_warned_of(tiny_folder, tmp_path, cache):
+    """Only the classifier trains, on random convolutions: a baseline when meant, and a
+    silent mistake when --weights was forgotten."""
+    fit(tiny_recipe(tiny_folder, epochs=1, **{"model.freeze_features": True}), tmp_path / "r",
+        progress=False)  # fmt: skip
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert "warning: model.freeze_features without model.weights: the convolutional" in log

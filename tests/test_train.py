@@ -569,3 +569,23 @@ def test_a_deleted_recipe_file_is_written_again_on_resume(tmp_path, cache, recip
     assert proc.returncode == 0, proc.stderr
     assert "recipe.toml was missing" in proc.stderr
     assert (run / "recipe.toml").read_text() == written
+
+
+def test_a_last_epoch_whose_best_and_report_were_not_written_is_finished_by_resume(
+    tmp_path, tiny_folder, cache
+):
+    """A full disk after the last epoch's last.pt: the error said to resume the run, and the
+    resume refused it as finished, leaving it without best.pt, metrics or report."""
+    run = tmp_path / "r"
+    fit(tiny_recipe(tiny_folder, epochs=1), run, progress=False)
+    trained = torch.load(run / "best.pt", weights_only=True)["model"]
+    for lost in ("best.pt", "report.md"):
+        (run / lost).unlink()
+    proc = run_cli(["train", "--resume", str(run), "--no-progress"], cache)
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # nothing more was trained
+    again = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(trained[k], again[k]) for k in trained)
+    assert (run / "report.md").is_file()
+    proc = run_cli(["train", "--resume", str(run), "--no-progress"], cache)
+    assert proc.returncode == 2 and "has finished 1 epochs" in proc.stderr  # all there now

@@ -36,6 +36,28 @@ def worker_start(parent: int, _worker: int = 0) -> None:
     die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(0))
+    quiet_parent_gone()
+
+
+def quiet_parent_gone() -> None:
+    """A worker hands its batches' shared memory to the parent through multiprocessing's
+    resource sharer, a thread that serves each on a connection the parent opens. A parent
+    ended by Ctrl-C mid-request reset that connection, and the worker's thread printed a
+    ConnectionResetError traceback under the command's "interrupted" (3 times in 22). The
+    worker dies with its parent a moment later; only that error of that thread is let pass."""
+    import threading
+    import traceback
+
+    default = threading.excepthook
+    sharer = os.path.join("multiprocessing", "resource_sharer.py")
+
+    def hook(args) -> None:
+        frames = traceback.extract_tb(args.exc_traceback)
+        if not (isinstance(args.exc_value, (ConnectionError, EOFError))
+                and any(f.filename.endswith(sharer) for f in frames)):  # fmt: skip
+            default(args)
+
+    threading.excepthook = hook
 
 
 class Stopped(BaseException):

@@ -91,8 +91,9 @@ def _same(nets: list[Trained], what: str, value) -> None:
         raise UserError(f"{other.path}: {_kind(other)}, {nets[0].path} {_kind(nets[0])}; an "
                          "ensemble's networks must read their images alike (all from stores, "
                          "or all in memory from one source): evaluate these one at a time")  # fmt: skip
-    raise UserError(f"{other.path}: its {what} differ from {nets[0].path}'s; an ensemble "
-                     "needs networks trained on the same classes and images")  # fmt: skip
+    mine, first = (str(value(n))[:60] for n in (other, nets[0]))
+    raise UserError(f"{other.path}: its {what} is {mine}, {nets[0].path}'s is {first}; an "
+                     "ensemble needs networks trained on the same classes and images")  # fmt: skip
 
 
 def trained_data(net: Trained, data: Path | None) -> Path | None:

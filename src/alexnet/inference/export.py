@@ -292,8 +292,12 @@ def format_of(out: Path, fmt: str | None) -> str:
         raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     named = next((f for f, suffix in FORMATS.items() if out.suffix.lower() == suffix), None)
     if named not in (None, fmt):  # m.onnx holding safetensors would mislead every reader
+        base = out.with_suffix(
+            ""
+        )  # m.safetensors.onnx: m.safetensors, not m.safetensors.safetensors
+        fits = base if base.suffix.lower() == FORMATS[fmt] else f"{base}{FORMATS[fmt]}"
         raise ExportError(f"{out}: the name says {named} but --format is {fmt}; name the file "
-                          f"...{FORMATS[fmt]}")  # fmt: skip
+                          f"{fits}")  # fmt: skip
     return fmt
 
 

@@ -130,7 +130,9 @@ def load_trained(path: Path | str) -> Trained:
         raise CheckpointError(f"{path}: its data record is a {type(data).__name__}, not what "
                               "alexnet writes; a damaged or edited file")  # fmt: skip
     count = recipe.model.options.get("num_classes", 0)
-    classes = list(data.get("classes") or [str(i) for i in range(count)])
+    # None only in files that never named them; an emptied list answered class "0" or "1".
+    given = data.get("classes")
+    classes = list(given if given is not None else [str(i) for i in range(count)])
     saved = state.get("preprocessing") or {}
     try:
         stats = PixelStats.from_dict(saved) if saved else None
@@ -140,7 +142,7 @@ def load_trained(path: Path | str) -> Trained:
     stored = data.get("stored_size")
     if stored is None and stats is not None:  # files from before stored_size was recorded
         stored = int(stats.mean_image.shape[0])
-    names = list(data.get("names") or classes)
+    names = list(data["names"] if data.get("names") is not None else classes)
     _check_names(path, model, classes, names)
     _check_input(path, recipe, model, stats, stored)
     return Trained(path, model, recipe, classes, names, stats, stored)

@@ -181,7 +181,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
     changes = _check_changes(overrides, recipe, run_dir)
     new = apply_overrides(recipe, overrides) if overrides else recipe
     done = checkpoint["epoch"]
-    if done >= new.epochs:
+    if done >= new.epochs and not left_unfinished(run_dir, checkpoint):
         onward = ("its one-cycle schedule cannot be extended; start a new run"
                   if recipe.schedule.name == "onecycle"
                   else f"to train on, resume with --set epochs=N (N > {done}), or start a new run")  # fmt: skip
@@ -189,6 +189,20 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
     changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
     changes = {k: (old, value) for k, (old, value) in changes.items() if old != value}
     return Resume(run_dir, new, checkpoint, changes)
+
+
+def left_unfinished(run_dir: Path, checkpoint: dict) -> bool:
+    """A run that trained its last epoch but stopped before writing that epoch's best.pt or
+    its report (a full disk: the error says to resume it). A resume writes them and trains
+    nothing more; a checkpoint too damaged to tell is for the resume's checks to name."""
+    try:
+        last, best = checkpoint["history"][-1], run_dir / "best.pt"
+        best_lost = last["val_top1_err"] <= checkpoint["best_top1_err"] and not (
+            best.is_file() and best.stat().st_mtime >= (run_dir / "last.pt").stat().st_mtime
+        )
+    except (KeyError, IndexError, TypeError, OSError):
+        return False
+    return best_lost or not (run_dir / "report.md").is_file()
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> set[str]:

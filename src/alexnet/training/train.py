@@ -34,10 +34,11 @@ from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats
 from alexnet.errors import UserError
 from alexnet.files import write_text
-from alexnet.models import build_model, network
+from alexnet.models import build_model, check_options, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
+from alexnet.settings import SettingError
 from alexnet.training.budget import Clock, Pacer, plan
 from alexnet.training.evaluate import evaluate
 from alexnet.training.finetune import (
@@ -147,8 +148,15 @@ def check_memory(recipe: Recipe, rt: Runtime, options: dict) -> None:
 def with_data_shape(recipe: Recipe, options: dict) -> dict:
     """``options`` with the channels and size the data gives, where the recipe leaves them."""
     options.setdefault("in_channels", recipe.data.channels)
-    if network(recipe.model.arch).sized_by_option:
-        options.setdefault("input_size", recipe.data.image_size)
+    if network(recipe.model.arch).sized_by_option and "input_size" not in options:
+        options["input_size"] = recipe.data.image_size
+        try:  # a side the network cannot take is the key the user set, not the option it fills
+            check_options(recipe.model.arch, options)
+        except SettingError as exc:
+            if not str(exc).startswith("input_size "):
+                raise
+            raise UserError(f"data.image_size {str(exc).removeprefix('input_size ')} for "
+                             f"{recipe.model.arch}, whose input side it sets") from None  # fmt: skip
     return options
 
 
@@ -535,7 +543,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     if recipe.model.weights and resume_from is None:  # fine-tuning (finetune.py)
         logger.say(load_start_weights(model, recipe))
     elif recipe.model.freeze_features and resume_from is None:
-        logger.say("note: model.freeze_features without model.weights: the convolutional "
+        logger.say("warning: model.freeze_features without model.weights: the convolutional "
                    "layers stay at their random initialisation (a random-features baseline)")  # fmt: skip
     if recipe.optim.lr_find and resume_from is None:
         find_rate(recipe, model, train_loader, rt, logger, run_dir)
