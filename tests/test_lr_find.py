@@ -34,23 +34,25 @@ def test_a_run_with_lr_find_trains_at_the_suggested_rate(tiny_folder, cache, tmp
 def test_lr_find_on_the_command_line(tiny_folder, cache, tmp_path):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(tiny_recipe(tiny_folder).to_toml())
-    result = run_cli(["lr-find", "--recipe", str(recipe), "--steps", "30", "--plot",
+    result = run_cli(["lr-find", "--recipe", str(recipe), "--steps", "60", "--plot",
                       str(tmp_path / "p.png")], cache)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "suggested" in result.stdout and (tmp_path / "p.png").is_file()
-    # 120 images in full batches of 16: 7 batches, which 30 steps go over more than once.
+    # 120 images in full batches of 16: 7 batches, which the steps go over more than 4 times.
     assert "warning: the training set is 7 batches, so the test's " in result.stderr
 
 
 def test_a_test_over_few_batches_says_its_suggestion_may_be_too_high():
-    losses = [2.0 - 0.1 * i for i in range(10)]
-    test = RangeTest([1e-3 * 1.5**i for i in range(10)], losses, 1e-2, 1e-1, batches=3)
+    losses = [2.0 - 0.05 * i for i in range(20)]
+    rates = [1e-3 * 1.2**i for i in range(20)]
+    test = RangeTest(rates, losses, 1e-2, 1e-1, batches=3)
     assert test.repeated() == (
-        "the training set is 3 batches, so the test's 10 steps went over it 3.3 times and its "
+        "the training set is 3 batches, so the test's 20 steps went over it 6.7 times and its "
         "loss fell partly from learning those batches by heart: the suggestion may be too high; "
         "more images give a sounder test"
     )
-    assert RangeTest(test.rates, losses, 1e-2, 1e-1, batches=10).repeated() is None
+    assert RangeTest(rates, losses, 1e-2, 1e-1, batches=5).repeated() is None  # four times
+    assert RangeTest(rates, losses, 1e-2, 1e-1, batches=10).repeated() is None  # twice
 
 
 def test_lr_find_refuses_too_few_steps_and_a_plot_it_cannot_write(tiny_folder, cache, tmp_path):
