@@ -257,6 +257,30 @@ def _short_classes(classes: list[str]) -> Callable[[Ctx], list[str]]:
     return setup
 
 
+def _too_long(c: Ctx, args: list[str]) -> list[str]:
+    """A run's name too long for the disk left the --runs folder made for it, empty."""
+    c.after.append(lambda: not c.runs.exists())
+    return args
+
+
+def _recipe_name_too_long(c: Ctx) -> list[str]:
+    """The hint named --name where the name came from the recipe."""
+    text = c.recipe.read_text()
+    assert 'name = "tiny"' in text
+    (c.tmp / "long.toml").write_text(text.replace('name = "tiny"', f'name = "{"x" * 300}"'))
+    return _too_long(c, ["train", "--recipe", str(c.tmp / "long.toml"), "--runs", str(c.runs),
+                         "--no-progress"])  # fmt: skip
+
+
+def _best_alone(c: Ctx) -> list[str]:
+    """A run whose last.pt is gone but best.pt is there was told it had stopped before its
+    first checkpoint, and to rm -r it: its best network with it."""
+    run = c.finished_run("alone")
+    (run / "last.pt").unlink()
+    c.after.append(lambda: (run / "best.pt").is_file())
+    return ["train", "--resume", str(run)]
+
+
 def _negative_epoch(c: Ctx) -> list[str]:
     run = c.finished_run("neg")
     state = torch.load(run / "last.pt", weights_only=True)
@@ -592,6 +616,8 @@ CASES: list[Case] = [
     ("cache a file", _cache_a_file, "cachefile is a file, not a folder; point ALEXNET_CACHE"),
     ("resume killed early", lambda c: ["train", "--resume", str(_killed_early(c))],
      "stopped before its first checkpoint, so there is nothing to resume; remove it"),
+    ("resume without last.pt", _best_alone,
+     "last.pt: missing, and a run resumes only from it; its best.pt is there: evaluate it"),
     ("name killed early", lambda c: (_killed_early(c), c.train())[1],
      "already exists and holds no checkpoint (a run stopped before its first"),
     ("short class list", _short_classes(["checks"]), "records 1 classes and 1 names for an output layer of 3"),
@@ -702,7 +728,10 @@ CASES: list[Case] = [
      "tb: a file stands where this path needs a folder; move or remove it"),
     ("a file at figures", _run_file("figures", "x", "figures"),
      "figures: a file stands where this path needs a folder; move or remove it"),
-    ("a name too long", lambda c: c.train(name="x" * 300), "File name too long; choose a shorter --name"),
+    ("a name too long", lambda c: _too_long(c, c.train(name="x" * 300)),
+     "File name too long; choose a shorter name: --name"),
+    ("a recipe name too long", _recipe_name_too_long,
+     "File name too long; choose a shorter name: a --name, or a shorter name in the recipe"),
     ("a metrics.jsonl linked outside", _linked("metrics.jsonl"),
      "metrics.jsonl: a symbolic link, not the run's own log; remove it"),
     ("a log.txt linked outside", _linked("log.txt"), "log.txt: a symbolic link, not the run's own"),
@@ -1122,3 +1151,16 @@ def test_a_file_name_given_as_bytes_is_said_as_a_name(capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 2
     assert err == "alexnet train: error: runs/x/tb/events.out: No space left on device\n"
+
+
+def test_cache_clear_takes_its_parts_before_or_after_yes(cache, capsys):
+    """`cache clear --yes decoded` was refused: "unrecognized arguments: decoded"."""
+    for args in (["--yes", "decoded"], ["-y", "decoded", "extracted"], ["decoded", "--yes"]):
+        store = cache / "decoded" / f"imagefolder-32-3-{'0' * 8}-{'1' * 20}.pt"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_bytes(b"x" * 100)
+        main(["cache", "clear", *args])
+        assert not store.exists() and "100 bytes freed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["cache", "clear", "--yes", "bogus"])
+    assert done.value.code == 2 and "unknown cache part 'bogus'" in capsys.readouterr().err

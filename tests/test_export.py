@@ -225,6 +225,7 @@ def test_cli_exports_a_run_folder(run_dir, tmp_path, cache):
      "the name says onnx but --format is safetensors; name the file m.safetensors"),
     (["m.safetensors.onnx", "--format", "safetensors"], "name the file m.safetensors\n"),
     (["missing/x.onnx"], "missing: no such folder"),
+    (["ex dir/x.onnx"], "ex dir: no such folder; create it first (mkdir -p 'ex dir')"),
     (["."], "a folder; give the name of the file"),
     (["x.onnx", "--opset", "9"], "--opset 9: torch's ONNX exporter writes opsets 18 to"),
     (["x.pt2", "--opset", "18"], "--opset 18: applies to --format onnx only"),

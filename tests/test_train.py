@@ -389,6 +389,23 @@ def test_checkpoint_recipe_flag_makes_the_folder_follow_its_checkpoint(
     assert proc.returncode == 0, proc.stderr  # no flag needed any more
 
 
+def test_a_refused_checkpoint_recipe_resume_keeps_the_users_recipe_file(
+    tmp_path, tiny_folder, cache
+):
+    """--checkpoint-recipe wrote recipe.toml from the checkpoint before the resume's checks,
+    and a resume they refused (a one-cycle run lengthened, a finished run) lost the user's
+    edits to it."""
+    run = tmp_path / "r"
+    fit(tiny_recipe(tiny_folder, epochs=1), run, progress=False)
+    edited = (run / "recipe.toml").read_text().replace("seed = 0", "seed = 7") + "# my note\n"
+    (run / "recipe.toml").write_text(edited)
+    for more in (["--set", "epochs=3"], []):
+        proc = run_cli(["train", "--resume", str(run), "--checkpoint-recipe", "--no-progress",
+                        *more], cache)  # fmt: skip
+        assert proc.returncode == 2 and "one-cycle" in proc.stderr, proc.stderr
+        assert (run / "recipe.toml").read_text() == edited
+
+
 def test_a_resume_that_fails_before_its_first_checkpoint_changes_nothing(
     tmp_path, cache, recipe_file
 ):

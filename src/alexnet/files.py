@@ -89,6 +89,14 @@ def free_bytes(folder: Path) -> int:
         return -1  # unknown: do not refuse on a guess
 
 
+def shell_word(path: Path | str) -> str:
+    """``path`` as one word of a command a message suggests: quoted where the shell would split
+    it (`mkdir -p ex dir` made two folders)."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
 def size(n: int) -> str:
     """``n`` bytes in words a person reads at a glance: 2.4 MB, 61 kB, 512 bytes."""
     if n >= 1e6:

@@ -21,6 +21,17 @@ def add_parser(sub) -> None:
     p.add_argument("--yes", "-y", action="store_true",
                    help=f"clear without asking, even more than {ASK_ABOVE / 1e9:g} GB")  # fmt: skip
     p.set_defaults(func=run)
+    p.__class__ = type("CacheParser", (type(p),), {"parse_known_args": _parts_anywhere})
+
+
+def _parts_anywhere(self, args=None, namespace=None):
+    """argparse fills the positionals once, before the first option between them: in
+    ``cache clear --yes decoded`` the part after --yes was "unrecognized". Words left over
+    are parts too (a part not known is refused by name when clearing)."""
+    namespace, extras = argparse.ArgumentParser.parse_known_args(self, args, namespace)
+    words = [e for e in extras if not e.startswith("-")]
+    namespace.parts = [*(namespace.parts or []), *words]
+    return namespace, [e for e in extras if e.startswith("-")]
 
 
 def run(args: argparse.Namespace) -> None:

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from alexnet.checkpoint import CheckpointError
-    from alexnet.files import WriteError, missing_folders, remove_empty
+    from alexnet.files import WriteError, missing_folders, remove_empty, shell_word
     from alexnet.processes import Stopped
     from alexnet.runtime import StopFlag
     from alexnet.training.runs import open_run, remove_failed_start
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
                     r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
                     fit(r.recipe, r.run_dir, resume_from=r.checkpoint, changes=r.changes,
                         progress=progress, stop=stop, report=not args.no_report,
-                        started=args.started)  # fmt: skip
+                        started=args.started, rewrite_recipe=r.rewrite_recipe)  # fmt: skip
             else:
                 runs = Path(args.runs or "runs")
                 made = missing_folders(runs)
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
             raise
         fix = "make room" if "is full" in str(exc) else "put that right"  # not all are space
         raise type(exc)(f"{exc}; the run is kept to its last checkpoint: {fix}, then "
-                        f"alexnet train --resume {run_dir}") from None  # fmt: skip
+                        f"alexnet train --resume {shell_word(run_dir)}") from None  # fmt: skip
     except Stopped as exc:
         print(f"alexnet train: stopped by signal {exc.signum} before training began; "
               "nothing was kept", file=sys.stderr)  # fmt: skip

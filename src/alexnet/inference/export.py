@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet.files import text_name, written
+from alexnet.files import shell_word, text_name, written
 from alexnet.inference.safetensors_file import (
     INSTALL,
     ExportError,
@@ -318,7 +318,7 @@ def check_request(out: Path, fmt: str | None, *, batch: int = 7, opset: int | No
                               "write to another name")  # fmt: skip
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such folder; create it first (mkdir -p "
-                                f"{out.parent}) or write elsewhere")  # fmt: skip
+                                f"{shell_word(out.parent)}) or write elsewhere")  # fmt: skip
     fmt = format_of(out, fmt)
     if opset is not None and fmt != "onnx":
         raise ExportError(f"--opset {opset}: applies to --format onnx only")

@@ -23,9 +23,9 @@ from alexnet.files import (
     missing_folders,
     read_only,
     remove_empty,
+    shell_word,
     size,
     text_name,
-    write_text,
 )
 from alexnet.locks import held, in_use
 
@@ -87,8 +87,10 @@ def create_run_dir(runs: Path, name: str | None, recipe_name: str) -> Path:
         except OSError as exc:
             import errno
 
-            fix = "a shorter --name" if exc.errno == errno.ENAMETOOLONG else \
+            named = "--name" if name is not None else "a --name, or a shorter name in the recipe"
+            fix = f"a shorter name: {named}" if exc.errno == errno.ENAMETOOLONG else \
                 "another folder with --runs DIR"  # fmt: skip
+            remove_empty(made)  # the --runs folder made for it
             raise UserError(f"cannot create {run_dir}: {exc.strerror or exc}; choose {fix}") \
                 from None  # fmt: skip
     raise FileExistsError(f"{runs}: too many runs named {base}-N")
@@ -98,12 +100,10 @@ def _taken(run_dir: Path) -> str:
     if in_use(run_dir):
         return f"{run_dir} is in use by a run training now; choose another --name"
     if (run_dir / "last.pt").exists():
-        return (
-            f"{run_dir} already exists; resume it with --resume {run_dir}, or choose another --name"
-        )
+        return f"{run_dir} already exists; resume it with --resume {shell_word(run_dir)}, or choose another --name"
     return (
         f"{run_dir} already exists and holds no checkpoint (a run stopped before its first, "
-        f"or another folder); remove it (rm -r {run_dir}) or choose another --name"
+        f"or another folder); remove it (rm -r {shell_word(run_dir)}) or choose another --name"
     )
 
 
@@ -121,14 +121,19 @@ class Resume:
     recipe: Recipe
     checkpoint: dict[str, Any]
     changes: dict[str, Any] = field(default_factory=dict)  # key -> (old, new)
+    rewrite_recipe: bool = False  # --checkpoint-recipe: recipe.toml follows the next checkpoint
 
 
 def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool = False) -> Resume:
     """Load ``run_dir/last.pt`` for resuming, after the checks that keep a run consistent."""
     path = run_dir / "last.pt"
+    if not path.exists() and (run_dir / "best.pt").is_file():  # not to be removed: it has a network
+        raise FileNotFoundError(f"{path}: missing, and a run resumes only from it; its best.pt "
+                                "is there: evaluate it as it is, or train on from it in a new "
+                                f"run with --weights {shell_word(run_dir / 'best.pt')}")  # fmt: skip
     if not path.exists() and (run_dir / "recipe.toml").is_file():
         raise FileNotFoundError(f"{run_dir}: stopped before its first checkpoint, so there is "
-                                f"nothing to resume; remove it (rm -r {run_dir}) and start the "
+                                f"nothing to resume; remove it (rm -r {shell_word(run_dir)}) and start the "
                                 "run again")  # fmt: skip
     checkpoint = load_checkpoint(path)
     for key in ("epoch", "batch"):  # an edited count sent the schedule past its end
@@ -158,9 +163,9 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         if file.is_symlink() and file is not saved:  # written through: outside the run
             raise UserError(f"{file}: a symbolic link, not the run's own {what}; remove it "
                             f"({again})")  # fmt: skip
-    if accept_checkpoint_recipe:  # from now on the folder says what its checkpoint says
-        write_text(saved, recipe.to_toml())
-    elif saved.is_file():
+    # With --checkpoint-recipe the folder says what its checkpoint says, from the resume's
+    # first checkpoint on: written now, a resume refused below lost the user's edited file.
+    if not accept_checkpoint_recipe and saved.is_file():
         table = read_toml(saved)
         if not table:  # its defaults were compared with the checkpoint's recipe, key by key
             raise UserError(f"{saved}: empty, not the run's recipe; --checkpoint-recipe writes "
@@ -188,7 +193,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
         raise UserError(f"{run_dir} has finished {done} epochs; {onward}")
     changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
     changes = {k: (old, value) for k, (old, value) in changes.items() if old != value}
-    return Resume(run_dir, new, checkpoint, changes)
+    return Resume(run_dir, new, checkpoint, changes, accept_checkpoint_recipe)
 
 
 def left_unfinished(run_dir: Path, checkpoint: dict) -> bool:

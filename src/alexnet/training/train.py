@@ -33,7 +33,7 @@ from alexnet.data.batches import PCA, batch_maker_for
 from alexnet.data.imageset import write_skip_list
 from alexnet.data.stats import PixelStats
 from alexnet.errors import UserError
-from alexnet.files import write_text
+from alexnet.files import shell_word, write_text
 from alexnet.models import build_model, check_options, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
@@ -293,7 +293,7 @@ class Loop:
         lr = s.optimizer.param_groups[0]["lr"] if plateau else s.recipe.optim.lr
         if where.exists():
             advice = (f"last good checkpoint: {where}; continue it at a lower rate with: alexnet "
-                      f"train --resume {self.run_dir} --set optim.lr={lr / 10:.3g}")  # fmt: skip
+                      f"train --resume {shell_word(self.run_dir)} --set optim.lr={lr / 10:.3g}")  # fmt: skip
         else:
             advice = f"no checkpoint was written yet; lower the learning rate (optim.lr={lr:.3g})"
         return TrainingError(f"{what} at {when}; {advice}, or check the data")
@@ -418,7 +418,7 @@ def stop_now(loop: Loop, bar) -> None:
     if bar is not None:
         bar.close()
     signum = loop.stop.signal or signal.SIGTERM  # another rank's signal
-    again = loop.stop.again or f"resume with: alexnet train --resume {loop.run_dir}"
+    again = loop.stop.again or f"resume with: alexnet train --resume {shell_word(loop.run_dir)}"
     loop.logger.say(f"stopped by signal {signum}; {again}")
     loop.logger.close()
     raise SystemExit(128 + signum)
@@ -509,6 +509,7 @@ def fit(
     stop: StopFlag | None = None,
     report: bool = True,
     started: float | None = None,
+    rewrite_recipe: bool = False,
 ) -> dict[str, float]:
     """Train ``recipe`` into ``run_dir``; returns the last epoch's metrics.
 
@@ -516,14 +517,18 @@ def fit(
     (``--set``), as key -> (old, new); ``stop`` the caller's signal handling, if it has
     installed it already; ``report``: write report.md and its figures at the end (sweeps of
     many runs leave them out); ``started``: ``time.monotonic()`` when the command began, from
-    which a time budget counts (default: now).
+    which a time budget counts (default: now); ``rewrite_recipe`` (--checkpoint-recipe): the
+    run folder's recipe.toml is written from the checkpoint's with the resume's first
+    checkpoint, not before (a resume refused on its way lost the user's edited file).
     """
     with contextlib.nullcontext(stop) if stop else StopFlag() as flag:
-        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag, report, started)
+        return _fit(recipe, run_dir, resume_from, changes or {}, progress, flag, report, started,
+                    rewrite_recipe)  # fmt: skip
 
 
 def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
-         report: bool = True, started: float | None = None) -> dict[str, float]:  # fmt: skip
+         report: bool = True, started: float | None = None,
+         rewrite_recipe: bool = False) -> dict[str, float]:  # fmt: skip
     if isinstance(recipe, dict):
         recipe = recipe_from_dict(recipe, "recipe")
     # One typed recipe: resolved once (a copy: the caller's stays as given), then made
@@ -562,10 +567,13 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.optim.label_smoothing)
     lost = resume_from is not None and not (run_dir / "recipe.toml").exists()  # deleted
     loop = Loop(net, state, criterion, rt, logger, run_dir, stop,
-                recipe_pending=bool(changes) or lost, clock=clock)  # fmt: skip
+                recipe_pending=bool(changes) or lost or rewrite_recipe, clock=clock)  # fmt: skip
     if lost:
         logger.say(f"note: {run_dir / 'recipe.toml'} was missing; the next checkpoint writes it "
                    "again from the run's recipe")  # fmt: skip
+    elif rewrite_recipe:
+        logger.say(f"note: {run_dir / 'recipe.toml'} is written again from the checkpoint's "
+                   "recipe with the next checkpoint (--checkpoint-recipe)")  # fmt: skip
     if resume_from is not None:
         recover_best(loop)
     if clock is not None:
