@@ -27,11 +27,13 @@ def add_parser(sub) -> None:
 def _parts_anywhere(self, args=None, namespace=None):
     """argparse fills the positionals once, before the first option between them: in
     ``cache clear --yes decoded`` the part after --yes was "unrecognized". Words left over
-    are parts too (a part not known is refused by name when clearing)."""
+    are parts too (a part not known is refused by name when clearing), unless an unknown
+    option is among them."""
     namespace, extras = argparse.ArgumentParser.parse_known_args(self, args, namespace)
-    words = [e for e in extras if not e.startswith("-")]
-    namespace.parts = [*(namespace.parts or []), *words]
-    return namespace, [e for e in extras if e.startswith("-")]
+    if any(e.startswith("-") for e in extras):  # an unknown option: all of it is said as such
+        return namespace, extras
+    namespace.parts = [*(namespace.parts or []), *extras]
+    return namespace, []
 
 
 def run(args: argparse.Namespace) -> None:
