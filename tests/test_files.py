@@ -218,3 +218,25 @@ def test_a_worker_says_nothing_when_its_gone_parent_resets_the_sharers_connectio
     finally:
         threading.excepthook = default
     assert [kind for kind, _ in shown] == [ConnectionResetError, ValueError]
+
+
+def test_a_stop_python_cannot_raise_prints_no_traceback(monkeypatch):
+    """Ctrl-C to figures as it finished: the garbage collector's weakref callback met the
+    Stopped, and Python printed "Exception ignored in ..." with a traceback. RAISED keeps
+    the signal; other errors Python cannot raise are printed as before."""
+    from alexnet.processes import Stopped, quiet_lost_stops
+
+    shown = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: shown.append(u.exc_type))
+    quiet_lost_stops()
+
+    class Dies:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def __del__(self) -> None:
+            raise self.exc
+
+    Dies(Stopped(2))  # collected at once, its __del__ raising where nothing can catch it
+    Dies(ValueError("a real bug"))
+    assert shown == [ValueError]

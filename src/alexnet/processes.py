@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
 from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1  # prctl's option: the signal a process gets when its parent ends
@@ -73,6 +74,23 @@ class Stopped(BaseException):
 # ran on and ended with status 0, the signal lost. Every command that catches Stopped exits,
 # so one that returns after a Stopped was raised lost it; main then ends it as the signal asked.
 RAISED: list[int] = []
+
+
+def quiet_lost_stops() -> None:
+    """A Stopped raised where Python cannot propagate it (a weakref callback run by the
+    garbage collector as the signal came) printed "Exception ignored in ..." and a traceback
+    (figures, 1 Ctrl-C in 4). RAISED keeps it, and main ends the command with its one line;
+    anything else Python cannot raise is printed as before."""
+    default = sys.unraisablehook
+    if getattr(default, "quiet_lost_stops", False):  # once per process
+        return
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, Stopped):
+            default(unraisable)
+
+    hook.quiet_lost_stops = True
+    sys.unraisablehook = hook
 
 
 def raise_stopped(signum: int, _frame=None) -> None:
