@@ -58,10 +58,10 @@ def _clear(parts: list[str], yes: bool) -> None:
     from alexnet.data.cache import cache_dir, clear_cache, clearing
     from alexnet.files import size
 
-    _confirm(clearing(parts).size(), yes)
+    left = clearing(parts)  # what it keeps and the linked parts: the same after clearing
+    _confirm(left.size(), yes)
     freed = clear_cache(parts)
     print(f"cleared {', '.join(parts)} in {cache_dir()}: {size(freed)} freed")
-    left = clearing(parts)
     if left.kept:
         shown = ", ".join(str(p) for p in left.kept[:SHOWN])
         more = f" and {len(left.kept) - SHOWN} more" if len(left.kept) > SHOWN else ""

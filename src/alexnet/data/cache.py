@@ -192,8 +192,10 @@ def extract(archive: Path) -> Path:
 
 def _size(path: Path) -> int:
     """Bytes of the regular files at or under ``path``; a link (at any depth) holds none."""
-    if path.is_symlink() or path.is_file():
-        return 0 if path.is_symlink() else path.stat().st_size
+    if path.is_symlink():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
