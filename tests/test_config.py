@@ -100,7 +100,8 @@ def test_network_options_are_checked_against_the_chosen_network():
         ("optim.lr.x=1", "optim.lr is a setting, not a table"),
         ("optim.lr", "must look like key=value"),
         ("data.mean=[0.5, 0.5]", "data.mean and data.std differ in length"),
-        ("format=1.5", "format must be an integer"),
+        ("format=1.5", "format is the version alexnet writes into a recipe file"),
+        ("format=1", "format=1: format is the version alexnet writes"),  # was a silent no-op
         (
             'train.channels_last="true"',
             'train.channels_last must be one of "auto", true, false; got "true"',

@@ -600,6 +600,7 @@ def test_a_last_epoch_whose_best_and_report_were_not_written_is_finished_by_resu
         (run / lost).unlink()
     proc = run_cli(["train", "--resume", str(run), "--no-progress"], cache)
     assert proc.returncode == 0, proc.stderr
+    assert "finishing" in proc.stderr and "at epoch 2" not in proc.stderr  # it said "resuming"
     assert load_checkpoint(run / "last.pt")["epoch"] == 1  # nothing more was trained
     again = torch.load(run / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(trained[k], again[k]) for k in trained)

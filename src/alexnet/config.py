@@ -288,6 +288,9 @@ def apply_overrides(recipe: Recipe, items: list[str]) -> Recipe:
     table = copy.deepcopy(recipe.to_dict())
     for item in items:
         key, value = split_assignment(item)
+        if key == "format":  # migrate() would read the recipe as that old format's, then drop it
+            raise UserError(f"--set {item}: format is the version alexnet writes into a recipe "
+                            "file, not a setting; leave it out")  # fmt: skip
         node = table
         *parents, last = key.split(".")
         for depth, part in enumerate(parents):

@@ -828,5 +828,9 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
             write_text(log, f"(log.txt was missing: the epochs of {run_dir / 'last.pt'})\n"
                        + "".join(f"{format_epoch(m)}\n" for m in state.history))  # fmt: skip
     said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+    if state.epoch >= state.recipe.epochs:  # runs.left_unfinished: stopped by its last writes
+        logger.say(f"finishing {run_dir}: its {state.epoch} epochs are trained; writing what "
+                   "its end did not write (best.pt, report.md)")  # fmt: skip
+        return
     logger.say(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch + 1}"
                + (f" with {said}" if said else ""))  # fmt: skip
