@@ -3,8 +3,11 @@ noise), in-memory batches with a mean image, and the loader's guarantees with wo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -400,3 +403,43 @@ def test_the_paper_recipe_feeds_pixel_values_minus_the_mean_image(coords):
     assert torch.allclose(x.double(), expected, rtol=0, atol=1e-4)
     # The store numbers its images 0-35 in blue: 17.5 from their mean at the paper's scale.
     assert x.abs().max() == 17.5
+
+
+@pytest.mark.slow  # several runs stopped by signal: make test-slow
+def test_kill_term_to_the_process_group_stops_a_store_run_with_workers_in_one_line(tmp_path, cache):
+    """``kill -TERM -PGID`` reaches the loader's workers too, and they end at once: the run,
+    waiting for their next batch, found them gone 5 s later and printed a DataLoader traceback
+    with exit status 1 (10 tries in 16). A signal while a batch is awaited now stops the run
+    at once, at the step before, and it resumes from there."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 120), ("val", 240)):
+        for c in "abc":
+            folder = tmp_path / "src" / split / c
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+                Image.fromarray(image).save(folder / f"{i:03d}.png")
+    prepare(tmp_path / "src", tmp_path / "store", plan=Plan(size=64), chunk=60, progress=False)
+    recipe = tiny_recipe(tmp_path / "store", **{"epochs": 40, "data.source": "store",
+                         "data.image_size": 56, "data.batch_size": 16, "data.workers": 2,
+                         "model.options.widths": [8] * 5, "model.options.hidden": 16,
+                         "schedule.name": "constant"})  # fmt: skip
+    path = tmp_path / "tiny.toml"
+    path.write_text(recipe.to_toml())
+    for delay in (1.0, 2.0, 3.0, 4.5):  # after the first checkpoint: within training
+        run_dir = tmp_path / f"run-{delay}"
+        proc = subprocess.Popen([*ALEXNET, "train", "--recipe", str(path), "--runs", str(tmp_path),
+                                 "--name", run_dir.name, "--no-progress"], env=cli_env(cache),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        wait_for(lambda d=run_dir, p=proc: (d / "last.pt").exists() or p.poll() is not None)
+        time.sleep(delay)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err and proc.returncode == 128 + signal.SIGTERM, err
+        assert err.strip().splitlines()[-1].startswith("stopped by signal 15; resume with"), err
+        resumed = run_cli(["train", "--resume", str(run_dir), "--no-progress",
+                           "--set", f"epochs={load_checkpoint(run_dir / 'last.pt')['epoch'] + 1}"],
+                          cache)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr

@@ -11,6 +11,7 @@ import ctypes
 import os
 import platform
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +182,7 @@ class StopFlag:
     def __init__(self, again: str = "") -> None:
         self.signal: int | None = None
         self.armed = False
+        self.now = False  # in a block that changes nothing of the run: stop at once there
         self.again = again  # what continues a stopped run; "": alexnet train --resume RUN
         self._old: dict[int, Any] = {}
 
@@ -196,6 +198,20 @@ class StopFlag:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
+        if self.now:
+            raise_stopped(signum)
+
+    @contextlib.contextmanager
+    def at_once(self, allowed: bool = True) -> Iterator[None]:
+        """A block that changes nothing of the run (waiting for a batch, evaluating): a signal
+        there raises :class:`Stopped` at once, and the run stops at the step before it, rather
+        than waiting for the next step to end. ``allowed`` False (several ranks, which must
+        stop at the same step): the signal waits for the step as elsewhere."""
+        self.now = allowed
+        try:
+            yield
+        finally:
+            self.now = False
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():

@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from alexnet.files import shell_word, write_text
 from alexnet.models import build_model, check_options, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
+from alexnet.processes import Stopped
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.settings import SettingError
 from alexnet.training.budget import Clock, Pacer, plan
@@ -388,7 +390,7 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
     loop.net.train()
     bar = loop.logger.bar(total, s.epoch, s.recipe.epochs, initial=s.batch)
     tick, late = time.perf_counter(), None
-    for x, y, _valid in loader.batches(s.batch):
+    for x, y, _valid in awaited(loop, loader.batches(s.batch)):
         where = loop.where()
         loss, logits = forward_loss(loop.net, loop.criterion, rt, x, y)
         update(s.optimizer, loss)
@@ -410,8 +412,29 @@ def train_one_epoch(loop: Loop, loader: BatchLoader, every: int, log_every: int)
         if stopping:
             stop_now(loop, bar)
     read_step(loop, late)
+    if loop.stop.signal is not None:  # it came while a batch was awaited
+        loop.save()
+        stop_now(loop, bar)
     if bar is not None:
         bar.close()
+
+
+def awaited(loop: Loop, batches: Iterator[tuple]) -> Iterator[tuple]:
+    """The batches; a stop signal that comes while one is awaited ends them, and the run
+    stops at the step before (nothing of the run changes while it waits). ``kill -TERM`` to
+    the process group ends the loader's workers with the command: the loader, waiting for
+    their batch, found them gone 5 s later and raised a traceback (10 tries in 16)."""
+    while True:
+        try:
+            with loop.stop.at_once(loop.rt.world_size == 1):
+                batch = next(batches)
+        except StopIteration:
+            return
+        except (Stopped, Exception):
+            if loop.stop.signal is None:
+                raise
+            return
+        yield batch
 
 
 def stop_now(loop: Loop, bar) -> None:
@@ -433,7 +456,15 @@ def end_epoch(loop: Loop, test_loader: BatchLoader, tta_flip: bool) -> dict[str,
     if rt.world_size > 1:
         dist.all_reduce(totals)
         totals[3] /= rt.world_size
-    val = evaluate(loop.net, test_loader, loop.criterion, rt.amp, tta_flip, rt.world_size > 1)
+    try:  # a signal here stops at once: the run resumes at this evaluation (see awaited)
+        with loop.stop.at_once(rt.world_size == 1):
+            val = evaluate(loop.net, test_loader, loop.criterion, rt.amp, tta_flip,
+                           rt.world_size > 1)  # fmt: skip
+    except (Stopped, Exception):
+        if loop.stop.signal is None:
+            raise
+        loop.save()
+        stop_now(loop, None)
     if not all(math.isfinite(val[k]) for k in ("loss", "top1_err")):
         raise loop.diverged(
             f"validation loss became {val['loss']}", f"the end of epoch {s.epoch + 1}"
