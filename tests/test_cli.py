@@ -289,6 +289,20 @@ def _negative_epoch(c: Ctx) -> list[str]:
     return ["train", "--resume", str(run)]
 
 
+def _epochs_below_the_stop(c: Ctx) -> list[str]:
+    """A run stopped in its second epoch, resumed with --set epochs=1: it said "resuming",
+    wrote a report "after 1 epochs" and kept nothing of it; the next resume trained on."""
+    run = c.finished_run("lowered", "--set", "schedule.name=constant", "--set", "epochs=2")
+    state = torch.load(run / "last.pt", weights_only=True)
+    state |= {"epoch": 1, "batch": 2, "history": state["history"][:1],
+              "global_step": state["global_step"] // 2 + 2}  # fmt: skip
+    state["scheduler"]["last_epoch"] = 1  # a schedule by epochs
+    torch.save(state, run / "last.pt")
+    (run / "report.md").unlink()
+    c.after.append(lambda: torch.load(run / "last.pt", weights_only=True)["batch"] == 2)
+    return ["train", "--resume", str(run), "--set", "epochs=1"]
+
+
 def DELETE(_old):  # as a value for _edited: the key is removed
     return None
 
@@ -624,6 +638,8 @@ CASES: list[Case] = [
     ("short class list", _short_classes(["checks"]), "records 1 classes and 1 names for an output layer of 3"),
     ("empty class list", _short_classes([]), "records 0 classes and 0 names for an output layer of 3"),
     ("negative epoch", _negative_epoch, "last.pt: its epoch -5 is not a count"),
+    ("epochs below the stop", _epochs_below_the_stop,
+     "lowered stopped in epoch 2, after batch 2, past it; give epochs=2 or more"),
     ("edited history", _edited("history", lambda h: [{"epoch": "x"}]),
      "last.pt: its history is not a list of epochs' figures"),
     ("edited rng", _edited("rng", lambda r: {"torch": torch.zeros(3, dtype=torch.uint8)}),

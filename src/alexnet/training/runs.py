@@ -185,7 +185,12 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
             )
     changes = _check_changes(overrides, recipe, run_dir)
     new = apply_overrides(recipe, overrides) if overrides else recipe
-    done = checkpoint["epoch"]
+    done, batch = checkpoint["epoch"], checkpoint.get("batch", 0)
+    least = done + (1 if batch else 0)  # an epoch begun is finished, not dropped
+    if new.epochs < min(recipe.epochs, least):  # was "resuming", a report, and nothing kept
+        at = f"in epoch {done + 1}, after batch {batch}" if batch else f"after epoch {done}"
+        raise UserError(f"--set epochs={new.epochs}: {run_dir} stopped {at}, past it; give "
+                        f"epochs={least} or more")  # fmt: skip
     if done >= new.epochs and not left_unfinished(run_dir, checkpoint):
         onward = ("its one-cycle schedule cannot be extended; start a new run"
                   if recipe.schedule.name == "onecycle"
