@@ -303,6 +303,14 @@ def _epochs_below_the_stop(c: Ctx) -> list[str]:
     return ["train", "--resume", str(run), "--set", "epochs=1"]
 
 
+def _plot_over_a_file(c: Ctx) -> list[str]:
+    """lr-find's plot replaced a file of the user's of the same name without a word."""
+    mine = c.tmp / "mine.png"
+    mine.write_text("the user's own\n")
+    c.after.append(lambda: mine.read_text() == "the user's own\n")
+    return ["lr-find", "--recipe", str(c.recipe), "--steps", "5", "--plot", str(mine)]
+
+
 def DELETE(_old):  # as a value for _edited: the key is removed
     return None
 
@@ -789,6 +797,8 @@ CASES: list[Case] = [
     ("damaged preprocessing", _bad_preprocessing,
      "its preprocessing statistics are damaged (no mean_image)"),
     ("lr-find plot a fifo", _plot_a_fifo, "fifo.png: not a regular file"),
+    ("lr-find over a user's file", _plot_over_a_file,
+     "mine.png: exists; add --overwrite to replace it, or give another name"),
     ("experiment out not utf8", lambda c: ["experiment", "ablations", "--out",
                                            str(c.tmp / os.fsdecode(b"e\xff"))],
      "a name that is not valid UTF-8"),

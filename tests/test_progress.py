@@ -54,7 +54,7 @@ def test_bars_are_drawn_on_a_terminal_only(command, run, tiny_folder, tmp_path, 
                         "--workers", "0", "--size", "32"],
             "eval": ["eval", str(run), "--batch", "4"],
             "lr-find": ["lr-find", "--recipe", str(recipe), "--steps", "12", "--plot",
-                        str(tmp_path / "lr.png")]}[command]  # fmt: skip
+                        str(tmp_path / "lr.png"), "--overwrite"]}[command]  # fmt: skip
     env = cli_env(cache)
     redirected = subprocess.run([*ALEXNET, *args], env=env, capture_output=True, text=True,
                                 timeout=300)  # fmt: skip

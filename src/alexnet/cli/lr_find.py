@@ -26,7 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--steps", type=whole(3, 1_000_000), default=100, help="steps of the test (default 100)"
     )
-    p.add_argument("--plot", type=given, default="lr_find.png", help="where to write the plot")
+    p.add_argument("--plot", type=given, default="lr_find.png",
+                   help="where to write the plot (default lr_find.png)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the plot's file if it exists (default: refuse)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -44,6 +47,9 @@ def run(args: argparse.Namespace) -> None:
     if (plot.exists() or plot.is_symlink()) and not plot.is_file():
         raise UserError(f"--plot {plot}: not a regular file (a device, pipe, socket or a link to "
                         "nothing); give the name of a file to write")  # fmt: skip
+    if plot.exists() and not args.overwrite:  # a user's own lr_find.png was replaced
+        raise UserError(f"--plot {plot}: exists; add --overwrite to replace it, or give "
+                        "another name")  # fmt: skip
     if not plot.parent.is_dir() or plot.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
         raise UserError(f"--plot {plot}: needs an existing folder and a .png, .pdf, .svg or "
                         ".jpg name")  # fmt: skip
