@@ -311,6 +311,19 @@ def _plot_over_a_file(c: Ctx) -> list[str]:
     return ["lr-find", "--recipe", str(c.recipe), "--steps", "5", "--plot", str(mine)]
 
 
+def _experiment_into_another(c: Ctx) -> list[str]:
+    """ablations given a relu-vs-tanh experiment's folder replaced its results.md and
+    results.json (and the reverse): each continues only its own folder."""
+    (c.runs / "exp").mkdir(parents=True)
+    plan = c.runs / "exp" / "plan.json"
+    plan.write_text('{"inputs": {}}\n')
+    results = c.runs / "exp" / "results.md"
+    results.write_text("# Figure 1: ReLU against tanh\n")
+    c.after.append(lambda: results.read_text() == "# Figure 1: ReLU against tanh\n")
+    return ["experiment", "ablations", "--recipe", str(c.recipe), "--out", str(c.runs / "exp"),
+            "--seeds", "1", "--epochs", "1", "--variants", "full", "--no-progress"]  # fmt: skip
+
+
 def DELETE(_old):  # as a value for _edited: the key is removed
     return None
 
@@ -783,6 +796,8 @@ CASES: list[Case] = [
     ("non-utf8 run name", lambda c: c.train(name=os.fsdecode(b"x\xffy")), "cannot name a run folder"),
     ("store into images", _store_into_images, "a folder with other things in it, not a store"),
     ("experiment into a run", _experiment_into_run, "a training run's folder; give the experiment"),
+    ("experiment into another's", _experiment_into_another,
+     "exp: holds a relu-vs-tanh experiment (plan.json); give ablations a folder of its own"),
     ("huge mean", lambda c: c.train("--set", "data.mean=[1e9, 1, 1]"), "data.mean must be <= 1"),
     ("huge lrn alpha", lambda c: c.train("--set", "model.options.lrn_alpha=1e30"),
      "lrn_alpha must be <= 1"),

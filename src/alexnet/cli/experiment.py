@@ -74,7 +74,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from alexnet.config import load_recipe
-    from alexnet.experiments import EXPERIMENTS
+    from alexnet.experiments import EXPERIMENTS, other_experiment
     from alexnet.experiments.sweep import AGAIN
     from alexnet.files import text_name
     from alexnet.processes import Stopped
@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> None:
     if (out / "last.pt").exists() or (out / "recipe.toml").is_file():
         raise UserError(f"--out {out}: a training run's folder; give the experiment a folder "
                         "of its own")  # fmt: skip
+    if found := other_experiment(out, args.experiment):
+        raise UserError(f"--out {out}: holds a {found[0]} experiment ({found[1].name}); give "
+                        f"{args.experiment} a folder of its own")  # fmt: skip
     progress = not args.no_progress and sys.stderr.isatty()
     given = {o for o, v in (("--budget", args.budget), ("--rates", args.rates),
                             ("--seeds", args.seeds), ("--epochs", args.epochs),
