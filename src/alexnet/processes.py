@@ -40,6 +40,17 @@ def worker_start(parent: int, _worker: int = 0) -> None:
     quiet_parent_gone()
 
 
+def quiet_resource_tracker() -> None:
+    """Called before a pool starts. multiprocessing's resource tracker, a process of its own,
+    outlives a parent killed with SIGKILL, frees what it left (a pool's semaphores) and warns
+    of it ("There appear to be 5 leaked semaphore objects"), under the shell's prompt after
+    the kill. Freeing them is its work, so the warning is noise; the tracker takes the -W
+    options of sys.warnoptions when it starts."""
+    option = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+
+
 def quiet_parent_gone() -> None:
     """A worker hands its batches' shared memory to the parent through multiprocessing's
     resource sharer, a thread that serves each on a connection the parent opens. A parent

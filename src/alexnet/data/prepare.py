@@ -49,7 +49,7 @@ from alexnet.data.store import (
 from alexnet.errors import UserError
 from alexnet.files import NAMES, remove, remove_abandoned, written
 from alexnet.locks import held
-from alexnet.processes import die_with
+from alexnet.processes import die_with, quiet_resource_tracker
 from alexnet.progress import bar
 
 
@@ -325,6 +325,7 @@ def _prepare_chunks(out: Path, split: str, pairs: list, skipped: list, meta: dic
                   asked=progress)  # fmt: skip
     if workers > 0 and len(todo) > 1:
         context = get_context("spawn")  # a clean interpreter per worker: no forked threads
+        quiet_resource_tracker()
         with ProcessPoolExecutor(workers, context, initializer=_init_worker,
                                  initargs=(os.getpid(),)) as pool:  # fmt: skip
             # The workers start during the submits, and keep a signal ignored when they start
