@@ -264,6 +264,11 @@ def clear_cache(parts: Iterable[str] = PARTS) -> int:
     for entry in clearing(parts).remove:
         with contextlib.suppress(FileNotFoundError):  # removed meanwhile (another clear)
             held = _size(entry)
+            if entry.parent.name == "extracted" and not entry.name.endswith(".part"):
+                # Set aside whole first: an unpacked folder whose removal a signal cut short
+                # had lost its .complete, and the next clear kept it as not alexnet's.
+                aside = entry.with_name(f"{entry.name}.{os.getpid()}.part")
+                entry = entry.rename(_check_name("extracted", aside))
             remove(entry)  # a link itself, never what it points to (shutil.rmtree's rule too)
             freed += held
     for part in parts:
