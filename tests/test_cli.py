@@ -795,6 +795,8 @@ CASES: list[Case] = [
     ("export over a fifo", _export_over_fifo, "fifo.onnx: not a regular file"),
     ("non-utf8 run name", lambda c: c.train(name=os.fsdecode(b"x\xffy")), "cannot name a run folder"),
     ("store into images", _store_into_images, "a folder with other things in it, not a store"),
+    ("experiment full and seeds", lambda c: ["experiment", "ablations", "--full", "--seeds", "1"],
+     "--full sets the seeds and epochs itself: give it without --seeds and --epochs"),
     ("experiment into a run", _experiment_into_run, "a training run's folder; give the experiment"),
     ("experiment into another's", _experiment_into_another,
      "exp: holds a relu-vs-tanh experiment (plan.json); give ablations a folder of its own"),
@@ -1120,10 +1122,12 @@ def test_cache_clear_names_what_it_kept_and_says_what_it_freed(cache, tmp_path, 
     (models / "photos-0123abcd-1-2" / ".complete").touch()
     (models / "alexnet.pt").write_text("weights")
     (cache / "extracted").symlink_to(models)
-    main(["cache", "clear", "decoded", "extracted", "downloads", "-y"])
+    main(["cache", "clear", "decoded", "extracted", "downloads", "decoded", "-y"])
     out = capsys.readouterr().out
-    assert f"in {cache}: 5 kB freed" in out  # 5234 bytes: 1234 + 4000
-    assert f"kept 3 file(s) alexnet did not write: {mine[0]}, {mine[1]}, {mine[2]}" in out
+    assert f"cleared decoded, extracted, downloads in {cache}: 5 kB freed" in out  # 1234 + 4000
+    assert (
+        f"kept 3 file(s) or folder(s) alexnet did not write: {mine[0]}, {mine[1]}, {mine[2]}" in out
+    )
     assert f"kept {cache / 'extracted'} as it is: a symbolic link (to {models})" in out
     assert all(path.read_text() == "keep\n" for path in mine)
     assert sorted(p.name for p in models.iterdir()) == ["alexnet.pt", "photos-0123abcd-1-2"]

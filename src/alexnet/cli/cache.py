@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> None:
     if args.action == "info" and args.parts:
         raise UserError(f"alexnet cache info takes no parts (got {' '.join(args.parts)})")
     if args.action == "clear":
-        _clear(args.parts or [p for p in PARTS if p != "downloads"], args.yes)
+        parts = list(dict.fromkeys(args.parts))  # "decoded decoded" was said twice
+        _clear(parts or [p for p in PARTS if p != "downloads"], args.yes)
         return
     usage = cache_usage()
     print(f"{cache_dir()} ($ALEXNET_CACHE to move it)")
@@ -65,7 +66,8 @@ def _clear(parts: list[str], yes: bool) -> None:
     if left.kept:
         shown = ", ".join(str(p) for p in left.kept[:SHOWN])
         more = f" and {len(left.kept) - SHOWN} more" if len(left.kept) > SHOWN else ""
-        print(f"kept {len(left.kept)} file(s) alexnet did not write: {shown}{more}")
+        print(f"kept {len(left.kept)} file(s) or folder(s) alexnet did not write: "
+              f"{shown}{more}")  # fmt: skip
     for link in left.linked:
         print(f"kept {link} as it is: a symbolic link (to {os.readlink(link)}), so nothing "
               "behind it was deleted; remove there what you no longer need, or the link")  # fmt: skip

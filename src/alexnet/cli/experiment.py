@@ -101,8 +101,10 @@ def run(args: argparse.Namespace) -> None:
     other = given - ({"--budget", "--rates"} if args.experiment == "relu-vs-tanh" else
                      {"--seeds", "--epochs", "--variants", "--full"})  # fmt: skip
     if other or {"--full", "--seeds"} <= given or {"--full", "--epochs"} <= given:
-        wrong = ", ".join(sorted(other)) or "--full with --seeds or --epochs"
-        raise UserError(f"{wrong}: not for {args.experiment} (see --help)")
+        if not other:  # --full is an ablations option: it is the pair that is refused
+            raise UserError("--full sets the seeds and epochs itself: give it without --seeds "
+                            "and --epochs, or those without it")  # fmt: skip
+        raise UserError(f"{', '.join(sorted(other))}: not for {args.experiment} (see --help)")
     try:
         with StopFlag():  # between runs (within one, the run checkpoints first)
             EXPERIMENTS[args.experiment](recipe, out, progress=progress, **_settings(args))

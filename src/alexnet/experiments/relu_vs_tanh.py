@@ -140,7 +140,7 @@ def run_relu_vs_tanh(base: Recipe, out: Path, *, budget_minutes: float = 15.0,
             enough = math.ceil((sweep["sweep_seconds"] + epoch_s * len(activations)) / 60)
             raise UserError(f"--budget {budget_minutes:g}: the rate sweep took "
                              f"{sweep['sweep_seconds'] / 60:.1f} of its minutes, and one epoch "
-                             f"per activation needs about {epoch_s * len(activations):.0f} s "
+                             f"per activation needs about {max(1, round(epoch_s * len(activations)))} s "
                              f"more; give --budget {enough} or more (the sweep is not "
                              "repeated)")  # fmt: skip
         return {**sweep, "epochs": min(MAX_EPOCHS, fit_in), "epoch_seconds": epoch_s}

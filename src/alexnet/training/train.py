@@ -590,7 +590,7 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
     state = training_state(recipe, model, len(train_loader), train_set, test_set, stats)
     state.budget = planned[0] if planned else {}
     if resume_from is not None:
-        restore(state, resume_from, changes, logger, run_dir)
+        restore(state, resume_from, changes, logger, run_dir, len(train_loader))
         check_counts(state, len(train_loader), run_dir / "last.pt")
     else:
         announce(recipe, rt, train_set, test_set, logger, run_dir)
@@ -841,7 +841,7 @@ def _check_same_data(before, current: dict, run_dir: Path) -> None:
 
 
 def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLogger,
-            run_dir: Path) -> None:  # fmt: skip
+            run_dir: Path, steps: int) -> None:  # fmt: skip
     """Continue from ``checkpoint``; apply and record the resume's changes (the folder's
     recipe.toml follows with the next checkpoint, so a resume that fails first changes
     nothing); rebuild the log."""
@@ -863,5 +863,6 @@ def restore(state: TrainingState, checkpoint: dict, changes: dict, logger: RunLo
         logger.say(f"finishing {run_dir}: its {state.epoch} epochs are trained; writing what "
                    "its end did not write (best.pt, report.md)")  # fmt: skip
         return
-    logger.say(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch + 1}"
-               + (f" with {said}" if said else ""))  # fmt: skip
+    at = (f"epoch {state.epoch + 1}'s evaluation (its {steps} batches are trained)"
+          if state.batch == steps else f"epoch {state.epoch + 1}, batch {state.batch + 1}")  # fmt: skip
+    logger.say(f"resuming {run_dir} at {at}" + (f" with {said}" if said else ""))
