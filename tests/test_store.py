@@ -650,17 +650,22 @@ def test_training_on_a_files_store_says_which_originals_changed_since(tmp_path, 
     assert line in (tmp_path / "run" / "log.txt").read_text()
 
 
+def noise_folder(root: Path) -> None:
+    """train/a and train/b, 300 images of noise each: enough for prepare's workers to be
+    caught at work by a signal."""
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(300):
+            image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "train" / c / f"{i}.png")
+
+
 @pytest.mark.slow  # several starts of prepare's workers: make test-slow
 def test_ctrl_c_while_workers_start_or_work_is_one_line_and_leaves_no_half_chunk(tmp_path, cache):
     """Ctrl-C to the terminal's process group while the spawned workers started printed their
     tracebacks; stopped mid-chunk, a chunk's 40 MB of data stayed without its record."""
-    rng = np.random.default_rng(0)
-    for c in "ab":
-        (tmp_path / "src" / "train" / c).mkdir(parents=True)
-        for i in range(300):
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-                tmp_path / "src" / "train" / c / f"{i}.png"
-            )
+    noise_folder(tmp_path / "src")
     for delay in (2.5, 3.0, 3.5, 4.0, 6.0):
         out = tmp_path / f"out-{delay}"
         proc = subprocess.Popen([*ALEXNET, "prepare", str(tmp_path / "src"), str(out), "--chunk",
@@ -681,13 +686,7 @@ def test_ctrl_c_while_workers_start_or_work_is_one_line_and_leaves_no_half_chunk
 def test_a_prepare_killed_with_sigkill_prints_nothing_after_it(tmp_path, cache):
     """multiprocessing's resource tracker outlived the killed prepare and warned of "leaked
     semaphore objects" under the shell's prompt (4 kills in 4); freeing them is its work."""
-    rng = np.random.default_rng(0)
-    for c in "ab":
-        (tmp_path / "src" / "train" / c).mkdir(parents=True)
-        for i in range(300):
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
-                tmp_path / "src" / "train" / c / f"{i}.png"
-            )
+    noise_folder(tmp_path / "src")
     with (tmp_path / "err").open("w") as err:  # the tracker writes to it after the kill
         proc = subprocess.Popen([*ALEXNET, "prepare", str(tmp_path / "src"), str(tmp_path / "out"),
                                  "--chunk", "20", "--workers", "2", "--no-progress"],
