@@ -197,27 +197,56 @@ def test_a_worker_says_nothing_when_its_gone_parent_resets_the_sharers_connectio
     import multiprocessing
     import threading
 
-    from alexnet.processes import quiet_parent_gone
-
-    def fail(exc: BaseException, where: str) -> None:
-        scope = {"exc": exc}
-        exec(compile("def run():\n    raise exc\n", where, "exec"), scope)  # a frame of `where`
-        thread = threading.Thread(target=scope["run"])
-        thread.start()
-        thread.join()
+    from alexnet.processes import quiet_peer_gone
 
     sharer = os.path.join(os.path.dirname(multiprocessing.__file__), "resource_sharer.py")
     reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
     default, shown = threading.excepthook, []
     try:
         threading.excepthook = lambda args: shown.append((args.exc_type, args.exc_traceback))
-        quiet_parent_gone()
-        fail(reset, sharer)
-        fail(ConnectionResetError(errno.ECONNRESET, "reset"), __file__)
-        fail(ValueError("a real bug"), sharer)
+        quiet_peer_gone()
+        raise_in_thread(reset, sharer)
+        raise_in_thread(ConnectionResetError(errno.ECONNRESET, "reset"), __file__)
+        raise_in_thread(ValueError("a real bug"), sharer)
     finally:
         threading.excepthook = default
     assert [kind for kind, _ in shown] == [ConnectionResetError, ValueError]
+
+
+def raise_in_thread(exc: BaseException, where: str) -> None:
+    """``exc`` raised in a thread of its own, from a frame of the file ``where``."""
+    import threading
+
+    scope = {"exc": exc}
+    exec(compile("def run():\n    raise exc\n", where, "exec"), scope)
+    thread = threading.Thread(target=scope["run"])
+    thread.start()
+    thread.join()
+
+
+def test_the_command_itself_lets_a_lost_peer_pass(monkeypatch):
+    """The parent of ``eval --workers 2`` shares its batch buffers with the workers: its own
+    sharer thread printed the ConnectionResetError once in 23 Ctrl-Cs."""
+    import errno
+    import multiprocessing
+    import threading
+
+    from alexnet.cli import main
+
+    shown = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, exc, tb: shown.append(kind))
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    sharer = os.path.join(os.path.dirname(multiprocessing.__file__), "resource_sharer.py")
+    for exc in (ConnectionResetError(errno.ECONNRESET, "reset by peer"), ValueError("a bug")):
+        scope = {"exc": exc, "sys": sys}  # as the sharer's thread reports what it caught
+        exec(compile("def run():\n    try:\n        raise exc\n    except BaseException:\n"
+                     "        sys.excepthook(*sys.exc_info())\n", sharer, "exec"), scope)  # fmt: skip
+        thread = threading.Thread(target=scope["run"])
+        thread.start()
+        thread.join()
+    assert shown == [ValueError]
 
 
 def test_a_stop_python_cannot_raise_prints_no_traceback(monkeypatch):

@@ -607,3 +607,50 @@ def test_a_last_epoch_whose_best_and_report_were_not_written_is_finished_by_resu
     assert (run / "report.md").is_file()
     proc = run_cli(["train", "--resume", str(run), "--no-progress"], cache)
     assert proc.returncode == 2 and "has finished 1 epochs" in proc.stderr  # all there now
+
+
+def test_a_signal_after_the_runs_end_last_looked_is_said(tmp_path, tiny_folder, cache,
+                                                          monkeypatch, capsys):  # fmt: skip
+    """A signal in the last second of train, after its end had looked for one, was dropped:
+    exit status 0 and not a word (11 tries in 11)."""
+    import alexnet.training.train as train_module
+    from alexnet.cli import main
+
+    ending = train_module.finish
+
+    def signalled_late(loop, *args):
+        metrics = ending(loop, *args)
+        loop.stop.signal = signal.SIGTERM  # as the handler would have
+        return metrics
+
+    monkeypatch.setattr(train_module, "finish", signalled_late)
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe(tiny_folder, epochs=1).to_toml())
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--recipe", str(recipe), "--runs", str(tmp_path), "--name", "r",
+              "--no-progress", "--no-report"])  # fmt: skip
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert "stopped by signal 15 as it was ending; the training is complete and saved" in (
+        capsys.readouterr().err
+    )
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1
+
+
+def test_epochs_set_to_where_a_run_stopped_ends_it_and_is_kept(tmp_path, tiny_folder, cache):
+    """A run stopped after its first of two epochs, resumed with --set epochs=1: it wrote a
+    report of a finished run, but its checkpoint and recipe.toml still said 2, and a plain
+    resume trained on."""
+    run = tmp_path / "r"
+    fit(tiny_recipe(tiny_folder, **{"schedule.name": "constant"}), run, progress=False)
+    state = torch.load(run / "last.pt", weights_only=True)
+    steps = state["global_step"] // 2
+    state |= {"epoch": 1, "batch": 0, "global_step": steps, "history": state["history"][:1]}
+    state["scheduler"]["last_epoch"] = 1
+    torch.save(state, run / "last.pt")
+    (run / "report.md").unlink()
+    proc = run_cli(["train", "--resume", str(run), "--no-progress", "--set", "epochs=1"], cache)
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(run / "last.pt")["recipe"]["epochs"] == 1
+    assert "epochs = 1" in (run / "recipe.toml").read_text()
+    again = run_cli(["train", "--resume", str(run), "--no-progress"], cache)
+    assert again.returncode == 2 and "has finished 1 epochs" in again.stderr

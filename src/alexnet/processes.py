@@ -37,7 +37,7 @@ def worker_start(parent: int, _worker: int = 0) -> None:
     die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(0))
-    quiet_parent_gone()
+    quiet_peer_gone()
 
 
 def quiet_resource_tracker() -> None:
@@ -51,25 +51,43 @@ def quiet_resource_tracker() -> None:
         sys.warnoptions.append(option)
 
 
-def quiet_parent_gone() -> None:
-    """A worker hands its batches' shared memory to the parent through multiprocessing's
-    resource sharer, a thread that serves each on a connection the parent opens. A parent
-    ended by Ctrl-C mid-request reset that connection, and the worker's thread printed a
-    ConnectionResetError traceback under the command's "interrupted" (3 times in 22). The
-    worker dies with its parent a moment later; only that error of that thread is let pass."""
+def quiet_peer_gone() -> None:
+    """A process hands shared memory to another through multiprocessing's resource sharer, a
+    thread that serves each on a connection the other opens: a worker its batches to the
+    parent, the parent its batch buffers to the workers. A peer ended mid-request (Ctrl-C to
+    the group) reset that connection, and the sharer's thread printed a ConnectionResetError
+    traceback under the command's "interrupted" (3 times in 22, then once in 23 in ``eval
+    --workers 2``). Both end a moment later; only that error of that thread is let pass. The
+    sharer reports its errors through sys.excepthook itself, other threads through
+    threading.excepthook: both are wrapped. Called in the command's process and each worker."""
     import threading
     import traceback
 
-    default = threading.excepthook
     sharer = os.path.join("multiprocessing", "resource_sharer.py")
 
-    def hook(args) -> None:
-        frames = traceback.extract_tb(args.exc_traceback)
-        if not (isinstance(args.exc_value, (ConnectionError, EOFError))
-                and any(f.filename.endswith(sharer) for f in frames)):  # fmt: skip
-            default(args)
+    def peer_gone(exc: BaseException | None, tb) -> bool:
+        return isinstance(exc, (ConnectionError, EOFError)) and any(
+            f.filename.endswith(sharer) for f in traceback.extract_tb(tb)
+        )
 
-    threading.excepthook = hook
+    if not getattr(sys.excepthook, "quiet_peer_gone", False):  # once per process
+        default_sys = sys.excepthook
+
+        def sys_hook(kind, exc, tb) -> None:
+            if not peer_gone(exc, tb):
+                default_sys(kind, exc, tb)
+
+        sys_hook.quiet_peer_gone = True
+        sys.excepthook = sys_hook
+    if not getattr(threading.excepthook, "quiet_peer_gone", False):
+        default_thread = threading.excepthook
+
+        def thread_hook(args) -> None:
+            if not peer_gone(args.exc_value, args.exc_traceback):
+                default_thread(args)
+
+        thread_hook.quiet_peer_gone = True
+        threading.excepthook = thread_hook
 
 
 class Stopped(BaseException):

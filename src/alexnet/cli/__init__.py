@@ -77,10 +77,11 @@ def _quiet_disk_failures_in_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from alexnet.processes import RAISED, Stopped, quiet_lost_stops, raise_stopped
+    from alexnet.processes import RAISED, Stopped, quiet_lost_stops, quiet_peer_gone, raise_stopped
 
     RAISED.clear()
     quiet_lost_stops()
+    quiet_peer_gone()
     on_term = signal.signal(signal.SIGTERM, raise_stopped) or signal.SIG_DFL  # first of all
     started = time.monotonic()  # a time budget counts from here (train --budget)
     command = "alexnet"

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--out {out}: a training run's folder; give the experiment a folder "
                         "of its own")  # fmt: skip
     if found := other_experiment(out, args.experiment):
-        raise UserError(f"--out {out}: holds a {found[0]} experiment ({found[1].name}); give "
+        article = "an" if found[0][0] in "aeiou" else "a"
+        raise UserError(f"--out {out}: holds {article} {found[0]} experiment ({found[1].name}); give "
                         f"{args.experiment} a folder of its own")  # fmt: skip
     progress = not args.no_progress and sys.stderr.isatty()
     given = {o for o, v in (("--budget", args.budget), ("--rates", args.rates),

@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> None:
     progress = not args.no_progress
     run_dir = Path(args.resume) if args.resume else None  # a new run's, once it is made
     try:
-        with StopFlag() as stop:  # a signal before training stops at once, leaving nothing
+        stop = StopFlag()
+        with stop:  # a signal before training stops at once, leaving nothing
             if args.resume:
                 with _hold(Path(args.resume)):
                     r = open_run(Path(args.resume), args.overrides, args.checkpoint_recipe)
@@ -139,6 +140,8 @@ def run(args: argparse.Namespace) -> None:
                         remove_failed_start(run_dir)
                         remove_empty(made)  # and the runs folder made for it
                         raise
+            if stop.signal is not None:  # after the run's end last looked: it was not said
+                raise Stopped(stop.signal)
     except TrainingError as exc:
         print(f"alexnet train: error: {exc}", file=sys.stderr)
         sys.exit(3)
@@ -150,8 +153,9 @@ def run(args: argparse.Namespace) -> None:
         raise type(exc)(f"{exc}; the run is kept to its last checkpoint: {fix}, then "
                         f"alexnet train --resume {shell_word(run_dir)}") from None  # fmt: skip
     except Stopped as exc:
-        print(f"alexnet train: stopped by signal {exc.signum} before training began; "
-              "nothing was kept", file=sys.stderr)  # fmt: skip
+        print(f"alexnet train: stopped by signal {exc.signum} " + (
+              "as it was ending; the training is complete and saved" if stop.armed else
+              "before training began; nothing was kept"), file=sys.stderr)  # fmt: skip
         sys.exit(128 + exc.signum)
     finally:
         if dist.is_initialized():

@@ -614,6 +614,8 @@ def _fit(recipe, run_dir, resume_from, changes, progress, stop: StopFlag,
         if clock else None  # fmt: skip
     stop.armed = True  # from here a signal asks for a checkpoint instead of stopping at once
     train_epochs(loop, train_loader, test_loader, pacer)
+    if loop.recipe_pending:  # no epoch was left to train (--set epochs=N ending it where it
+        loop.save()  # stopped): its change was reported, then lost, and a resume trained on
     return finish(loop, report, train_set, test_set)
 
 
