@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alexnet.processes import raise_stopped
+from alexnet.processes import Stopped, raise_stopped
 
 
 @dataclass(frozen=True)
@@ -205,11 +205,16 @@ class StopFlag:
     def at_once(self, allowed: bool = True) -> Iterator[None]:
         """A block that changes nothing of the run (waiting for a batch, evaluating): a signal
         there raises :class:`Stopped` at once, and the run stops at the step before it, rather
-        than waiting for the next step to end. ``allowed`` False (several ranks, which must
-        stop at the same step): the signal waits for the step as elsewhere."""
+        than waiting for the next step to end. What the signal raised there (its Stopped, or
+        the error of data-loading workers it ended too: ``kill -TERM`` to the process group)
+        ends the block quietly; the caller finds ``signal`` set. ``allowed`` False (several
+        ranks, which must stop at the same step): the signal waits for the step as elsewhere."""
         self.now = allowed
         try:
             yield
+        except (Stopped, Exception):
+            if self.signal is None:
+                raise
         finally:
             self.now = False
 

@@ -21,11 +21,9 @@ WRITES = {"relu-vs-tanh": ("plan.json", "figure1*", "sweep-*"),
 def other_experiment(out: Path, experiment: str) -> tuple[str, Path] | None:
     """The other experiment whose files ``out`` holds, and one of them; None if none."""
     for other, patterns in WRITES.items():
-        found = (
-            [p for pattern in patterns for p in out.glob(pattern)] if other != experiment else []
-        )
-        if found:
-            return other, found[0]
+        for pattern in patterns if other != experiment else ():
+            if found := next(out.glob(pattern), None):
+                return other, found
     return None
 
 

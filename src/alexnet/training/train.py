@@ -38,7 +38,6 @@ from alexnet.files import shell_word, write_text
 from alexnet.models import build_model, check_options, network
 from alexnet.models.memory import free_bytes, on_meta, training_bytes, where
 from alexnet.ops.lrn import choose_ahead
-from alexnet.processes import Stopped
 from alexnet.runtime import Runtime, StopFlag, any_rank, autocast, start_runtime
 from alexnet.settings import SettingError
 from alexnet.training.budget import Clock, Pacer, plan
@@ -425,14 +424,10 @@ def awaited(loop: Loop, batches: Iterator[tuple]) -> Iterator[tuple]:
     the process group ends the loader's workers with the command: the loader, waiting for
     their batch, found them gone 5 s later and raised a traceback (10 tries in 16)."""
     while True:
-        try:
-            with loop.stop.at_once(loop.rt.world_size == 1):
-                batch = next(batches)
-        except StopIteration:
-            return
-        except (Stopped, Exception):
-            if loop.stop.signal is None:
-                raise
+        batch = None
+        with loop.stop.at_once(loop.rt.world_size == 1):
+            batch = next(batches, None)
+        if batch is None:  # the last, or a stop signal (loop.stop.signal)
             return
         yield batch
 
@@ -456,13 +451,10 @@ def end_epoch(loop: Loop, test_loader: BatchLoader, tta_flip: bool) -> dict[str,
     if rt.world_size > 1:
         dist.all_reduce(totals)
         totals[3] /= rt.world_size
-    try:  # a signal here stops at once: the run resumes at this evaluation (see awaited)
-        with loop.stop.at_once(rt.world_size == 1):
-            val = evaluate(loop.net, test_loader, loop.criterion, rt.amp, tta_flip,
-                           rt.world_size > 1)  # fmt: skip
-    except (Stopped, Exception):
-        if loop.stop.signal is None:
-            raise
+    val = None
+    with loop.stop.at_once(rt.world_size == 1):  # the run resumes at this evaluation
+        val = evaluate(loop.net, test_loader, loop.criterion, rt.amp, tta_flip, rt.world_size > 1)
+    if val is None:  # a stop signal ended it
         loop.save()
         stop_now(loop, None)
     if not all(math.isfinite(val[k]) for k in ("loss", "top1_err")):
