@@ -97,16 +97,8 @@ def _hold(run_dir: Path):
     return hold_run(run_dir) if writer else contextlib.nullcontext()
 
 
-def run(args: argparse.Namespace) -> None:
-    import torch.distributed as dist
-
-    from alexnet.checkpoint import CheckpointError
-    from alexnet.files import WriteError, missing_folders, remove_empty, shell_word
-    from alexnet.processes import Stopped
-    from alexnet.runtime import StopFlag
-    from alexnet.training.runs import open_run, remove_failed_start
-    from alexnet.training.train import TrainingError, fit
-
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that go together: a new run's, or a resume's."""
     if args.resume and (args.recipe or args.data or args.name or args.weights
                         or args.freeze_features or args.runs or args.budget):  # fmt: skip
         raise UserError("--resume continues a run as it was, in its folder (a budget run with "
@@ -117,6 +109,19 @@ def run(args: argparse.Namespace) -> None:
                         "resumed run continues under)")  # fmt: skip
     if not (args.resume or args.recipe):
         raise UserError(f"give --recipe NAME ({', '.join(recipe_names())}) or --resume RUN_DIR")
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch.distributed as dist
+
+    from alexnet.checkpoint import CheckpointError
+    from alexnet.files import WriteError, missing_folders, remove_empty, shell_word
+    from alexnet.processes import Stopped
+    from alexnet.runtime import StopFlag
+    from alexnet.training.runs import open_run, remove_failed_start
+    from alexnet.training.train import TrainingError, fit
+
+    _check_options(args)
     progress = not args.no_progress
     run_dir = Path(args.resume) if args.resume else None  # a new run's, once it is made
     try:

@@ -148,21 +148,7 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
                         "there, may still be sound)")  # fmt: skip
     recipe = recipe_from_dict(checkpoint["recipe"], f"{path} (its recipe)", saved=True)
     saved = run_dir / "recipe.toml"
-    # Found only when written (a folder, a link to itself) or hanging the run (a pipe).
-    rebuilt = "the checkpoint's history writes the epochs' lines again"
-    for file, kinds, what, again in (
-        (saved, "folder, device", "recipe file",
-         "the checkpoint holds the recipe: --checkpoint-recipe writes it again"),
-        (run_dir / "log.txt", "folder, pipe", "log", rebuilt),
-        (run_dir / "metrics.jsonl", "folder, pipe", "log", rebuilt),
-        (run_dir / "report.md", "folder, pipe", "report", "the run writes it again at its end"),
-    ):  # fmt: skip
-        if (file.exists() or file.is_symlink()) and not file.is_file():
-            raise UserError(f"{file}: a {kinds} or broken link, not the run's {what}; remove "
-                            f"it ({again})")  # fmt: skip
-        if file.is_symlink() and file is not saved:  # written through: outside the run
-            raise UserError(f"{file}: a symbolic link, not the run's own {what}; remove it "
-                            f"({again})")  # fmt: skip
+    _check_run_files(run_dir)
     # With --checkpoint-recipe the folder says what its checkpoint says, from the resume's
     # first checkpoint on: written now, a resume refused below lost the user's edited file.
     if not accept_checkpoint_recipe and saved.is_file():
@@ -185,6 +171,35 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
             )
     changes = _check_changes(overrides, recipe, run_dir)
     new = apply_overrides(recipe, overrides) if overrides else recipe
+    _check_epochs_left(run_dir, checkpoint, recipe, new)
+    changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
+    changes = {k: (old, value) for k, (old, value) in changes.items() if old != value}
+    return Resume(run_dir, new, checkpoint, changes, accept_checkpoint_recipe)
+
+
+def _check_run_files(run_dir: Path) -> None:
+    """The files a resume writes are files of the run's own: found only when written (a
+    folder, a link to itself) or hanging the run (a pipe)."""
+    saved = run_dir / "recipe.toml"
+    rebuilt = "the checkpoint's history writes the epochs' lines again"
+    for file, kinds, what, again in (
+        (saved, "folder, device", "recipe file",
+         "the checkpoint holds the recipe: --checkpoint-recipe writes it again"),
+        (run_dir / "log.txt", "folder, pipe", "log", rebuilt),
+        (run_dir / "metrics.jsonl", "folder, pipe", "log", rebuilt),
+        (run_dir / "report.md", "folder, pipe", "report", "the run writes it again at its end"),
+    ):  # fmt: skip
+        if (file.exists() or file.is_symlink()) and not file.is_file():
+            raise UserError(f"{file}: a {kinds} or broken link, not the run's {what}; remove "
+                            f"it ({again})")  # fmt: skip
+        if file.is_symlink() and file is not saved:  # written through: outside the run
+            raise UserError(f"{file}: a symbolic link, not the run's own {what}; remove it "
+                            f"({again})")  # fmt: skip
+
+
+def _check_epochs_left(run_dir: Path, checkpoint: dict, recipe: Recipe, new: Recipe) -> None:
+    """A resume has epochs left to train under ``new``, or only a finished run's last writes
+    (left_unfinished); an epoch count below where the run stopped is refused."""
     done, batch = checkpoint["epoch"], checkpoint.get("batch", 0)
     least = done + (1 if batch else 0)  # an epoch begun is finished, not dropped
     if new.epochs < min(recipe.epochs, least):  # was "resuming", a report, and nothing kept
@@ -196,9 +211,6 @@ def open_run(run_dir: Path, overrides: list[str], accept_checkpoint_recipe: bool
                   if recipe.schedule.name == "onecycle"
                   else f"to train on, resume with --set epochs=N (N > {done}), or start a new run")  # fmt: skip
         raise UserError(f"{run_dir} has finished {done} epochs; {onward}")
-    changes = {k: (_get(recipe, k), _get(new, k)) for k in changes}
-    changes = {k: (old, value) for k, (old, value) in changes.items() if old != value}
-    return Resume(run_dir, new, checkpoint, changes, accept_checkpoint_recipe)
 
 
 def left_unfinished(run_dir: Path, checkpoint: dict) -> bool:
